@@ -1,0 +1,22 @@
+"""The project's error types: each message says what is wrong and where, so a CLI can print
+it as one line."""
+
+
+class ChurnError(Exception):
+    """Base class for errors a user can act on (bad input, bad settings, failed checks)."""
+
+
+class SettingsError(ChurnError):
+    """A setting has an invalid value."""
+
+
+class SourceError(ChurnError):
+    """A data source or output URI cannot be read, written or understood."""
+
+
+class ContractError(ChurnError):
+    """The data breaks the data contract (missing columns, wrong types, too many bad rows)."""
+
+
+class RegistryError(ChurnError):
+    """The model registry is missing a version, or a model file fails its hash check."""

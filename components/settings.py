@@ -1,0 +1,157 @@
+"""Settings: one object, filled from defaults < config file < environment < CLI flags.
+
+The config file is TOML (`churn.toml` in the working directory, or the path in
+`CHURN_CONFIG`); environment variables are the field names upper-cased with a `CHURN_`
+prefix (`CHURN_HOME`, `CHURN_PROMOTION_MARGIN`, ...). `GOOGLE_CLOUD_PROJECT` and
+`GOOGLE_CLOUD_REGION` are honoured too, as the Google Cloud tools do.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from components.errors import SettingsError
+
+DEFAULT_COMPONENT_IMAGE = "us-docker.pkg.dev/churn-pipelines/churn/components:0.1.0"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a run can be configured with. Field docs are the user-facing help."""
+
+    home: Path = Path(".churn")
+    """Local home: embedded warehouse, model registry, run records and reports."""
+    project: str | None = None
+    """Google Cloud project; when unset, pipelines run locally."""
+    region: str = "us-central1"
+    pipeline_root: str | None = None
+    """gs:// root for Vertex AI pipeline artifacts (default gs://<project>-churn/pipeline-root)."""
+    service_account: str | None = None
+    """Service account Vertex pipelines run as."""
+    source: str | None = None
+    """Customer table URI; default: the embedded warehouse's `customers` table."""
+    registry: str | None = None
+    """Model registry: a local directory or vertex://; default: <home>/registry."""
+    seed: int = 42
+    sample_rows: int = 21_096
+    """Rows of generated sample data loaded into an empty embedded warehouse."""
+    invalid_row_tolerance: float = 0.05
+    """Largest share of invalid rows set aside before validation stops the run."""
+    test_size: float = 0.2
+    cv_folds: int = 5
+    candidates_per_family: int = 2
+    """Hyper-parameter settings tried per model family (randomised search)."""
+    search_budget_seconds: float = 120.0
+    """Wall-time budget of the candidate search; each family gets at least one setting."""
+    promotion_metric: str = "roc_auc"
+    promotion_margin: float = 0.002
+    """A new model must beat the champion's test-set metric by at least this much."""
+    promotion_floor: float = 0.70
+    """... and reach at least this value, whatever the champion scores."""
+
+    def __post_init__(self) -> None:
+        _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
+        _check_range("test_size", self.test_size, 0.05, 0.5)
+        _check_range("promotion_floor", self.promotion_floor, 0.0, 1.0)
+        _check_range("promotion_margin", self.promotion_margin, -1.0, 1.0)
+        if not 2 <= self.cv_folds <= 20:
+            raise SettingsError(f"cv_folds must be between 2 and 20, got {self.cv_folds}")
+        if self.candidates_per_family < 1:
+            raise SettingsError(
+                f"candidates_per_family must be at least 1, got {self.candidates_per_family}"
+            )
+        if self.sample_rows < 100:
+            raise SettingsError(f"sample_rows must be at least 100, got {self.sample_rows}")
+        if self.promotion_metric not in ("roc_auc", "pr_auc", "f1"):
+            raise SettingsError(
+                "promotion_metric must be one of roc_auc, pr_auc, f1; "
+                f"got {self.promotion_metric!r}"
+            )
+
+    @property
+    def warehouse_path(self) -> Path:
+        return self.home / "warehouse.duckdb"
+
+    @property
+    def source_uri(self) -> str:
+        return self.source or f"duckdb://{self.warehouse_path}?table=customers"
+
+    @property
+    def registry_uri(self) -> str:
+        return self.registry or str(self.home / "registry")
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.home / "runs"
+
+    @property
+    def runs_on_vertex(self) -> bool:
+        return self.project is not None
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+
+
+_ENV_ALIASES = {"project": "GOOGLE_CLOUD_PROJECT", "region": "GOOGLE_CLOUD_REGION"}
+
+
+def load_settings(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+) -> Settings:
+    """Build settings from defaults, the config file, the environment and `overrides`
+    (CLI flags; `None` values are ignored), later sources winning."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = config_file or Path(environ.get("CHURN_CONFIG", "churn.toml"))
+    if config_path.exists():
+        try:
+            values.update(tomllib.loads(config_path.read_text()))
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
+    names = {f.name for f in fields(Settings)}
+    for name in names:
+        for key in (f"CHURN_{name.upper()}", _ENV_ALIASES.get(name)):
+            if key and key in environ:
+                values[name] = environ[key]
+                break
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise SettingsError(
+            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
+    return Settings(**{name: _coerce(name, value) for name, value in values.items()})
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn text from the environment or TOML into the field's declared type."""
+    declared = {f.name: f.type for f in fields(Settings)}[name]
+    try:
+        if declared == "Path":
+            return Path(value).expanduser()
+        if declared == "int":
+            return int(value)
+        if declared == "float":
+            return float(value)
+        if declared == "str | None":
+            return str(value) if value not in ("", None) else None
+        return str(value)
+    except (TypeError, ValueError):
+        raise SettingsError(f"setting {name} must be {declared}, got {value!r}") from None
+
+
+def component_image(environ: Mapping[str, str] | None = None) -> str:
+    """The container image every pipeline step runs in; read when pipelines are defined,
+    so `CHURN_COMPONENT_IMAGE` at compile time decides what the YAML names."""
+    environ = os.environ if environ is None else environ
+    return environ.get("CHURN_COMPONENT_IMAGE", DEFAULT_COMPONENT_IMAGE)

@@ -1,0 +1,112 @@
+"""Last step of the training pipeline: the run summary and the HTML report."""
+
+from typing import Any
+
+from kfp.dsl import HTML, Artifact, Dataset, Input, Model, Output
+
+from components.stage import stage
+
+HEADLINE_METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall")
+
+
+def training_summary(
+    *,
+    run_id: str,
+    rows: dict[str, int],
+    model_info: dict[str, Any],
+    candidates: list[dict[str, Any]],
+    evaluation: dict[str, Any],
+    registration: dict[str, Any],
+) -> dict[str, Any]:
+    """The run's outcome in the shape `submit.py train --json` prints."""
+    champion = evaluation.get("champion_metrics")
+    return {
+        "run_id": run_id,
+        "status": "succeeded",
+        "model_version": registration["version"],
+        "promoted": registration["promoted"],
+        "promotion_reason": registration["promotion_reason"],
+        "best_model": model_info["best_model"],
+        "threshold": round(float(model_info["threshold"]), 4),
+        "metrics": {k: round(evaluation["metrics"][k], 4) for k in HEADLINE_METRICS},
+        "champion": (
+            {
+                "version": evaluation["champion_version"],
+                "metrics": {k: round(champion[k], 4) for k in HEADLINE_METRICS},
+            }
+            if champion
+            else None
+        ),
+        "cv": candidates,
+        "rows": rows,
+    }
+
+
+@stage
+def summarize_training(
+    raw: Input[Dataset],
+    rejects: Input[Dataset],
+    train: Input[Dataset],
+    test: Input[Dataset],
+    model: Input[Model],
+    candidates: Input[Artifact],
+    evaluation: Input[Artifact],
+    predictions: Input[Dataset],
+    registration: Input[Artifact],
+    run_id: str,
+    summary: Output[Artifact],
+    report: Output[HTML],
+) -> None:
+    """Write the run summary (JSON) and the self-contained HTML report."""
+    import json
+    from pathlib import Path
+
+    import pandas as pd
+
+    from components.report import render_training_report
+    from components.summary import training_summary
+
+    def count(artifact) -> int:
+        return int(artifact.metadata["rows"])  # metadata numbers come back as floats
+
+    evaluation_data = json.loads(Path(evaluation.path).read_text())
+    result = training_summary(
+        run_id=run_id,
+        rows={
+            "read": count(raw),
+            "duplicates": int(rejects.metadata["duplicates"]),
+            "rejected": count(rejects),
+            "train": count(train),
+            "test": count(test),
+        },
+        model_info=dict(model.metadata),
+        candidates=json.loads(Path(candidates.path).read_text()),
+        evaluation=evaluation_data,
+        registration=json.loads(Path(registration.path).read_text()),
+    )
+    scored = pd.read_parquet(predictions.path)
+    html = render_training_report(
+        title=f"Churn model v{result['model_version']}: training run {run_id}",
+        summary={
+            "model version": result["model_version"],
+            "best model": result["best_model"],
+            "promoted": "yes" if result["promoted"] else "no",
+            "why": result["promotion_reason"],
+            **{f"rows {k}": v for k, v in result["rows"].items()},
+            **{f"test {k}": v for k, v in result["metrics"].items()},
+        },
+        y_true=scored["label"].to_numpy(),
+        y_prob=scored["probability"].to_numpy(),
+        threshold=result["threshold"],
+        candidates=result["cv"],
+        feature_importance=evaluation_data["feature_importance"],
+        champion_prob=(
+            scored["champion_probability"].to_numpy() if "champion_probability" in scored else None
+        ),
+    )
+    Path(report.path).write_text(html, encoding="utf-8")
+    result["report"] = report.uri
+    Path(summary.path).write_text(json.dumps(result, indent=2))
+    summary.metadata.update(
+        {k: result[k] for k in ("model_version", "promoted", "best_model")} | result["metrics"]
+    )

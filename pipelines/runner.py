@@ -1,0 +1,179 @@
+"""Run a pipeline on this machine under `kfp.local`, with per-step progress and a record.
+
+KFP's local runner prints every step's logs to stdout. We capture them into the run's log
+file instead, turn its "Executing task" / "finished with status" lines into progress
+events, and pick out the project's own error line (`components.errors.XError: ...`) from a
+failed step, so the CLI can show one clear line instead of a wall of logs.
+"""
+
+import contextlib
+import io
+import json
+import re
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from kfp import local
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
+_FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
+_PROJECT_ERROR = re.compile(r"components\.errors\.(?P<kind>\w+): (?P<message>.+)$")
+_ANY_ERROR = re.compile(r"^\s*(?P<kind>[A-Za-z_.]*(?:Error|Exception)): (?P<message>.+)$")
+
+StepEvent = Callable[[str, str, float], None]
+"""Called with (step name, "started" | "succeeded" | "failed", seconds since step start)."""
+
+
+@dataclass
+class RunRecord:
+    """What `submit.py runs` lists: one finished (or failed) local run."""
+
+    run_id: str
+    pipeline: str
+    status: str
+    started_at: str
+    seconds: float
+    log: str
+    summary: dict[str, Any] | None = None
+    error: str | None = None
+    failed_step: str | None = None
+    step_seconds: dict[str, float] = field(default_factory=dict)
+
+
+class _LogTap(io.TextIOBase):
+    """A stdout stand-in that writes to the log file and reports step events."""
+
+    def __init__(self, log_file: io.TextIOBase, on_step: StepEvent) -> None:
+        self._log = log_file
+        self._on_step = on_step
+        self._partial = ""
+        self._step_started: dict[str, float] = {}
+        self.step_seconds: dict[str, float] = {}
+        self.error_lines: list[tuple[str, str, bool]] = []
+        self.failed_step: str | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        self._log.write(text)
+        lines = (self._partial + text).split("\n")
+        self._partial = lines.pop()
+        for line in lines:
+            self._scan(_ANSI.sub("", line))
+        return len(text)
+
+    def flush(self) -> None:
+        self._log.flush()
+
+    def _scan(self, line: str) -> None:
+        if started := _STARTED.search(line):
+            task = started["task"]
+            self._step_started[task] = time.perf_counter()
+            self._on_step(task, "started", 0.0)
+        elif finished := _FINISHED.search(line):
+            task = finished["task"]
+            seconds = time.perf_counter() - self._step_started.get(task, time.perf_counter())
+            self.step_seconds[task] = round(seconds, 2)
+            succeeded = finished["status"] == "SUCCESS"
+            if not succeeded:
+                self.failed_step = task
+            self._on_step(task, "succeeded" if succeeded else "failed", seconds)
+        elif project := _PROJECT_ERROR.search(line):
+            self.error_lines.append((project["kind"], project["message"].strip(), True))
+        elif other := _ANY_ERROR.match(line):
+            self.error_lines.append((other["kind"], other["message"].strip(), False))
+
+    def error_line(self) -> str | None:
+        """The project's own error if a step raised one, else the last exception seen."""
+        project = [e for e in self.error_lines if e[2]]
+        if project:
+            return project[-1][1]
+        if self.error_lines:
+            kind, message, _ = self.error_lines[-1]
+            return f"{kind}: {message}"
+        return None
+
+
+def run_locally(
+    pipeline_func: Callable[..., Any],
+    arguments: dict[str, Any],
+    *,
+    home: Path,
+    on_step: StepEvent,
+) -> RunRecord:
+    """Run `pipeline_func` under kfp.local's subprocess runner in this environment.
+
+    Artifacts go under `<home>/pipeline_root/<run id>/`, the log and the run record under
+    `<home>/runs/`. Returns the record; a failed run has `status == "failed"` and `error`.
+    """
+    pipeline_root = home / "pipeline_root"
+    runs_dir = home / "runs"
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    runs_dir.mkdir(parents=True, exist_ok=True)
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root.resolve()),
+        raise_on_error=True,
+    )
+    # Both warnings are expected here: display names and images only matter on Vertex.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
+    warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
+    display_names = {
+        name: task.task_info.name
+        for name, task in pipeline_func.pipeline_spec.root.dag.tasks.items()
+    }
+
+    def on_task(task: str, event: str, seconds: float) -> None:
+        on_step(display_names.get(task, task), event, seconds)
+
+    before = set(pipeline_root.iterdir())
+    started_at = datetime.now(UTC)
+    clock = time.perf_counter()
+    log_path = runs_dir / f"pending-{started_at:%Y%m%d-%H%M%S-%f}.log"
+    with open(log_path, "w", encoding="utf-8") as log_file:
+        tap = _LogTap(log_file, on_task)
+        with contextlib.redirect_stdout(tap):
+            try:
+                task = pipeline_func(**arguments)
+                outcome, error = "succeeded", None
+            except RuntimeError as exc:
+                task, outcome = None, "failed"
+                error = tap.error_line() or str(exc)
+        tap.flush()
+    new_dirs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    run_id = new_dirs[-1].name if new_dirs else log_path.stem.removeprefix("pending-")
+    final_log = log_path.rename(runs_dir / f"{run_id}.log")
+    summary = None
+    if task is not None:
+        summary = json.loads(Path(task.output.path).read_text())
+    record = RunRecord(
+        run_id=run_id,
+        pipeline=getattr(pipeline_func, "name", str(pipeline_func)),
+        status=outcome,
+        started_at=started_at.isoformat(timespec="seconds"),
+        seconds=round(time.perf_counter() - clock, 2),
+        log=str(final_log),
+        summary=summary,
+        error=error,
+        failed_step=tap.failed_step,
+        step_seconds=tap.step_seconds,
+    )
+    (runs_dir / f"{run_id}.json").write_text(json.dumps(asdict(record), indent=2))
+    return record
+
+
+def list_runs(home: Path) -> list[RunRecord]:
+    """Local run records, newest first."""
+    records = [
+        RunRecord(**json.loads(path.read_text()))
+        for path in (home / "runs").glob("*.json")
+        if path.is_file()
+    ]
+    return sorted(records, key=lambda r: r.started_at, reverse=True)

@@ -1,0 +1,91 @@
+"""Weekly churn-model training pipeline.
+
+Steps:
+ 1. Ingest: read the customer table from `source_uri` (file, DuckDB or BigQuery).
+ 2. Validate: check the data contract; set aside invalid and duplicate rows with reasons.
+ 3. Split: hold out a stratified, leak-free test set (a customer is on one side only).
+ 4. Train candidates: stratified group k-fold CV of five model families with SMOTE inside
+    the training folds; pick the best; threshold from out-of-fold predictions; refit.
+ 5. Evaluate: score the untouched test set with the new model and the current champion.
+ 6. Register: add a new registry version; promote it to champion only if it beats the
+    champion by the margin and clears the floor.
+ 7. Summarize: run summary and self-contained HTML report.
+"""
+
+from kfp import dsl
+
+from components.evaluate import evaluate_model
+from components.ingest import ingest
+from components.register import register_model
+from components.settings import Settings
+from components.split import split_data
+from components.summary import summarize_training
+from components.train import train_candidates
+from components.validate import validate_training_data
+
+DEFAULTS = Settings()
+
+
+@dsl.pipeline(
+    name="churn-training",
+    description="Train, evaluate and register a customer-churn model; promote it if it wins.",
+)
+def training_pipeline(
+    source_uri: str,
+    registry_uri: str,
+    invalid_row_tolerance: float = DEFAULTS.invalid_row_tolerance,
+    test_size: float = DEFAULTS.test_size,
+    seed: int = DEFAULTS.seed,
+    cv_folds: int = DEFAULTS.cv_folds,
+    candidates_per_family: int = DEFAULTS.candidates_per_family,
+    search_budget_seconds: float = DEFAULTS.search_budget_seconds,
+    promotion_metric: str = DEFAULTS.promotion_metric,
+    promotion_margin: float = DEFAULTS.promotion_margin,
+    promotion_floor: float = DEFAULTS.promotion_floor,
+) -> dsl.Artifact:
+    """Returns the run summary artifact (JSON, with the key figures as metadata)."""
+    raw = ingest(source_uri=source_uri).set_display_name("1. Ingest customers")
+    checked = validate_training_data(
+        raw=raw.outputs["raw"],
+        source_uri=source_uri,
+        invalid_row_tolerance=invalid_row_tolerance,
+    ).set_display_name("2. Validate data contract")
+    split = split_data(
+        clean=checked.outputs["clean"], test_size=test_size, seed=seed
+    ).set_display_name("3. Split train / test")
+    trained = train_candidates(
+        train=split.outputs["train"],
+        cv_folds=cv_folds,
+        seed=seed,
+        candidates_per_family=candidates_per_family,
+        search_budget_seconds=search_budget_seconds,
+    ).set_display_name("4. Train candidates and select")
+    evaluated = evaluate_model(
+        model=trained.outputs["model"],
+        test=split.outputs["test"],
+        registry_uri=registry_uri,
+        seed=seed,
+    ).set_display_name("5. Evaluate on test set")
+    registered = register_model(
+        model=trained.outputs["model"],
+        evaluation=evaluated.outputs["evaluation"],
+        train=split.outputs["train"],
+        registry_uri=registry_uri,
+        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+        promotion_metric=promotion_metric,
+        promotion_margin=promotion_margin,
+        promotion_floor=promotion_floor,
+    ).set_display_name("6. Register and promote")
+    summarized = summarize_training(
+        raw=raw.outputs["raw"],
+        rejects=checked.outputs["rejects"],
+        train=split.outputs["train"],
+        test=split.outputs["test"],
+        model=trained.outputs["model"],
+        candidates=trained.outputs["candidates"],
+        evaluation=evaluated.outputs["evaluation"],
+        predictions=evaluated.outputs["predictions"],
+        registration=registered.outputs["registration"],
+        run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    ).set_display_name("7. Summary and report")
+    return summarized.outputs["summary"]

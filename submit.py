@@ -1,0 +1,220 @@
+"""Run the churn pipelines: locally under kfp.local, or on Vertex AI Pipelines.
+
+    python submit.py train [--source URI] [--json]     train, evaluate, register, promote
+    python submit.py runs                              list local runs
+
+With no Google Cloud project configured (`--project`, `CHURN_PROJECT` or
+`GOOGLE_CLOUD_PROJECT`), pipelines run on this machine; `--local` forces that.
+Settings come from churn.toml < CHURN_* environment < flags (see components/settings.py).
+"""
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from components.errors import ChurnError
+from components.settings import Settings, load_settings
+
+console = Console(stderr=True, highlight=False)
+log = logging.getLogger("churn")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
+    try:
+        settings = load_settings(_overrides(args), config_file=args.config)
+        return args.command(args, settings)
+    except ChurnError as exc:
+        if args.verbose:
+            console.print_exception()
+        console.print(f"[red]error:[/red] {exc}")
+        return 1
+    except KeyboardInterrupt:
+        console.print("[red]interrupted[/red]")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", type=Path, help="local home directory (default ./.churn)")
+    common.add_argument("--config", type=Path, help="TOML settings file (default churn.toml)")
+    common.add_argument("--project", help="Google Cloud project: run on Vertex AI Pipelines")
+    common.add_argument("--region", help="Google Cloud region (default us-central1)")
+    common.add_argument("--local", action="store_true", help="run locally even with a project")
+    common.add_argument("--json", action="store_true", help="print a JSON summary as last line")
+    common.add_argument("-v", "--verbose", action="store_true", help="show logs and tracebacks")
+
+    parser = argparse.ArgumentParser(
+        prog="submit.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+    train = commands.add_parser("train", parents=[common], help="run the training pipeline")
+    train.add_argument("--source", help="customer table URI (.csv, .parquet, duckdb://, bq://)")
+    train.add_argument("--seed", type=int, help="random seed (default 42)")
+    train.add_argument("--cv-folds", type=int, dest="cv_folds", help="CV folds (default 5)")
+    train.add_argument(
+        "--candidates-per-family",
+        type=int,
+        dest="candidates_per_family",
+        help="hyper-parameter settings tried per model family (default 2)",
+    )
+    train.set_defaults(command=_train)
+    runs = commands.add_parser("runs", parents=[common], help="list local pipeline runs")
+    runs.set_defaults(command=_runs)
+    return parser
+
+
+_SETTING_FLAGS = (
+    "home",
+    "project",
+    "region",
+    "source",
+    "seed",
+    "cv_folds",
+    "candidates_per_family",
+)
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    values = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
+    if args.local:
+        values["project"] = ""  # clears a project set in the config file or environment
+    return values
+
+
+def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.training import training_pipeline
+
+    if settings.runs_on_vertex:
+        raise ChurnError(
+            f"project {settings.project!r} is set: submitting to Vertex AI is not supported "
+            "yet; pass --local to run on this machine"
+        )
+    if settings.source is None:
+        _ensure_sample_data(settings)
+    arguments = {
+        "source_uri": settings.source_uri,
+        "registry_uri": settings.registry_uri,
+        "invalid_row_tolerance": settings.invalid_row_tolerance,
+        "test_size": settings.test_size,
+        "seed": settings.seed,
+        "cv_folds": settings.cv_folds,
+        "candidates_per_family": settings.candidates_per_family,
+        "search_budget_seconds": settings.search_budget_seconds,
+        "promotion_metric": settings.promotion_metric,
+        "promotion_margin": settings.promotion_margin,
+        "promotion_floor": settings.promotion_floor,
+    }
+    record = _run(training_pipeline, arguments, settings, args)
+    if record.status != "succeeded":
+        return 1
+    summary = record.summary or {}
+    metrics = summary["metrics"]
+    console.print(
+        f"[bold]model v{summary['model_version']}[/bold] ({summary['best_model']}): "
+        f"ROC-AUC {metrics['roc_auc']:.3f}, PR-AUC {metrics['pr_auc']:.3f}, "
+        f"F1 {metrics['f1']:.3f} (precision {metrics['precision']:.3f}, "
+        f"recall {metrics['recall']:.3f}) on {summary['rows']['test']:,} held-out customers"
+    )
+    verdict = "[green]promoted to champion[/green]" if summary["promoted"] else "not promoted"
+    console.print(f"{verdict}: {summary['promotion_reason']}")
+    rows = summary["rows"]
+    console.print(
+        f"rows: {rows['read']:,} read, {rows['rejected']:,} rejected "
+        f"({rows['duplicates']:,} duplicates), {rows['train']:,} train, {rows['test']:,} test"
+    )
+    console.print(f"report: {summary['report']}")
+    if args.json:
+        print(json.dumps(_train_json(summary)))
+    return 0
+
+
+def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
+    keys = ("run_id", "status", "model_version", "promoted", "promotion_reason", "best_model")
+    return {k: summary[k] for k in keys} | {
+        "metrics": summary["metrics"],
+        "cv": summary["cv"],
+        "rows": summary["rows"],
+        "report": summary["report"],
+    }
+
+
+def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: argparse.Namespace):
+    """Run locally with one line of progress per step; print the error line on failure."""
+    from pipelines.runner import run_locally
+
+    status = console.status("starting pipeline")
+
+    def on_step(step: str, event: str, seconds: float) -> None:
+        if event == "started":
+            status.update(f"running {step}")
+        elif event == "succeeded":
+            console.print(f"  [green]✓[/green] {step} [dim]{seconds:.1f}s[/dim]")
+        else:
+            console.print(f"  [red]✗[/red] {step} [dim]{seconds:.1f}s[/dim]")
+
+    console.print(f"[bold]{pipeline_func.name}[/bold] on this machine (kfp.local)")
+    with status:
+        record = run_locally(pipeline_func, arguments, home=settings.home, on_step=on_step)
+    if record.status != "succeeded":
+        where = f" in step {record.failed_step}" if record.failed_step else ""
+        console.print(f"[red]error:[/red] run {record.run_id} failed{where}: {record.error}")
+        console.print(f"[dim]log: {record.log}[/dim]")
+        if args.verbose:
+            console.print(Path(record.log).read_text())
+        if args.json:
+            print(json.dumps({"run_id": record.run_id, "status": "failed", "error": record.error}))
+    else:
+        console.print(f"run {record.run_id} succeeded in {record.seconds:.1f}s")
+    return record
+
+
+def _ensure_sample_data(settings: Settings) -> None:
+    """On a first local run, fill the embedded warehouse with generated customers."""
+    from components.sample_data import generate_customers
+    from components.warehouse import table_exists, write_table
+
+    if table_exists(settings.source_uri):
+        return
+    console.print(
+        f"loading {settings.sample_rows:,} generated sample customers into {settings.source_uri}"
+    )
+    write_table(generate_customers(settings.sample_rows, seed=settings.seed), settings.source_uri)
+
+
+def _runs(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.runner import list_runs
+
+    records = list_runs(settings.home)
+    if args.json:
+        print(json.dumps([_run_row(r) for r in records]))
+        return 0
+    table = Table("run id", "pipeline", "status", "started", "seconds", "model", "ROC-AUC")
+    for row in map(_run_row, records):
+        table.add_row(*(str(row[k] if row[k] is not None else "") for k in row))
+    Console().print(table)
+    return 0
+
+
+def _run_row(record) -> dict[str, Any]:
+    summary = record.summary or {}
+    return {
+        "run_id": record.run_id,
+        "pipeline": record.pipeline,
+        "status": record.status,
+        "started_at": record.started_at,
+        "seconds": record.seconds,
+        "model_version": summary.get("model_version"),
+        "roc_auc": summary.get("metrics", {}).get("roc_auc"),
+    }
+
+
+if __name__ == "__main__":
+    sys.exit(main())
