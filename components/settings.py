@@ -53,12 +53,24 @@ class Settings:
     """A new model must beat the champion's test-set metric by at least this much."""
     promotion_floor: float = 0.70
     """... and reach at least this value, whatever the champion scores."""
+    high_risk_cutoff: float = 0.7
+    """Churn probability from which a customer is in the `high` risk tier."""
+    medium_risk_cutoff: float = 0.4
+    """... and from which `medium` (below it: `low`)."""
+    drift_threshold: float = 0.2
+    """Population stability index above which a feature counts as drifted."""
+    score_batch_rows: int = 100_000
+    """Rows read, scored and written per chunk by batch scoring (bounds memory)."""
 
     def __post_init__(self) -> None:
         _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
         _check_range("test_size", self.test_size, 0.05, 0.5)
         _check_range("promotion_floor", self.promotion_floor, 0.0, 1.0)
         _check_range("promotion_margin", self.promotion_margin, -1.0, 1.0)
+        _check_range("medium_risk_cutoff", self.medium_risk_cutoff, 0.0, 1.0)
+        _check_range("high_risk_cutoff", self.high_risk_cutoff, self.medium_risk_cutoff, 1.0)
+        if self.score_batch_rows < 1:
+            raise SettingsError(f"score_batch_rows must be positive, got {self.score_batch_rows}")
         if not 2 <= self.cv_folds <= 20:
             raise SettingsError(f"cv_folds must be between 2 and 20, got {self.cv_folds}")
         if self.candidates_per_family < 1:
