@@ -2,6 +2,7 @@
 
     python submit.py train [--source URI] [--json]     train, evaluate, register, promote
     python submit.py runs                              list local runs
+    python submit.py serve [--model VERSION]           serve a model on 127.0.0.1
 
 With no Google Cloud project configured (`--project`, `CHURN_PROJECT` or
 `GOOGLE_CLOUD_PROJECT`), pipelines run on this machine; `--local` forces that.
@@ -11,6 +12,7 @@ Settings come from churn.toml < CHURN_* environment < flags (see components/sett
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,8 +22,9 @@ from rich.table import Table
 
 from components.errors import ChurnError
 from components.settings import Settings, load_settings
+from components.warehouse import parse_uri
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, soft_wrap=True)
 log = logging.getLogger("churn")
 
 
@@ -68,6 +71,12 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(command=_train)
     runs = commands.add_parser("runs", parents=[common], help="list local pipeline runs")
     runs.set_defaults(command=_runs)
+    serve = commands.add_parser(
+        "serve", parents=[common], help="serve a model on 127.0.0.1, as a Vertex endpoint would"
+    )
+    serve.add_argument("--model", default="champion", help="version or alias (default champion)")
+    serve.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    serve.set_defaults(command=_serve)
     return parser
 
 
@@ -97,6 +106,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
             f"project {settings.project!r} is set: submitting to Vertex AI is not supported "
             "yet; pass --local to run on this machine"
         )
+    parse_uri(settings.source_uri)  # a malformed URI fails here, not in step 1
     if settings.source is None:
         _ensure_sample_data(settings)
     arguments = {
@@ -130,10 +140,20 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         f"rows: {rows['read']:,} read, {rows['rejected']:,} rejected "
         f"({rows['duplicates']:,} duplicates), {rows['train']:,} train, {rows['test']:,} test"
     )
+    summary["report"] = str(_keep_report(Path(summary["report"]), summary["run_id"], settings))
     console.print(f"report: {summary['report']}")
     if args.json:
         print(json.dumps(_train_json(summary)))
     return 0
+
+
+def _keep_report(artifact: Path, run_id: str, settings: Settings) -> Path:
+    """Copy the HTML report artifact (a file named `report`) to `<home>/reports/<run>.html`,
+    where a browser opens it with a double click."""
+    path = settings.home / "reports" / f"{run_id}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(artifact.read_bytes())
+    return path.resolve()
 
 
 def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
@@ -214,6 +234,54 @@ def _run_row(record) -> dict[str, Any]:
         "model_version": summary.get("model_version"),
         "roc_auc": summary.get("metrics", {}).get("roc_auc"),
     }
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Serve a registered model with the model server its Vertex endpoint runs, on this
+    machine only, until Ctrl-C: clients can be tried before anything is deployed."""
+    from components.registry import open_registry
+    from components.serving import start_model_server
+
+    registry = open_registry(settings.registry_uri)
+    entry = registry.get(args.model)
+    model_dir = registry.model_path(entry.version).parent
+    with console.status(f"starting the model server for model v{entry.version}"):
+        server = start_model_server(model_dir, args.port, settings=settings)
+    with server:
+        example = _example_request(settings)
+        console.print(f"serving model v{entry.version} ({entry.best_model}): {server.predict_url}")
+        console.print(
+            "try: curl -s -H 'Content-Type: application/json' "
+            f"-d @{shlex.quote(str(example))} {server.predict_url}",
+            markup=False,
+            soft_wrap=True,
+        )
+        console.print(f"server log: {server.log_path}", markup=False, soft_wrap=True)
+        console.print("press Ctrl-C to stop")
+        try:
+            code = server.process.wait()
+        except KeyboardInterrupt:
+            console.print("model server stopped")
+            return 0
+    console.print(
+        f"[red]error:[/red] the model server exited with code {code}; log: {server.log_path}",
+        soft_wrap=True,
+    )
+    return 1
+
+
+def _example_request(settings: Settings) -> Path:
+    """A request body of two generated customers, for the printed curl line to send."""
+    from components.contract import TELCO_CHURN
+    from components.sample_data import generate_customers
+
+    customers = generate_customers(2, seed=settings.seed, messy=False)
+    customers = customers.drop(columns=TELCO_CHURN.label_column).astype(object)
+    instances = customers.where(customers.notna(), None).to_dict("records")
+    path = settings.home / "serve-example.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"instances": instances}, indent=2))
+    return path
 
 
 if __name__ == "__main__":

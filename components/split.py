@@ -8,7 +8,7 @@ new ids) share a group too. Groups, not rows, are split, stratified by label and
 import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Input, Output
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import StratifiedKFold, train_test_split
 
 from components.contract import TELCO_CHURN, DataContract
 from components.errors import ContractError
@@ -84,11 +84,17 @@ def assert_no_leak(
 def cv_folds(
     frame: pd.DataFrame, *, n_folds: int, seed: int, contract: DataContract = TELCO_CHURN
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Stratified group k-fold indices over the training split, same grouping as the split."""
-    splitter = StratifiedGroupKFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    return list(
-        splitter.split(frame, frame[contract.label_column], leakage_groups(frame, contract))
-    )
+    """Stratified group k-fold row indices over the training split, grouped as the split
+    is. Folds are drawn over groups (stratified by each group's label), which keeps
+    groups whole and is far faster than sklearn's StratifiedGroupKFold's per-group loop."""
+    groups = leakage_groups(frame, contract)
+    group_label = pd.Series(frame[contract.label_column].to_numpy()).groupby(groups).max()
+    splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    folds = []
+    for _, valid_groups in splitter.split(group_label.index, group_label.to_numpy()):
+        in_valid = np.isin(groups, group_label.index[valid_groups])
+        folds.append((np.flatnonzero(~in_valid), np.flatnonzero(in_valid)))
+    return folds
 
 
 @stage

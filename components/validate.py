@@ -21,7 +21,10 @@ Mode = Literal["training", "serving"]
 
 # A column where more than this share of non-blank values cannot be read is the wrong
 # type altogether (a shifted export, a renamed column), not a column with a few bad rows.
+# A few values are no evidence of a column's type: a one-row request with one bad value is
+# a bad row, not a wrong-typed column.
 WRONG_TYPE_SHARE = 0.5
+WRONG_TYPE_MIN_VALUES = 20
 _LABEL_WORDS = {"yes": 1, "no": 0, "1": 1, "0": 0, "true": 1, "false": 0, "1.0": 1, "0.0": 0}
 
 
@@ -188,10 +191,10 @@ def _check_column(
     folded = text.str.casefold()
     normalised = folded.map(canonical).astype(object)
     unknown = ~blank & normalised.isna()
-    _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", text)
     if mode == "serving":
         # Unseen values reach the model as they are: its encoder ignores them.
         return normalised.where(~unknown, text.astype(object)), no_problem, blank
+    _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", text)
     problems = no_problem.mask(
         unknown,
         f"`{name}` value " + text.astype(str) + f" is not one of {', '.join(column.categories)}",
@@ -233,7 +236,7 @@ def _fail_if_wrong_type(
     bad: pd.Series, blank: pd.Series, column: Column, source: str, expected: str, text: pd.Series
 ) -> None:
     present = int((~blank).sum())
-    if present and bad.sum() > WRONG_TYPE_SHARE * present:
+    if present >= WRONG_TYPE_MIN_VALUES and bad.sum() > WRONG_TYPE_SHARE * present:
         examples = ", ".join(repr(v) for v in text[bad].drop_duplicates().head(3))
         raise ContractError(
             f"{source}: column `{column.name}` has the wrong type: {bad.sum() / present:.0%} of "

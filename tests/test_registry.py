@@ -1,0 +1,95 @@
+"""The registry's numbering, hash check and the promotion gate, on a real directory."""
+
+from pathlib import Path
+
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from components.errors import RegistryError
+from components.register import register_and_promote
+from components.registry import LocalRegistry, decide_promotion, save_model
+from components.train import build_preprocessor
+from components.validate import validate
+
+
+@pytest.fixture
+def model_file(customers, tmp_path: Path) -> Path:
+    clean = validate(customers, source="t").clean
+    model = Pipeline([("preprocess", build_preprocessor()), ("model", LogisticRegression())])
+    model.fit(clean.drop(columns=["customerID", "Churn"]), clean["Churn"])
+    return save_model(model, tmp_path / "artifact")
+
+
+def _register(registry: LocalRegistry, model_file: Path, roc_auc: float, champion: dict | None):
+    return register_and_promote(
+        registry_uri=str(registry.root),
+        model_file=model_file,
+        model_info={"best_model": "logistic_regression", "threshold": 0.4},
+        evaluation={
+            "metrics": {"roc_auc": roc_auc},
+            "champion_metrics": champion,
+            "champion_version": 1 if champion else None,
+        },
+        data_fingerprint="abc",
+        run_id="run-1",
+        metric="roc_auc",
+        margin=0.01,
+        floor=0.7,
+    )
+
+
+def test_gate_promotes_a_clear_winner_and_keeps_the_champion_otherwise(model_file, tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    first = _register(registry, model_file, 0.80, None)
+    assert first.promoted and registry.champion().version == 1
+
+    beaten_by_less_than_margin = _register(registry, model_file, 0.805, {"roc_auc": 0.80})
+    assert not beaten_by_less_than_margin.promoted
+    assert "does not beat the champion's 0.8000 by the margin 0.0100" in (
+        beaten_by_less_than_margin.promotion_reason
+    )
+    assert registry.champion().version == 1
+
+    winner = _register(registry, model_file, 0.82, {"roc_auc": 0.80})
+    assert winner.promoted and winner.version == 3
+    assert registry.champion().version == 3
+    assert registry.versions() == [1, 2, 3]
+
+
+def test_gate_refuses_a_model_below_the_floor_even_without_champion():
+    decision = decide_promotion(
+        metric="roc_auc", candidate=0.65, champion=None, margin=0.0, floor=0.7
+    )
+    assert not decision.promote
+    assert decision.reason == "test roc_auc 0.6500 is below the floor 0.7000"
+
+
+def test_record_holds_what_reproduction_needs(model_file, tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    entry = _register(registry, model_file, 0.8, None)
+    stored = registry.get("champion")
+    assert stored == entry
+    assert len(stored.sha256) == 64
+    assert stored.run_id == "run-1" and stored.data_fingerprint == "abc"
+    assert {"scikit-learn", "imbalanced-learn", "kfp"} <= set(stored.library_versions)
+    assert stored.created_at.endswith("+00:00")
+
+
+def test_tampered_model_file_is_refused(model_file, tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    _register(registry, model_file, 0.8, None)
+    model, _ = registry.load_model("champion")
+    assert hasattr(model, "predict_proba")
+    with open(registry.model_path(1), "ab") as handle:
+        handle.write(b"\0")
+    with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
+        registry.load_model(1)
+
+
+def test_unknown_versions_are_clear_errors(tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    with pytest.raises(RegistryError, match="no champion model"):
+        registry.get("champion")
+    with pytest.raises(RegistryError, match="model version 7 is not registered"):
+        registry.get("v7")

@@ -1,0 +1,50 @@
+"""Settings precedence: defaults < config file < environment < CLI flags."""
+
+from pathlib import Path
+
+import pytest
+
+from components.errors import SettingsError
+from components.settings import load_settings
+
+
+def test_precedence(tmp_path: Path):
+    config = tmp_path / "churn.toml"
+    config.write_text('cv_folds = 3\npromotion_margin = 0.01\nregion = "europe-west4"\n')
+    settings = load_settings(
+        {"region": "us-east1", "seed": None},
+        environ={"CHURN_PROMOTION_MARGIN": "0.02", "GOOGLE_CLOUD_PROJECT": "acme"},
+        config_file=config,
+    )
+    assert settings.cv_folds == 3  # file over default
+    assert settings.promotion_margin == 0.02  # environment over file
+    assert settings.region == "us-east1"  # flag over file
+    assert settings.seed == 42  # unset flag leaves the default
+    assert settings.project == "acme" and settings.runs_on_vertex
+
+
+def test_defaults_run_locally_on_the_embedded_warehouse(tmp_path: Path):
+    settings = load_settings(environ={"CHURN_HOME": str(tmp_path)}, config_file=tmp_path / "no")
+    assert not settings.runs_on_vertex
+    assert settings.source_uri == f"duckdb://{tmp_path}/warehouse.duckdb?table=customers"
+    assert settings.registry_uri == str(tmp_path / "registry")
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CHURN_CV_FOLDS": "many"}, "setting cv_folds must be int, got 'many'"),
+        ({"CHURN_TEST_SIZE": "0.9"}, "test_size must be between 0.05 and 0.5, got 0.9"),
+        ({"CHURN_HIGH_RISK_CUTOFF": "0.1"}, "high_risk_cutoff must be between 0.4 and 1.0"),
+    ],
+)
+def test_bad_values_name_the_setting(tmp_path: Path, environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ, config_file=tmp_path / "none.toml")
+
+
+def test_unknown_config_keys_are_rejected(tmp_path: Path):
+    config = tmp_path / "churn.toml"
+    config.write_text("cv_fold = 3\n")
+    with pytest.raises(SettingsError, match="unknown setting"):
+        load_settings(environ={}, config_file=config)
