@@ -14,6 +14,7 @@ from sklearn.metrics import (
     roc_curve,
 )
 from sklearn.pipeline import Pipeline
+from threadpoolctl import threadpool_limits
 
 from components.contract import TELCO_CHURN, DataContract
 from components.stage import stage
@@ -62,15 +63,18 @@ def feature_importance(
     """Mean drop in test ROC-AUC when each raw feature is shuffled (model-agnostic, so
     every candidate family is explained the same way)."""
     sample = test.sample(n=min(len(test), IMPORTANCE_ROWS), random_state=seed)
-    result = permutation_importance(
-        model,
-        sample[contract.feature_names],
-        sample[contract.label_column].to_numpy(),
-        scoring="roc_auc",
-        n_repeats=3,
-        random_state=seed,
-        n_jobs=1,
-    )
+    # Dozens of small predictions: OpenMP thread start-up costs more than it saves (and on
+    # a busy machine, many times more), so they run on one thread.
+    with threadpool_limits(limits=1):
+        result = permutation_importance(
+            model,
+            sample[contract.feature_names],
+            sample[contract.label_column].to_numpy(),
+            scoring="roc_auc",
+            n_repeats=3,
+            random_state=seed,
+            n_jobs=1,
+        )
     ranked = sorted(
         zip(contract.feature_names, result.importances_mean, strict=True), key=lambda kv: -kv[1]
     )

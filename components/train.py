@@ -61,17 +61,17 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "random_forest",
         lambda seed, **p: RandomForestClassifier(
-            n_estimators=100, max_samples=0.5, random_state=seed, **p
+            n_estimators=80, max_samples=0.5, random_state=seed, **p
         ),
         {"max_depth": [8, 12], "min_samples_leaf": [5, 10, 20]},
     ),
     Family(
         "gradient_boosting",
         lambda seed, **p: HistGradientBoostingClassifier(
-            max_iter=150, early_stopping=False, random_state=seed, **p
+            max_iter=100, early_stopping=False, random_state=seed, **p
         ),
         {
-            "learning_rate": [0.03, 0.05, 0.1],
+            "learning_rate": [0.05, 0.1],
             "max_leaf_nodes": [7, 15, 31],
             "l2_regularization": [0.0, 1.0],
         },
@@ -79,7 +79,7 @@ FAMILIES: tuple[Family, ...] = (
     Family(
         "extra_trees",
         lambda seed, **p: ExtraTreesClassifier(
-            n_estimators=100, max_samples=0.5, bootstrap=True, random_state=seed, **p
+            n_estimators=80, max_samples=0.5, bootstrap=True, random_state=seed, **p
         ),
         {"max_depth": [8, 12], "min_samples_leaf": [3, 10, 20]},
     ),
