@@ -16,6 +16,7 @@ from kfp import compiler
 # name -> "module:function"; the YAML is named after the module, as in pipelines/.
 PIPELINES = {
     "training": "pipelines.training:training_pipeline",
+    "scoring": "pipelines.scoring:scoring_pipeline",
 }
 
 

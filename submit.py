@@ -1,6 +1,7 @@
 """Run the churn pipelines: locally under kfp.local, or on Vertex AI Pipelines.
 
     python submit.py train [--source URI] [--json]     train, evaluate, register, promote
+    python submit.py score [--as-of DATE] [--json]     score every customer, publish
     python submit.py runs                              list local runs
     python submit.py serve [--model VERSION]           serve a model on 127.0.0.1
 
@@ -13,6 +14,7 @@ import argparse
 import json
 import logging
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,6 @@ from components.settings import Settings, load_settings
 from components.warehouse import parse_uri
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
-log = logging.getLogger("churn")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -69,6 +70,34 @@ def _parser() -> argparse.ArgumentParser:
         help="hyper-parameter settings tried per model family (default 2)",
     )
     train.set_defaults(command=_train)
+    score = commands.add_parser("score", parents=[common], help="run the batch-scoring pipeline")
+    score.add_argument("--source", help="customer table URI (default: the embedded warehouse)")
+    score.add_argument(
+        "--output",
+        help="predictions table: duckdb://PATH?table=NAME or bq://PROJECT.DATASET.TABLE "
+        "(default: churn_predictions in the embedded warehouse, plus CSV files in "
+        "<home>/predictions)",
+    )
+    score.add_argument("--model", default="champion", help="version or alias (default champion)")
+    score.add_argument(
+        "--as-of",
+        type=_as_of_date,
+        default="",
+        metavar="DATE",
+        help="YYYY-MM-DD (default: today in UTC, decided when the run starts scoring)",
+    )
+    for flag, dest, what in (
+        ("--batch-rows", "score_batch_rows", "rows read, scored and written per chunk"),
+        ("--high-risk-cutoff", "high_risk_cutoff", "churn probability of the high tier"),
+        ("--medium-risk-cutoff", "medium_risk_cutoff", "churn probability of the medium tier"),
+        ("--drift-threshold", "drift_threshold", "PSI above which a feature has drifted"),
+    ):
+        default = getattr(Settings(), dest)
+        kind = int if isinstance(default, int) else float
+        score.add_argument(
+            flag, type=kind, dest=dest, metavar="N", help=f"{what} (default {default:,})"
+        )
+    score.set_defaults(command=_score)
     runs = commands.add_parser("runs", parents=[common], help="list local pipeline runs")
     runs.set_defaults(command=_runs)
     serve = commands.add_parser(
@@ -88,6 +117,10 @@ _SETTING_FLAGS = (
     "seed",
     "cv_folds",
     "candidates_per_family",
+    "score_batch_rows",
+    "high_risk_cutoff",
+    "medium_risk_cutoff",
+    "drift_threshold",
 )
 
 
@@ -166,6 +199,77 @@ def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _as_of_date(text: str) -> str:
+    """Check a --as-of date early; the pipeline gets it as text ("" = today when it runs)."""
+    from components.score import resolve_as_of
+
+    if not text.strip():
+        return ""
+    try:
+        return resolve_as_of(text).isoformat()
+    except ChurnError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _score(args: argparse.Namespace, settings: Settings) -> int:
+    from components.warehouse import require_output
+    from pipelines.scoring import scoring_pipeline
+
+    if settings.runs_on_vertex:
+        raise ChurnError(
+            f"project {settings.project!r} is set: submitting to Vertex AI is not supported "
+            "yet; pass --local to run on this machine"
+        )
+    parse_uri(settings.source_uri)
+    output_uri = args.output or f"duckdb://{settings.warehouse_path}?table=churn_predictions"
+    require_output(output_uri)
+    if settings.source is None:
+        _ensure_sample_data(settings)
+    arguments = {
+        "source_uri": settings.source_uri,
+        "registry_uri": settings.registry_uri,
+        "output_uri": output_uri,
+        "model_ref": args.model,
+        "as_of": args.as_of,
+        "export_dir": str((settings.home / "predictions").resolve()),
+        "batch_rows": settings.score_batch_rows,
+        "high_risk_cutoff": settings.high_risk_cutoff,
+        "medium_risk_cutoff": settings.medium_risk_cutoff,
+        "invalid_row_tolerance": settings.invalid_row_tolerance,
+        "drift_threshold": settings.drift_threshold,
+    }
+    record = _run(scoring_pipeline, arguments, settings, args)
+    if record.status != "succeeded":
+        return 1
+    summary = record.summary or {}
+    rows, tiers, drift = summary["rows"], summary["tiers"], summary["drift"]
+    console.print(
+        f"[bold]{rows['scored']:,} customers scored[/bold] for {summary['as_of_date']} with "
+        f"model v{summary['model_version']}: predicted churn rate {summary['churn_rate']:.1%}; "
+        f"risk tiers {', '.join(f'{t} {n:,}' for t, n in tiers.items())}"
+    )
+    console.print(
+        f"rows: {rows['read']:,} read, {rows['scored']:,} scored, {rows['rejected']:,} rejected "
+        f"({rows['duplicates']:,} duplicates) -> {summary['output']}, {summary['rejects_output']}"
+    )
+    if drift is None:
+        console.print("drift: not measured (the model has no reference profile)")
+    else:
+        drifted = ", ".join(drift["drifted_features"]) or "no feature"
+        console.print(
+            f"drift: {drifted} over PSI {drift['threshold']}; score PSI {drift['score_psi']}"
+        )
+    for kind, path in summary["exports"].items():
+        console.print(f"{kind} CSV: {path}")
+    console.print(f"report: {summary['report']}")
+    if args.json:
+        keys = ("run_id", "status", "model_version", "as_of_date", "output", "rejects_output")
+        extra = ("rows", "churn_rate", "tiers", "unseen_categories", "missing_values", "drift")
+        extra += ("exports", "report")
+        print(json.dumps({k: summary[k] for k in (*keys, *extra)}))
+    return 0
+
+
 def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: argparse.Namespace):
     """Run locally with one line of progress per step; print the error line on failure."""
     from pipelines.runner import run_locally
@@ -240,13 +344,22 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     """Serve a registered model with the model server its Vertex endpoint runs, on this
     machine only, until Ctrl-C: clients can be tried before anything is deployed."""
     from components.registry import open_registry
-    from components.serving import start_model_server
 
     registry = open_registry(settings.registry_uri)
     entry = registry.get(args.model)
     model_dir = registry.model_path(entry.version).parent
+    # Imported once there is a model to serve: the model server's libraries take seconds.
+    from components.serving import start_model_server
+
+    # `kill` stops us like Ctrl-C does, so the model server is never left behind.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with console.status(f"starting the model server for model v{entry.version}"):
-        server = start_model_server(model_dir, args.port, settings=settings)
+        server = start_model_server(
+            model_dir,
+            args.port,
+            settings=settings,
+            log_path=settings.home / f"model-server-{args.port}.log",
+        )
     with server:
         example = _example_request(settings)
         console.print(f"serving model v{entry.version} ({entry.best_model}): {server.predict_url}")
@@ -254,9 +367,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             "try: curl -s -H 'Content-Type: application/json' "
             f"-d @{shlex.quote(str(example))} {server.predict_url}",
             markup=False,
-            soft_wrap=True,
         )
-        console.print(f"server log: {server.log_path}", markup=False, soft_wrap=True)
+        console.print(f"server log: {server.log_path}", markup=False)
         console.print("press Ctrl-C to stop")
         try:
             code = server.process.wait()
@@ -264,8 +376,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             console.print("model server stopped")
             return 0
     console.print(
-        f"[red]error:[/red] the model server exited with code {code}; log: {server.log_path}",
-        soft_wrap=True,
+        f"[red]error:[/red] the model server exited with code {code}; log: {server.log_path}"
     )
     return 1
 

@@ -5,6 +5,7 @@ from typing import Any
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
+from components.drift import ReferenceProfile, save_profile
 from components.registry import (
     ModelVersion,
     decide_promotion,
@@ -25,9 +26,11 @@ def register_and_promote(
     metric: str,
     margin: float,
     floor: float,
+    profile: ReferenceProfile | None = None,
 ) -> ModelVersion:
     """Add the model as a new version; move the `champion` alias to it if it clears the
-    floor and beats the champion's score on the same test set by `margin`."""
+    floor and beats the champion's score on the same test set by `margin`. `profile` (the
+    training data's distributions) is stored beside it, for scoring's drift report."""
     champion_metrics = evaluation.get("champion_metrics")
     decision = decide_promotion(
         metric=metric,
@@ -53,6 +56,8 @@ def register_and_promote(
         promoted=decision.promote,
         promotion_reason=decision_reason,
     )
+    if profile is not None:
+        save_profile(profile, registry.model_path(entry.version).parent)
     if decision.promote:
         registry.promote(entry.version)
     return entry
@@ -63,6 +68,7 @@ def register_model(
     model: Input[Model],
     evaluation: Input[Artifact],
     train: Input[Dataset],
+    predictions: Input[Dataset],
     registry_uri: str,
     run_id: str,
     promotion_metric: str,
@@ -70,26 +76,33 @@ def register_model(
     promotion_floor: float,
     registration: Output[Artifact],
 ) -> None:
-    """Register the model; promote it to champion if it beats the current one."""
+    """Register the model with its training-data profile; promote it to champion if it
+    beats the current one."""
     import json
     from dataclasses import asdict
     from pathlib import Path
 
     import pandas as pd
 
+    from components.drift import reference_profile
     from components.register import register_and_promote
     from components.registry import MODEL_FILE, data_fingerprint
 
+    train_frame = pd.read_parquet(train.path)
+    # Held-out scores as the reference: a model's scores on its own training rows are
+    # over-confident and would make every honest scoring day look drifted.
+    held_out_scores = pd.read_parquet(predictions.path)["probability"].to_numpy()
     entry = register_and_promote(
         registry_uri=registry_uri,
         model_file=Path(model.path) / MODEL_FILE,
         model_info=dict(model.metadata),
         evaluation=json.loads(Path(evaluation.path).read_text()),
-        data_fingerprint=data_fingerprint(pd.read_parquet(train.path)),
+        data_fingerprint=data_fingerprint(train_frame),
         run_id=run_id,
         metric=promotion_metric,
         margin=promotion_margin,
         floor=promotion_floor,
+        profile=reference_profile(train_frame, held_out_scores),
     )
     Path(registration.path).write_text(json.dumps(asdict(entry), indent=2))
     registration.metadata.update(

@@ -1,12 +1,73 @@
-"""Scoring: churn probability, the model's yes/no call and a risk tier per customer."""
+"""Scoring: churn probability, the model's yes/no call and a risk tier per customer.
+
+Batch scoring streams the customer table in Arrow record batches: each chunk is validated
+for serving, scored and appended to staged Parquet files, so memory stays bounded whatever
+the table's size. Publishing then replaces the as-of date's rows in the warehouse from
+those files in one transaction (see `components.warehouse.replace_rows`): a run that dies
+before or during it leaves the previous predictions as they were, and a rerun of the same
+date replaces its rows instead of adding a second copy.
+
+Every row read ends up either as a prediction or as a reject with its reason, so
+`rows read == rows scored + rows rejected` holds for every chunk and for the run.
+"""
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
 from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN, DataContract
+from components.drift import DriftTally, ReferenceProfile
+from components.errors import ContractError, SettingsError
+from components.stage import stage
 
 RISK_TIERS = ("high", "medium", "low")
+
+PREDICTIONS_FILE = "predictions.parquet"
+REJECTS_FILE = "rejects.parquet"
+PREDICTION_COLUMNS = (
+    "customer_id",
+    "churn_probability",
+    "churn_predicted",
+    "risk_tier",
+    "model_version",
+    "as_of_date",
+    "scored_at",
+    "run_id",
+)
+REJECT_COLUMNS = ("source_row", "customer_id", "reason", "as_of_date", "run_id")
+# Staged predictions keep their row number in the source, to find repeated customers
+# across chunks and to name the first occurrence in the reject reason.
+STAGED_PREDICTIONS = pa.schema(
+    [
+        ("source_row", pa.int64()),
+        ("customer_id", pa.string()),
+        ("churn_probability", pa.float64()),
+        ("churn_predicted", pa.bool_()),
+        ("risk_tier", pa.string()),
+        ("model_version", pa.int64()),
+        ("as_of_date", pa.date32()),
+        ("scored_at", pa.timestamp("us", tz="UTC")),
+        ("run_id", pa.string()),
+    ]
+)
+STAGED_REJECTS = pa.schema(
+    [
+        ("source_row", pa.int64()),
+        ("customer_id", pa.string()),
+        ("reason", pa.string()),
+        ("as_of_date", pa.date32()),
+        ("run_id", pa.string()),
+    ]
+)
 
 
 def risk_tier(probability: np.ndarray, *, high: float, medium: float) -> np.ndarray:
@@ -34,3 +95,502 @@ def score_frame(
             "risk_tier": risk_tier(probability, high=high, medium=medium),
         }
     )
+
+
+def resolve_as_of(text: str, *, today: date | None = None) -> date:
+    """The as-of date a run scores for: `text` as YYYY-MM-DD, or, when empty, today's UTC
+    date at the moment this runs (so a compiled or scheduled pipeline never freezes one)."""
+    if not text.strip():
+        return today or datetime.now(UTC).date()
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise SettingsError(f"as-of date must be YYYY-MM-DD, got {text!r}") from None
+
+
+@dataclass(frozen=True)
+class ScoringJob:
+    """What every chunk of one run shares: where rows come from, how to call them, and the
+    values stamped on each prediction."""
+
+    source: str
+    threshold: float
+    high: float
+    medium: float
+    model_version: int
+    as_of: date
+    scored_at: datetime
+    run_id: str
+    seed: int = 0
+
+
+@dataclass
+class ChunkResult:
+    """One scored chunk: staged rows, counts and the drift tally of its scored rows."""
+
+    predictions: pa.RecordBatch
+    rejects: pa.RecordBatch
+    rows_read: int
+    invalid: int
+    duplicates: int
+    missing_values: dict[str, int]
+    unseen_categories: dict[str, int]
+    tally: DriftTally | None
+
+
+def score_chunk(
+    model: Pipeline,
+    batch: pa.RecordBatch,
+    first_row: int,
+    job: ScoringJob,
+    profile: ReferenceProfile | None = None,
+    contract: DataContract = TELCO_CHURN,
+) -> ChunkResult:
+    """Validate one chunk for serving and score the rows that pass; the rest become
+    rejects with their reason. Rows are numbered from `first_row` across the input."""
+    checked = _validate_serving(batch.to_pandas(), job.source, first_row)
+    row_numbers = np.arange(first_row, first_row + checked.rows_read)
+    rejected_rows = checked.rejects["row_number"].to_numpy(dtype=np.int64)
+    kept_rows = np.delete(row_numbers, rejected_rows - first_row)
+    tally = DriftTally.empty(profile) if profile else None
+    if len(checked.clean):
+        scored = score_frame(
+            model, checked.clean, threshold=job.threshold, high=job.high, medium=job.medium
+        )
+        if tally:
+            rng = np.random.default_rng([job.seed, first_row])
+            tally.add(checked.clean, scored["churn_probability"].to_numpy(), rng)
+    else:
+        scored = pd.DataFrame(
+            {"customer_id": [], "churn_probability": [], "churn_predicted": [], "risk_tier": []}
+        )
+    return ChunkResult(
+        predictions=_prediction_batch(scored, kept_rows, job),
+        rejects=_reject_batch(
+            rejected_rows, checked.rejects[contract.id_column], checked.rejects["reason"], job
+        ),
+        rows_read=checked.rows_read,
+        invalid=checked.rows_rejected - checked.duplicates,
+        duplicates=checked.duplicates,
+        missing_values=checked.missing_values,
+        unseen_categories=checked.unseen_categories,
+        tally=tally,
+    )
+
+
+def _validate_serving(frame: pd.DataFrame, source: str, first_row: int):
+    from components.validate import validate
+
+    # The share of invalid rows is judged over the whole run (`stage_scores`), not per
+    # chunk, so a cluster of bad rows in one chunk doesn't stop a healthy run.
+    return validate(frame, source=source, mode="serving", tolerance=1.0, first_row_number=first_row)
+
+
+def _constant(value: Any, type_: pa.DataType, n: int) -> pa.Array:
+    return pa.repeat(pa.scalar(value, type_), n)
+
+
+def _prediction_batch(scored: pd.DataFrame, rows: np.ndarray, job: ScoringJob) -> pa.RecordBatch:
+    n = len(scored)
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(rows, pa.int64()),
+            pa.array(scored["customer_id"].to_numpy(dtype=object), pa.string()),
+            pa.array(scored["churn_probability"].to_numpy(dtype=np.float64), pa.float64()),
+            pa.array(scored["churn_predicted"].to_numpy(dtype=bool), pa.bool_()),
+            pa.array(scored["risk_tier"].to_numpy(dtype=object), pa.string()),
+            _constant(job.model_version, pa.int64(), n),
+            _constant(job.as_of, pa.date32(), n),
+            _constant(job.scored_at, pa.timestamp("us", tz="UTC"), n),
+            _constant(job.run_id, pa.string(), n),
+        ],
+        schema=STAGED_PREDICTIONS,
+    )
+
+
+def _reject_batch(
+    rows: np.ndarray, ids: Iterable[Any], reasons: Iterable[str], job: ScoringJob
+) -> pa.RecordBatch:
+    # Rejected ids can be anything the source held (None, "", numbers): keep them as text.
+    id_text = [None if pd.isna(v) else str(v) for v in ids]
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(rows, pa.int64()),
+            pa.array(id_text, pa.string()),
+            pa.array(list(reasons), pa.string()),
+            _constant(job.as_of, pa.date32(), len(id_text)),
+            _constant(job.run_id, pa.string(), len(id_text)),
+        ],
+        schema=STAGED_REJECTS,
+    )
+
+
+@dataclass
+class StagedRun:
+    """Totals of a staged run; `rows_read == rows_scored + rows_rejected` once complete."""
+
+    rows_read: int = 0
+    rows_scored: int = 0
+    rows_rejected: int = 0
+    invalid: int = 0
+    duplicates: int = 0
+    churned: int = 0
+    tiers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RISK_TIERS, 0))
+    missing_values: dict[str, int] = field(default_factory=dict)
+    unseen_categories: dict[str, int] = field(default_factory=dict)
+    tally: DriftTally | None = None
+
+    def add(self, chunk: ChunkResult) -> None:
+        if chunk.rows_read != chunk.predictions.num_rows + chunk.rejects.num_rows:
+            raise AssertionError("a chunk lost rows between validation and staging")
+        self.rows_read += chunk.rows_read
+        self.rows_scored += chunk.predictions.num_rows
+        self.rows_rejected += chunk.rejects.num_rows
+        self.invalid += chunk.invalid
+        self.duplicates += chunk.duplicates
+        self._count(chunk.predictions, +1)
+        for totals, counts in (
+            (self.missing_values, chunk.missing_values),
+            (self.unseen_categories, chunk.unseen_categories),
+        ):
+            for name, count in counts.items():
+                totals[name] = totals.get(name, 0) + count
+        if chunk.tally is not None:
+            if self.tally is None:
+                self.tally = chunk.tally
+            else:
+                self.tally.merge(chunk.tally)
+
+    def drop_duplicates(self, duplicates: pa.Table) -> None:
+        """Move predictions of repeated customers (found after staging) to the rejects."""
+        self.duplicates += duplicates.num_rows
+        self.rows_scored -= duplicates.num_rows
+        self.rows_rejected += duplicates.num_rows
+        self._count(duplicates, -1)
+
+    def _count(self, rows: pa.Table | pa.RecordBatch, sign: int) -> None:
+        import pyarrow.compute as pc
+
+        for item in pc.value_counts(rows.column("risk_tier")).to_pylist():
+            self.tiers[item["values"]] += sign * item["counts"]
+        self.churned += sign * (pc.sum(rows.column("churn_predicted")).as_py() or 0)
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "rows": {
+                "read": self.rows_read,
+                "scored": self.rows_scored,
+                "rejected": self.rows_rejected,
+                "duplicates": self.duplicates,
+            },
+            "churned": self.churned,
+            "tiers": self.tiers,
+            "missing_values": self.missing_values,
+            "unseen_categories": self.unseen_categories,
+        }
+
+
+def stage_scores(
+    batches: Iterable[pa.RecordBatch],
+    model: Pipeline,
+    job: ScoringJob,
+    directory: Path,
+    *,
+    tolerance: float,
+    profile: ReferenceProfile | None = None,
+    on_chunk: Callable[[StagedRun], None] | None = None,
+) -> StagedRun:
+    """Score `batches` into `directory`/predictions.parquet and rejects.parquet.
+
+    Writes as it goes, so one chunk is in memory at a time. Stops with `ContractError` when
+    the input is empty or more than `tolerance` of its rows are invalid: a feed that broken
+    should not replace yesterday's predictions. A customer id seen in an earlier chunk is
+    moved to the rejects as a duplicate, as validation does within a chunk.
+    """
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    predictions_path = directory / PREDICTIONS_FILE
+    run = StagedRun()
+    with pq.ParquetWriter(directory / REJECTS_FILE, STAGED_REJECTS) as rejects:
+        with pq.ParquetWriter(predictions_path, STAGED_PREDICTIONS) as predictions:
+            for first_row, batch in _numbered(batches):
+                chunk = score_chunk(model, batch, first_row, job, profile)
+                predictions.write_batch(chunk.predictions)
+                rejects.write_batch(chunk.rejects)
+                run.add(chunk)
+                if on_chunk:
+                    on_chunk(run)
+        if run.rows_read == 0:
+            raise ContractError(f"{job.source} is empty: no rows to score")
+        if run.invalid > tolerance * run.rows_read:
+            raise ContractError(
+                f"{job.source}: {run.invalid} of {run.rows_read} rows "
+                f"({run.invalid / run.rows_read:.1%}) cannot be scored, over the "
+                f"{tolerance:.0%} tolerance; see the rejects in {directory / REJECTS_FILE}"
+            )
+        duplicates = _drop_repeated_customers(predictions_path, directory)
+        if duplicates.num_rows:
+            reasons = [
+                f"duplicate {TELCO_CHURN.id_column} {cid} (first at row {first})"
+                for cid, first in zip(
+                    duplicates.column("customer_id").to_pylist(),
+                    duplicates.column("first_row").to_pylist(),
+                    strict=True,
+                )
+            ]
+            rejects.write_batch(
+                _reject_batch(
+                    duplicates.column("source_row").to_numpy(),
+                    duplicates.column("customer_id").to_pylist(),
+                    reasons,
+                    job,
+                )
+            )
+            run.drop_duplicates(duplicates)
+    return run
+
+
+def _numbered(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
+    """(first row number, batch) for each non-empty batch, rows numbered from 1."""
+    next_row = 1
+    for batch in batches:
+        if batch.num_rows:
+            yield next_row, batch
+            next_row += batch.num_rows
+
+
+def _drop_repeated_customers(predictions: Path, scratch: Path) -> pa.Table:
+    """Remove every prediction of a customer id already scored at an earlier row, and
+    return those rows (`source_row`, `customer_id`, `first_row`, `risk_tier`,
+    `churn_predicted`). DuckDB does it out of core, so memory stays bounded."""
+    from components.warehouse import local_duckdb, sql_literal
+
+    con = local_duckdb(scratch)
+    source = f"read_parquet({sql_literal(predictions)})"
+    try:
+        duplicates = con.sql(
+            f"""
+            WITH firsts AS (
+                SELECT customer_id, min(source_row) AS first_row FROM {source}
+                GROUP BY customer_id HAVING count(*) > 1
+            )
+            SELECT p.source_row, p.customer_id, f.first_row, p.risk_tier, p.churn_predicted
+            FROM {source} AS p JOIN firsts AS f USING (customer_id)
+            WHERE p.source_row <> f.first_row
+            ORDER BY p.source_row
+            """
+        ).to_arrow_table()
+        if duplicates.num_rows:
+            kept = predictions.with_name(predictions.name + ".dedup")
+            con.register("duplicates", duplicates)
+            con.execute(
+                f"COPY (SELECT * FROM {source} WHERE source_row NOT IN "
+                f"(SELECT source_row FROM duplicates)) TO {sql_literal(kept)} (FORMAT parquet)"
+            )
+            os.replace(kept, predictions)
+    finally:
+        con.close()
+    return duplicates
+
+
+def scoring_summary(
+    *, staged: dict[str, Any], published: dict[str, Any], drift: dict[str, Any] | None
+) -> dict[str, Any]:
+    """The run's outcome in the shape `submit.py score --json` prints. Row counts are those
+    now in the warehouse for the as-of date, checked against what was read."""
+    rows = {
+        "read": int(staged["rows"]["read"]),
+        "scored": int(published["rows"]["scored"]),
+        "rejected": int(published["rows"]["rejected"]),
+    }
+    if rows["read"] != rows["scored"] + rows["rejected"]:
+        raise ContractError(
+            f"{rows['read']} rows read but {rows['scored']} scored + {rows['rejected']} "
+            f"rejected are in {published['output']} for {published['as_of_date']}: rows "
+            "were lost or another run wrote the same date"
+        )
+    scored = max(rows["scored"], 1)
+    return {
+        "run_id": staged["run_id"],
+        "status": "succeeded",
+        "model_version": int(staged["model_version"]),
+        "as_of_date": published["as_of_date"],
+        "output": published["output"],
+        "rejects_output": published["rejects_output"],
+        "exports": published["exports"],
+        "rows": rows | {"duplicates": int(staged["rows"]["duplicates"])},
+        "churn_rate": round(float(staged["churned"]) / scored, 4),
+        "tiers": {tier: int(staged["tiers"][tier]) for tier in RISK_TIERS},
+        "missing_values": {k: int(v) for k, v in staged["missing_values"].items()},
+        "unseen_categories": {k: int(v) for k, v in staged["unseen_categories"].items()},
+        "drift": drift,
+    }
+
+
+def fetch_model(registry_uri: str, ref: str, directory: Path) -> Any:
+    """Copy a registered model (hash-checked by the registry) and its reference profile
+    into `directory`; return its registry record."""
+    from components.drift import load_profile, save_profile
+    from components.registry import open_registry, save_model
+
+    registry = open_registry(registry_uri)
+    model, entry = registry.load_model(ref)
+    save_model(model, directory)
+    profile = load_profile(registry.model_path(entry.version).parent)
+    if profile is not None:
+        save_profile(profile, directory)
+    return entry
+
+
+def publish_scores(
+    directory: Path, *, output_uri: str, as_of: date, export_dir: Path | None = None
+) -> dict[str, Any]:
+    """Replace the as-of date's predictions and rejects in the warehouse with the staged
+    ones, in one transaction; then, if `export_dir` is given, export both as CSV files."""
+    from components.warehouse import StagedTable, export_csv, related_table, replace_rows
+
+    rejects_uri = related_table(output_uri, "_rejects")
+    counts = replace_rows(
+        [
+            StagedTable(output_uri, directory / PREDICTIONS_FILE, PREDICTION_COLUMNS),
+            StagedTable(rejects_uri, directory / REJECTS_FILE, REJECT_COLUMNS),
+        ],
+        key="as_of_date",
+        value=as_of,
+    )
+    exports = {}
+    if export_dir is not None:
+        name = output_uri.rsplit("=", 1)[-1].rsplit(".", 1)[-1]
+        for kind, path, columns in (
+            ("predictions", directory / PREDICTIONS_FILE, PREDICTION_COLUMNS),
+            ("rejects", directory / REJECTS_FILE, REJECT_COLUMNS),
+        ):
+            suffix = "" if kind == "predictions" else "_rejects"
+            target = export_dir / f"{name}{suffix}_{as_of.isoformat()}.csv"
+            export_csv(path, columns, target)
+            exports[kind] = str(target)
+    return {
+        "output": output_uri,
+        "rejects_output": rejects_uri,
+        "as_of_date": as_of.isoformat(),
+        "rows": {"scored": counts[output_uri], "rejected": counts[rejects_uri]},
+        "exports": exports,
+    }
+
+
+@stage
+def load_champion(registry_uri: str, model_ref: str, model: Output[Model]) -> None:
+    """Copy the model to score with out of the registry, refusing a file whose SHA-256
+    differs from the one recorded when it was registered."""
+    from pathlib import Path
+
+    from components.score import fetch_model
+
+    entry = fetch_model(registry_uri, model_ref, Path(model.path))
+    model.metadata.update(
+        {
+            "version": entry.version,
+            "threshold": entry.threshold,
+            "best_model": entry.best_model,
+            "sha256": entry.sha256,
+            "registry": registry_uri,
+        }
+    )
+
+
+@stage
+def score_customers(
+    source_uri: str,
+    output_uri: str,
+    model: Input[Model],
+    as_of: str,
+    run_id: str,
+    batch_rows: int,
+    high_risk_cutoff: float,
+    medium_risk_cutoff: float,
+    invalid_row_tolerance: float,
+    staged: Output[Dataset],
+    observed: Output[Artifact],
+) -> None:
+    """Stream the customer table chunk by chunk: validate for serving, score, and stage
+    predictions and rejects as Parquet; tally the inputs for the drift report."""
+    import logging
+    import time
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from components.drift import load_profile
+    from components.evaluate import load_model_dir
+    from components.score import ScoringJob, resolve_as_of, stage_scores
+    from components.warehouse import iter_batches, require_output
+
+    logging.basicConfig(level=logging.INFO)
+    log = logging.getLogger("score")
+    require_output(output_uri)  # fail before scoring, not after
+    job = ScoringJob(
+        source=source_uri,
+        threshold=float(model.metadata["threshold"]),
+        high=high_risk_cutoff,
+        medium=medium_risk_cutoff,
+        model_version=int(model.metadata["version"]),
+        as_of=resolve_as_of(as_of),
+        scored_at=datetime.now(UTC),
+        run_id=run_id,
+    )
+    started = time.perf_counter()
+
+    def progress(run) -> None:
+        rate = run.rows_read / max(time.perf_counter() - started, 1e-9)
+        log.info("progress: %d rows read, %d rejected (%.0f rows/s)", run.rows_read,
+                 run.rows_rejected, rate)  # fmt: skip
+
+    profile = load_profile(Path(model.path))
+    run = stage_scores(
+        iter_batches(source_uri, batch_rows),
+        load_model_dir(model.path),
+        job,
+        Path(staged.path),
+        tolerance=invalid_row_tolerance,
+        profile=profile,
+        on_chunk=progress,
+    )
+    staged.metadata.update(
+        run.metadata()
+        | {
+            "source": source_uri,
+            "as_of_date": job.as_of.isoformat(),
+            "scored_at": job.scored_at.isoformat(),
+            "run_id": run_id,
+            "model_version": job.model_version,
+        }
+    )
+    Path(observed.path).write_text(
+        run.tally.to_json() if run.tally else '{"counts": {}, "sample": {}}'
+    )
+    log.info(
+        "staged %d predictions and %d rejects of %d rows in %.1fs",
+        run.rows_scored, run.rows_rejected, run.rows_read, time.perf_counter() - started,
+    )  # fmt: skip
+
+
+@stage
+def publish_predictions(
+    staged: Input[Dataset], output_uri: str, export_dir: str, published: Output[Artifact]
+) -> None:
+    """Replace the as-of date's predictions and rejects in the output warehouse with the
+    staged ones in one transaction, then export them as CSV when `export_dir` is set."""
+    import json
+    from datetime import date
+    from pathlib import Path
+
+    from components.score import publish_scores
+
+    result = publish_scores(
+        Path(staged.path),
+        output_uri=output_uri,
+        as_of=date.fromisoformat(staged.metadata["as_of_date"]),
+        export_dir=Path(export_dir) if export_dir else None,
+    )
+    Path(published.path).write_text(json.dumps(result, indent=2))
+    published.metadata.update(result["rows"] | {"output": output_uri})

@@ -168,6 +168,18 @@ def _text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
     return text.mask(blank), blank
 
 
+def _distinct_text(values: pd.Series) -> tuple[np.ndarray, pd.Series, np.ndarray]:
+    """(row codes, stripped text per distinct value with <NA> where blank, blank mask):
+    a category column holds a handful of distinct values, so the string work is done once
+    per value rather than once per row."""
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    text = pd.Series(uniques, dtype=object).astype("string").str.strip()
+    text = text.mask(text == "")
+    text = pd.concat([text, pd.Series([pd.NA], dtype="string")], ignore_index=True)  # code -1
+    blank = text.isna().to_numpy()[codes]
+    return codes, text, blank
+
+
 def _check_column(
     values: pd.Series, column: Column, mode: Mode, source: str
 ) -> tuple[pd.Series, pd.Series, pd.Series]:
@@ -179,27 +191,37 @@ def _check_column(
         return text.astype(object), no_problem.mask(blank, f"`{name}` is blank"), blank
     if column.kind == "numeric":
         return _check_numeric(values, column, mode, source)
-    text, blank = _text(values)
+    codes, distinct, blank_rows = _distinct_text(values)
+    blank = pd.Series(blank_rows, index=values.index)
+
+    def per_row(per_value: pd.Series) -> pd.Series:
+        return pd.Series(per_value.to_numpy(dtype=object)[codes], index=values.index, dtype=object)
+
+    def problem_texts(unknown: pd.Series, message: str) -> pd.Series:
+        if not unknown.any():
+            return no_problem
+        text = per_row(distinct.astype(object)).astype(str)
+        return no_problem.mask(unknown, f"`{name}` value " + text + message)
+
     if column.kind == "label":
-        labels = text.str.casefold().map(_LABEL_WORDS)
+        labels = per_row(distinct.str.casefold().map(_LABEL_WORDS))
         unknown = ~blank & labels.isna()
-        _fail_if_wrong_type(unknown, blank, column, source, "yes/no values", text)
-        problems = no_problem.mask(blank, f"`{name}` is blank")
-        problems = problems.mask(unknown, f"`{name}` value " + text.astype(str) + " is not yes/no")
-        return labels.astype("Int8"), problems, blank
+        _fail_if_wrong_type(unknown, blank, column, source, "yes/no values", per_row(distinct))
+        problems = problem_texts(unknown, " is not yes/no")
+        if blank.any():
+            problems = problems.mask(blank, f"`{name}` is blank")
+        return labels.astype("Float64").astype("Int8"), problems, blank
     canonical = {c.casefold(): c for c in column.categories}
-    folded = text.str.casefold()
-    normalised = folded.map(canonical).astype(object)
-    unknown = ~blank & normalised.isna()
+    normalised_values = distinct.str.casefold().map(canonical).astype(object)
+    unknown_values = distinct.notna() & normalised_values.isna()
+    unknown = per_row(unknown_values).astype(bool)
     if mode == "serving":
         # Unseen values reach the model as they are: its encoder ignores them.
-        return normalised.where(~unknown, text.astype(object)), no_problem, blank
-    _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", text)
-    problems = no_problem.mask(
-        unknown,
-        f"`{name}` value " + text.astype(str) + f" is not one of {', '.join(column.categories)}",
-    )
-    return normalised, problems, blank
+        kept = normalised_values.where(~unknown_values, distinct.astype(object))
+        return per_row(kept).where(~blank, np.nan), no_problem, blank
+    _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", per_row(distinct))
+    problems = problem_texts(unknown, f" is not one of {', '.join(column.categories)}")
+    return per_row(normalised_values).where(~blank, np.nan), problems, blank
 
 
 def _check_numeric(
@@ -217,17 +239,19 @@ def _check_numeric(
         numbers = pd.to_numeric(text, errors="coerce").astype("float64")
         unparseable = ~blank & numbers.isna()
         _fail_if_wrong_type(unparseable, blank, column, source, "numbers", text)
-        problems = problems.mask(
-            unparseable, f"`{name}` value " + text.astype(str) + " is not a number"
-        )
+        if unparseable.any():
+            problems = problems.mask(
+                unparseable, f"`{name}` value " + text.astype(str) + " is not a number"
+            )
     out_of_range = ~numbers.between(column.min_value, column.max_value) & numbers.notna()
-    problems = problems.mask(
-        out_of_range,
-        f"`{name}` value "
-        + numbers.astype(str)
-        + f" is outside {column.min_value:g}..{column.max_value:g}",
-    )
-    if mode == "training" and not column.nullable:
+    if out_of_range.any():
+        problems = problems.mask(
+            out_of_range,
+            f"`{name}` value "
+            + numbers.astype(str)
+            + f" is outside {column.min_value:g}..{column.max_value:g}",
+        )
+    if mode == "training" and not column.nullable and blank.any():
         problems = problems.mask(blank, f"`{name}` is blank")
     return numbers.where(~out_of_range), problems, blank
 
@@ -247,6 +271,8 @@ def _fail_if_wrong_type(
 def _add_reason(reasons: pd.Series, problems: pd.Series) -> pd.Series:
     """Append each row's new problem to its earlier ones, '; '-separated."""
     has_new = problems != ""
+    if not has_new.any():  # the usual case: most columns of most chunks are clean
+        return reasons
     joined = reasons.where(reasons == "", reasons + "; ") + problems
     return reasons.where(~has_new, joined)
 

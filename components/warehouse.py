@@ -8,8 +8,10 @@ Supported URIs:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qs
@@ -108,8 +110,12 @@ def iter_batches(uri: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         return
     with _duckdb_connect(location, read_only=True) as con:
         _require_duckdb_table(con, location)
-        reader = con.execute(f'SELECT * FROM "{location.table}"').fetch_record_batch(batch_rows)
-        yield from reader
+        # DuckDB 2 dropped the cursor's fetch_record_batch and renamed the relation's
+        # fetch_arrow_reader to to_arrow_reader; either streams one batch at a time. A
+        # cursor of its own, as DuckDB 2 won't start a query beside the check's result.
+        query = con.cursor().sql(f'SELECT * FROM "{location.table}"')
+        reader = getattr(query, "to_arrow_reader", None) or query.fetch_arrow_reader
+        yield from reader(batch_rows)
 
 
 def _csv_text_types(path: Path | None) -> dict[str, pa.DataType]:
@@ -194,3 +200,189 @@ def _bigquery_client(location: TableUri):  # -> bigquery.Client
     from google.cloud import bigquery
 
     return bigquery.Client(project=location.bigquery_table.split(".")[0])
+
+
+# --- staged, atomic replacement of one key's rows (batch-scoring output) -------------------
+
+# DuckDB's default memory limit is 80% of RAM; publishing millions of rows needs far less,
+# and a lower limit makes it spill to disk instead of growing the scoring step's footprint.
+_DUCKDB_WRITE_MEMORY = "256MB"
+OUTPUT_FORMS = "duckdb://PATH?table=NAME or bq://PROJECT.DATASET.TABLE"
+
+
+@dataclass(frozen=True)
+class StagedTable:
+    """Rows staged in a Parquet file for the table at `uri`: its `columns` are written,
+    any other column of the file (bookkeeping of the stage that wrote it) is not."""
+
+    uri: str
+    path: Path
+    columns: tuple[str, ...]
+
+
+def require_output(uri: str) -> TableUri:
+    """Parse an output URI, refusing the file forms: a file can't have one date's rows
+    replaced atomically, a warehouse table can."""
+    location = parse_uri(uri)
+    if location.kind not in ("duckdb", "bigquery"):
+        raise SourceError(f"cannot write predictions to {uri!r}: expected {OUTPUT_FORMS}")
+    return location
+
+
+def related_table(uri: str, suffix: str) -> str:
+    """The URI of a table next to `uri` in the same warehouse, its name + `suffix`."""
+    location = require_output(uri)
+    if location.kind == "bigquery":
+        return f"{uri}{suffix}"
+    return f"duckdb://{location.path}?table={location.table}{suffix}"
+
+
+def replace_rows(staged: list[StagedTable], *, key: str, value: date) -> dict[str, int]:
+    """For each staged table, delete the rows whose `key` column equals `value` and insert
+    the staged rows, all in one transaction: readers see the old rows or the new ones,
+    never a mix, and a failure anywhere leaves every table as it was. Tables are created
+    (from the staged schema) when missing. Returns the rows now under `value` per URI, each
+    checked against the staged file before committing. All tables must live in one
+    warehouse (one DuckDB file, or BigQuery)."""
+    import pyarrow.parquet as pq
+
+    locations = [require_output(table.uri) for table in staged]
+    homes = {(loc.kind, loc.path) for loc in locations}
+    if len(homes) != 1:
+        raise SourceError(
+            f"{', '.join(t.uri for t in staged)}: tables written in one transaction must be "
+            "in the same warehouse"
+        )
+    try:
+        expected = {t.uri: pq.ParquetFile(t.path).metadata.num_rows for t in staged}
+    except (OSError, pa.ArrowException) as exc:
+        raise SourceError(f"staged rows for {staged[0].uri} cannot be read: {exc}") from None
+    if locations[0].kind == "bigquery":
+        _bigquery_replace(staged, locations, key, value, expected)
+    else:
+        _duckdb_replace(staged, locations, key, value, expected)
+    return expected
+
+
+def _duckdb_replace(
+    staged: list[StagedTable],
+    locations: list[TableUri],
+    key: str,
+    value: date,
+    expected: dict[str, int],
+) -> None:
+    import duckdb
+
+    locations[0].path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
+    with _duckdb_connect(locations[0], read_only=False) as con:
+        _quiet(con)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for table, location in zip(staged, locations, strict=True):
+                name = f'"{location.table}"'
+                columns = ", ".join(f'"{c}"' for c in table.columns)
+                rows = f"SELECT {columns} FROM read_parquet({sql_literal(table.path)})"
+                con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS {rows} LIMIT 0")
+                con.execute(f'DELETE FROM {name} WHERE "{key}" = ?', [value])
+                con.execute(f"INSERT INTO {name} BY NAME {rows}")
+                found = con.execute(
+                    f'SELECT count(*) FROM {name} WHERE "{key}" = ?', [value]
+                ).fetchone()
+                if not found or found[0] != expected[table.uri]:
+                    raise SourceError(
+                        f"{table.uri}: {found[0] if found else 0} rows under {key} = {value} "
+                        f"after the insert, {expected[table.uri]} staged"
+                    )
+            con.execute("COMMIT")
+        except (duckdb.Error, SourceError) as exc:
+            con.execute("ROLLBACK")
+            raise SourceError(
+                f"{staged[0].uri}: replacing the rows of {key} = {value} failed and was rolled "
+                f"back, the previous rows are intact: {exc}"
+            ) from None
+
+
+def _bigquery_replace(
+    staged: list[StagedTable],
+    locations: list[TableUri],
+    key: str,
+    value: date,
+    expected: dict[str, int],
+) -> None:
+    """Load each file into a staging table (load jobs), then one multi-statement query:
+    BigQuery rolls the transaction back by itself when any statement in it fails, and
+    ASSERT fails it when the rows don't add up. DDL on permanent tables is not allowed
+    inside a transaction, so missing tables are created just before it."""
+    import uuid
+
+    from google.cloud import bigquery
+
+    client = _bigquery_client(locations[0])
+    run = uuid.uuid4().hex[:12]
+    staging = [f"{loc.bigquery_table}__staging_{run}" for loc in locations]
+    literal = f"DATE '{value.isoformat()}'"
+    create, replace = [], []
+    try:
+        for table, staging_id in zip(staged, staging, strict=True):
+            job_config = bigquery.LoadJobConfig(
+                source_format=bigquery.SourceFormat.PARQUET,
+                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+            )
+            with open(table.path, "rb") as handle:
+                client.load_table_from_file(handle, staging_id, job_config=job_config).result()
+        for table, location, staging_id in zip(staged, locations, staging, strict=True):
+            target = f"`{location.bigquery_table}`"
+            columns = ", ".join(f"`{c}`" for c in table.columns)
+            create.append(
+                f"CREATE TABLE IF NOT EXISTS {target} PARTITION BY `{key}` AS "
+                f"SELECT {columns} FROM `{staging_id}` LIMIT 0;"
+            )
+            replace += [
+                f"DELETE FROM {target} WHERE `{key}` = {literal};",
+                f"INSERT INTO {target} ({columns}) SELECT {columns} FROM `{staging_id}`;",
+                f"ASSERT (SELECT COUNT(*) FROM {target} WHERE `{key}` = {literal}) = "
+                f"{expected[table.uri]} AS 'rows under {key} do not match the staged rows';",
+            ]
+        script = "\n".join([*create, "BEGIN TRANSACTION;", *replace, "COMMIT TRANSACTION;"])
+        client.query(script).result()
+    finally:
+        for staging_id in staging:
+            client.delete_table(staging_id, not_found_ok=True)
+
+
+def export_csv(staged: Path, columns: tuple[str, ...], destination: Path) -> int:
+    """Copy `columns` of a staged Parquet file to a CSV file (with a header), replacing
+    `destination` only once it is complete. Returns the rows written. DuckDB streams the
+    file through on every core within its memory limit (4-5x pyarrow's CSV writer)."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    partial = destination.with_name(destination.name + ".partial")
+    names = ", ".join(f'"{c}"' for c in columns)
+    with local_duckdb() as con:
+        rows = con.execute(
+            f"COPY (SELECT {names} FROM read_parquet({sql_literal(staged)})) "
+            f"TO {sql_literal(partial)} (HEADER)"
+        ).fetchone()
+    os.replace(partial, destination)
+    return int(rows[0]) if rows else 0
+
+
+def local_duckdb(scratch: Path | None = None):  # -> duckdb.DuckDBPyConnection
+    """An in-memory DuckDB for work on staged files, within the write memory limit and
+    spilling to `scratch` beyond it."""
+    import duckdb
+
+    config = {"memory_limit": _DUCKDB_WRITE_MEMORY}
+    if scratch is not None:
+        config["temp_directory"] = str(scratch)
+    return _quiet(duckdb.connect(config=config))
+
+
+def _quiet(con):  # (duckdb.DuckDBPyConnection) -> the same
+    """No progress bar: it would be written into step logs."""
+    con.execute("SET enable_progress_bar = false")
+    return con
+
+
+def sql_literal(path: Path) -> str:
+    """A path as a SQL string literal (for statements that take no parameters, like COPY)."""
+    return "'" + str(path).replace("'", "''") + "'"

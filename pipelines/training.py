@@ -70,6 +70,7 @@ def training_pipeline(
         model=trained.outputs["model"],
         evaluation=evaluated.outputs["evaluation"],
         train=split.outputs["train"],
+        predictions=evaluated.outputs["predictions"],
         registry_uri=registry_uri,
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
         promotion_metric=promotion_metric,

@@ -1,0 +1,394 @@
+"""Input drift: how far today's customers have moved from those the champion learned from.
+
+A model is only as good as the resemblance between the customers it scores and the ones it
+was trained on. This module measures that resemblance per feature with the population
+stability index (PSI) and flags features (and the score distribution) that moved further
+than the `drift_threshold` setting.
+
+The reference side is a compact **profile** saved next to the model when it is registered:
+bucket edges and shares per feature plus a small sample for plots. Scoring never needs the
+training table itself (which may be gone, or in another project), and the profile is a few
+hundred kilobytes of JSON, not a pickle.
+
+The current side is a `DriftTally`: bucket counts added chunk by chunk while scoring
+streams, so it costs no memory however many customers are scored, and tallies of separate
+chunks merge exactly.
+"""
+
+import itertools
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
+
+from components.contract import TELCO_CHURN, DataContract
+from components.stage import stage
+
+PROFILE_FILE = "reference_profile.json"
+SCORE = "churn_probability"
+UNSEEN = "(unseen)"
+MISSING = "(missing)"
+# An empty bucket would make PSI infinite; this floor (0.01% of rows) keeps one new
+# category or one empty decile from dominating every other feature.
+SHARE_FLOOR = 1e-4
+
+
+@dataclass(frozen=True)
+class Buckets:
+    """How one feature is bucketed: numeric values by `edges` (from the reference deciles),
+    categories by name; then, for categories, an `(unseen)` bucket; always a `(missing)` one.
+    """
+
+    name: str
+    kind: str
+    edges: tuple[float, ...] = ()
+    categories: tuple[str, ...] = ()
+
+    @property
+    def size(self) -> int:
+        if self.kind == "numeric":
+            return len(self.edges) + 2  # below/between/above the edges, then missing
+        return len(self.categories) + 2  # categories, unseen, missing
+
+    def labels(self) -> list[str]:
+        if self.kind == "categorical":
+            return [*self.categories, UNSEEN, MISSING]
+        if not self.edges:
+            return ["all values", MISSING]
+        bounds = [f"{e:g}" for e in self.edges]
+        inner = [f"[{low}, {high})" for low, high in itertools.pairwise(bounds)]
+        return [f"< {bounds[0]}", *inner, f">= {bounds[-1]}", MISSING]
+
+    def count(self, values: pd.Series | np.ndarray) -> np.ndarray:
+        """Rows per bucket."""
+        if self.kind == "numeric":
+            numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+            missing = np.isnan(numbers)
+            index = np.searchsorted(np.asarray(self.edges), numbers, side="right")
+            index[missing] = self.size - 1
+            return np.bincount(index, minlength=self.size)
+        # Hash-count the values once, then place the few distinct ones in Python.
+        counts = np.zeros(self.size, dtype=np.int64)
+        position = {category: i for i, category in enumerate(self.categories)}
+        for value, count in pd.Series(values, dtype=object).value_counts(dropna=False).items():
+            if _is_missing(value):
+                counts[-1] += count
+            else:
+                counts[position.get(value, len(self.categories))] += count
+        return counts
+
+
+@dataclass
+class ReferenceProfile:
+    """The champion's training data in summary: bucket shares per feature and of its scores,
+    plus a small sample of rows for the report's plots."""
+
+    buckets: list[Buckets]
+    shares: dict[str, list[float]]
+    rows: int
+    sample: dict[str, list] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "buckets": [asdict(b) for b in self.buckets],
+                "shares": self.shares,
+                "rows": self.rows,
+                "sample": self.sample,
+            }
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "ReferenceProfile":
+        data = json.loads(text)
+        buckets = [
+            Buckets(b["name"], b["kind"], tuple(b["edges"]), tuple(b["categories"]))
+            for b in data["buckets"]
+        ]
+        return cls(buckets, data["shares"], int(data["rows"]), data.get("sample", {}))
+
+
+def reference_profile(
+    features: pd.DataFrame,
+    scores: np.ndarray,
+    *,
+    contract: DataContract = TELCO_CHURN,
+    n_bins: int = 10,
+    sample_rows: int = 2_000,
+    seed: int = 0,
+) -> ReferenceProfile:
+    """Profile validated training rows (`features`, contract column names) and the model's
+    churn probabilities on held-out rows (`scores`: training-set scores of a flexible model
+    are over-confident, so they would make every honest scoring day look drifted)."""
+    quantiles = np.linspace(0, 1, n_bins + 1)[1:-1]
+    scores = np.asarray(scores, dtype=float)
+    buckets = [
+        Buckets(column.name, "numeric", edges=_decile_edges(features[column.name], quantiles))
+        for column in contract.numeric
+    ]
+    buckets += [
+        Buckets(column.name, "categorical", categories=column.categories)
+        for column in contract.categorical
+    ]
+    buckets.append(Buckets(SCORE, "numeric", edges=_decile_edges(scores, quantiles)))
+    shares = {}
+    for bucket in buckets:
+        counts = bucket.count(scores if bucket.name == SCORE else features[bucket.name])
+        shares[bucket.name] = (counts / max(counts.sum(), 1)).tolist()
+    rng = np.random.default_rng(seed)
+    rows = rng.choice(len(features), size=min(sample_rows, len(features)), replace=False)
+    sample = _sample_lists(features.iloc[np.sort(rows)][contract.feature_names])
+    sample[SCORE] = rng.choice(scores, size=min(sample_rows, len(scores)), replace=False).tolist()
+    return ReferenceProfile(buckets, shares, len(features), sample)
+
+
+def _decile_edges(values: pd.Series | np.ndarray, quantiles: np.ndarray) -> tuple[float, ...]:
+    """Bucket edges at the reference quantiles; repeated edges (a 0/1 flag, a popular
+    value) collapse into one, so no bucket is empty by construction."""
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce").dropna().to_numpy(float)
+    if not len(numbers):
+        return ()
+    return tuple(float(e) for e in np.unique(np.quantile(numbers, quantiles)))
+
+
+def _sample_lists(sample: pd.DataFrame) -> dict[str, list]:
+    """JSON-ready columns, with None for missing values (JSON has no NaN)."""
+    return {
+        name: [None if _is_missing(v) else v for v in sample[name].tolist()]
+        for name in sample.columns
+    }
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
+
+
+def save_profile(profile: ReferenceProfile, model_directory: Path) -> Path:
+    """Write the profile beside a model file (a registry version's directory)."""
+    path = Path(model_directory) / PROFILE_FILE
+    path.write_text(profile.to_json(), encoding="utf-8")
+    return path
+
+
+def load_profile(model_directory: Path) -> ReferenceProfile | None:
+    """The profile saved beside a model, or None for models registered without one."""
+    path = Path(model_directory) / PROFILE_FILE
+    if not path.exists():
+        return None
+    return ReferenceProfile.from_json(path.read_text(encoding="utf-8"))
+
+
+@dataclass
+class DriftTally:
+    """Bucket counts of the scored customers, plus a uniform random sample of them for
+    the report's plots, built chunk by chunk in bounded memory."""
+
+    buckets: list[Buckets]
+    counts: dict[str, np.ndarray]
+    sample: pd.DataFrame
+    sample_rows: int = 2_000
+
+    @classmethod
+    def empty(cls, profile: ReferenceProfile, sample_rows: int = 2_000) -> "DriftTally":
+        counts = {b.name: np.zeros(b.size, dtype=np.int64) for b in profile.buckets}
+        return cls(profile.buckets, counts, pd.DataFrame(), sample_rows)
+
+    def add(self, features: pd.DataFrame, scores: np.ndarray, rng: np.random.Generator) -> None:
+        """Count one chunk of validated rows and their scores."""
+        for bucket in self.buckets:
+            values = scores if bucket.name == SCORE else features[bucket.name]
+            self.counts[bucket.name] += bucket.count(values)
+        # Sampling by random keys: the rows with the smallest keys over all chunks are a
+        # uniform sample of the whole stream, and two such samples merge into a third.
+        keys = rng.random(len(features))
+        if len(keys) > self.sample_rows:
+            keep = np.argpartition(keys, self.sample_rows)[: self.sample_rows]
+        else:
+            keep = np.arange(len(keys))
+        names = [b.name for b in self.buckets if b.name != SCORE]
+        chunk = features.iloc[keep][names].assign(**{SCORE: scores[keep], "_key": keys[keep]})
+        self._keep_smallest(chunk.reset_index(drop=True))
+
+    def merge(self, other: "DriftTally") -> None:
+        """Add another tally's counts and sample (of other rows of the same input)."""
+        for name, counts in other.counts.items():
+            self.counts[name] += counts
+        self._keep_smallest(other.sample)
+
+    def _keep_smallest(self, rows: pd.DataFrame) -> None:
+        if rows.empty:
+            return
+        combined = rows if self.sample.empty else pd.concat([self.sample, rows])
+        self.sample = combined.nsmallest(self.sample_rows, "_key").reset_index(drop=True)
+
+    def to_json(self) -> str:
+        sample = _sample_lists(self.sample.drop(columns="_key", errors="ignore"))
+        counts = {name: c.tolist() for name, c in self.counts.items()}
+        return json.dumps({"counts": counts, "sample": sample})
+
+
+def read_tally(text: str) -> tuple[dict[str, list[int]], dict[str, list]]:
+    """(counts, sample columns) of a tally written with `DriftTally.to_json`."""
+    data = json.loads(text)
+    return data["counts"], data["sample"]
+
+
+def population_stability_index(reference: np.ndarray, current: np.ndarray) -> float:
+    """PSI between two bucket distributions (shares or counts; each is normalised):
+    sum((current - reference) * ln(current / reference)). Rules of thumb: below 0.1
+    stable, 0.1-0.2 a moderate shift, above 0.2 a shift worth acting on."""
+    ref = np.asarray(reference, dtype=float)
+    cur = np.asarray(current, dtype=float)
+    if ref.sum() <= 0 or cur.sum() <= 0:
+        return math.nan
+    ref = np.maximum(ref / ref.sum(), SHARE_FLOOR)
+    cur = np.maximum(cur / cur.sum(), SHARE_FLOOR)
+    return float(np.sum((cur - ref) * np.log(cur / ref)))
+
+
+def drift_rows(
+    profile: ReferenceProfile, counts: dict[str, list[int]], threshold: float
+) -> list[dict[str, Any]]:
+    """One row per feature and one for the score: PSI, whether it is over `threshold`,
+    the bucket whose share moved most, and missing/unseen shares today."""
+    rows = []
+    for bucket in profile.buckets:
+        reference = np.asarray(profile.shares[bucket.name], dtype=float)
+        current = np.asarray(counts[bucket.name], dtype=float)
+        psi = population_stability_index(reference, current)
+        current_share = current / max(current.sum(), 1)
+        moved = int(np.argmax(np.abs(current_share - reference)))
+        row = {
+            "feature": bucket.name,
+            "kind": "numeric" if bucket.kind == "numeric" else "categorical",
+            "psi": round(psi, 4),
+            "drifted": bool(psi > threshold),
+            "largest move": (
+                f"{bucket.labels()[moved]}: {reference[moved]:.1%} -> {current_share[moved]:.1%}"
+            ),
+            "missing today": f"{current_share[-1]:.2%}",
+        }
+        if bucket.kind == "categorical":
+            row["unseen today"] = f"{current_share[-2]:.2%}"
+        rows.append(row)
+    return rows
+
+
+def drift_summary(rows: list[dict[str, Any]], threshold: float) -> dict[str, Any]:
+    """The headline of `drift_rows`: which features drifted and how the score moved."""
+    features = [r for r in rows if r["feature"] != SCORE]
+    score = next(r for r in rows if r["feature"] == SCORE)
+    return {
+        "threshold": threshold,
+        "drifted_features": [r["feature"] for r in features if r["drifted"]],
+        "max_feature_psi": max((r["psi"] for r in features), default=math.nan),
+        "score_psi": score["psi"],
+        "score_drifted": score["drifted"],
+    }
+
+
+def render_scoring_report(
+    *,
+    title: str,
+    summary: dict[str, Any],
+    profile: ReferenceProfile | None,
+    rows: list[dict[str, Any]],
+    current_sample: dict[str, list],
+    threshold: float,
+) -> str:
+    """The scoring run's HTML report: the run summary and, when the model has a reference
+    profile, the drift sections (`components.report.render_drift_report` draws them)."""
+    from components.report import html_page, render_drift_report
+
+    if profile is None:
+        note = (
+            "<p>This model was registered without a reference profile of its training "
+            "data, so input drift was not measured. Models registered from now on have "
+            "one.</p>"
+        )
+        return html_page(title, [("Input drift", note)], summary)
+    features = [r for r in rows if r["feature"] != SCORE]
+    return render_drift_report(
+        title=title,
+        summary=summary,
+        features=features,
+        reference={k: v for k, v in profile.sample.items() if k != SCORE},
+        current={k: v for k, v in current_sample.items() if k != SCORE},
+        threshold=threshold,
+        reference_scores=np.asarray(profile.sample.get(SCORE, []), dtype=float),
+        current_scores=np.asarray(current_sample.get(SCORE, []), dtype=float),
+    )
+
+
+@stage
+def summarize_scoring(
+    model: Input[Model],
+    staged: Input[Dataset],
+    observed: Input[Artifact],
+    published: Input[Artifact],
+    drift_threshold: float,
+    summary: Output[Artifact],
+    report: Output[HTML],
+    metrics: Output[Metrics],
+) -> None:
+    """Write the run summary (JSON), the drift report (HTML) and the headline metrics."""
+    import json
+    from pathlib import Path
+
+    from components.drift import (
+        drift_rows,
+        drift_summary,
+        load_profile,
+        read_tally,
+        render_scoring_report,
+    )
+    from components.score import scoring_summary
+
+    profile = load_profile(Path(model.path))
+    counts, current_sample = read_tally(Path(observed.path).read_text())
+    rows = drift_rows(profile, counts, drift_threshold) if profile else []
+    drift = drift_summary(rows, drift_threshold) if profile else None
+    result = scoring_summary(
+        staged=dict(staged.metadata),
+        published=json.loads(Path(published.path).read_text()),
+        drift=drift,
+    )
+    headline = {
+        "model version": result["model_version"],
+        "as-of date": result["as_of_date"],
+        "output": result["output"],
+        **{f"rows {k}": v for k, v in result["rows"].items()},
+        "predicted churn rate": f"{result['churn_rate']:.1%}",
+        **{f"tier {k}": v for k, v in result["tiers"].items()},
+        "missing values scored": sum(result["missing_values"].values()),
+        "unseen categories scored": sum(result["unseen_categories"].values()),
+    }
+    if drift:
+        headline["drifted features"] = ", ".join(drift["drifted_features"]) or "none"
+        headline["score PSI"] = drift["score_psi"]
+    html = render_scoring_report(
+        title=f"Churn scoring {result['as_of_date']}: run {result['run_id']}",
+        summary=headline,
+        profile=profile,
+        rows=rows,
+        current_sample=current_sample,
+        threshold=drift_threshold,
+    )
+    Path(report.path).write_text(html, encoding="utf-8")
+    result["report"] = report.uri
+    Path(summary.path).write_text(json.dumps(result, indent=2))
+    for name, value in result["rows"].items():
+        metrics.log_metric(f"rows_{name}", value)
+    metrics.log_metric("churn_rate", result["churn_rate"])
+    for tier, count in result["tiers"].items():
+        metrics.log_metric(f"tier_{tier}", count)
+    if drift:
+        metrics.log_metric("features_drifted", len(drift["drifted_features"]))
+        metrics.log_metric("max_feature_psi", drift["max_feature_psi"])
+        metrics.log_metric("score_psi", drift["score_psi"])
+    summary.metadata.update({k: result[k] for k in ("model_version", "as_of_date", "churn_rate")})

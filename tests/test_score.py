@@ -1,0 +1,213 @@
+"""Batch scoring's plain functions: nothing lost on messy input, one copy per customer and
+date, and a failed publish leaves yesterday's predictions as they were."""
+
+import csv
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from components.errors import ContractError, SettingsError, SourceError
+from components.sample_data import generate_customers
+from components.score import (
+    PREDICTION_COLUMNS,
+    PREDICTIONS_FILE,
+    REJECTS_FILE,
+    ScoringJob,
+    publish_scores,
+    resolve_as_of,
+    stage_scores,
+)
+from components.train import CandidateResult, fit_final
+from components.validate import validate
+from components.warehouse import related_table, require_output
+
+AS_OF = date(2026, 11, 26)
+
+
+@pytest.fixture(scope="module")
+def model(customers: pd.DataFrame):
+    """A real fitted pipeline, cheap enough for unit tests (the family doesn't matter)."""
+    clean = validate(customers, source="fixture").clean
+    best = CandidateResult("logistic_regression", {"C": 0.1}, [], [], np.empty(0), 0.0)
+    return fit_final(clean, best, seed=0)
+
+
+def _job(run_id: str = "run-1", as_of: date = AS_OF) -> ScoringJob:
+    return ScoringJob(
+        source="test.csv",
+        threshold=0.5,
+        high=0.7,
+        medium=0.4,
+        model_version=3,
+        as_of=as_of,
+        scored_at=datetime(2026, 11, 26, 6, 0, tzinfo=UTC),
+        run_id=run_id,
+    )
+
+
+def _batches(frame: pd.DataFrame, rows: int) -> list[pa.RecordBatch]:
+    return pa.Table.from_pandas(frame, preserve_index=False).to_batches(max_chunksize=rows)
+
+
+def _messy(rows: int = 1_200) -> pd.DataFrame:
+    """Generated customers as a CSV export gives them (all text), with extra damage."""
+    frame = generate_customers(rows, seed=5).astype(str).replace({"None": None})
+    frame.loc[3, "customerID"] = None  # no id: cannot be scored
+    frame.loc[7, "MonthlyCharges"] = "twelve"  # unparseable number
+    frame.loc[11, "InternetService"] = "Satellite"  # unseen category: scored, counted
+    frame.loc[13, "TotalCharges"] = ""  # missing feature: scored, counted
+    frame.loc[900] = frame.loc[20]  # the same customer again, in a later chunk
+    return frame
+
+
+def _staged_frame(directory: Path, name: str) -> pd.DataFrame:
+    return pq.read_table(directory / name).to_pandas()
+
+
+def test_as_of_defaults_to_today_when_the_step_runs():
+    assert resolve_as_of("", today=date(2030, 1, 2)) == date(2030, 1, 2)
+    assert resolve_as_of("  ") == datetime.now(UTC).date()
+    assert resolve_as_of("2026-03-01") == date(2026, 3, 1)
+    with pytest.raises(SettingsError, match="YYYY-MM-DD, got '01/03/2026'"):
+        resolve_as_of("01/03/2026")
+
+
+def test_every_row_read_is_scored_or_rejected_on_messy_input(model, tmp_path: Path):
+    frame = _messy()
+    per_chunk = []
+    run = stage_scores(
+        _batches(frame, 250),
+        model,
+        _job(),
+        tmp_path,
+        tolerance=0.05,
+        on_chunk=lambda r: per_chunk.append(r.rows_read == r.rows_scored + r.rows_rejected),
+    )
+    assert per_chunk and all(per_chunk)
+    assert run.rows_read == len(frame) == run.rows_scored + run.rows_rejected
+    predictions = _staged_frame(tmp_path, PREDICTIONS_FILE)
+    rejects = _staged_frame(tmp_path, REJECTS_FILE).set_index("source_row")
+    assert len(predictions) == run.rows_scored and len(rejects) == run.rows_rejected
+    assert sum(run.tiers.values()) == run.rows_scored
+    # rows are numbered from 1 across chunks, as a spreadsheet of the source would show
+    assert rejects.loc[4, "reason"] == "`customerID` is blank"
+    assert rejects.loc[8, "reason"] == "`MonthlyCharges` value twelve is not a number"
+    first_id = frame.loc[20, "customerID"]
+    assert rejects.loc[901, "reason"] == f"duplicate customerID {first_id} (first at row 21)"
+    assert predictions["customer_id"].is_unique
+    assert set(predictions.columns) >= set(PREDICTION_COLUMNS)
+
+
+def test_unseen_categories_and_missing_values_are_scored_and_counted(model, tmp_path: Path):
+    frame = _messy()
+    run = stage_scores(_batches(frame, 250), model, _job(), tmp_path, tolerance=0.05)
+    scored = set(_staged_frame(tmp_path, PREDICTIONS_FILE)["customer_id"])
+    assert {frame.loc[11, "customerID"], frame.loc[13, "customerID"]} <= scored
+    assert run.unseen_categories["InternetService"] == 1
+    assert run.missing_values["TotalCharges"] >= 1
+
+
+def test_results_do_not_depend_on_the_chunk_size(model, tmp_path: Path):
+    frame = _messy()
+    small = stage_scores(_batches(frame, 100), model, _job(), tmp_path / "a", tolerance=0.05)
+    whole = stage_scores(_batches(frame, 10_000), model, _job(), tmp_path / "b", tolerance=0.05)
+    assert small.metadata()["rows"] == whole.metadata()["rows"]
+    assert small.tiers == whole.tiers
+    a = _staged_frame(tmp_path / "a", PREDICTIONS_FILE).sort_values("source_row")
+    b = _staged_frame(tmp_path / "b", PREDICTIONS_FILE).sort_values("source_row")
+    pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
+
+
+def test_a_broken_feed_stops_before_anything_is_published(model, tmp_path: Path):
+    frame = generate_customers(400, seed=6).astype(str)
+    frame.loc[::7, "tenure"] = "unknown"  # 58 rows, spread so each chunk looks numeric
+    with pytest.raises(ContractError, match=r"58 of 400 rows \(14.5%\) cannot be scored"):
+        stage_scores(_batches(frame, 100), model, _job(), tmp_path, tolerance=0.05)
+    with pytest.raises(ContractError, match="is empty: no rows to score"):
+        stage_scores([], model, _job(), tmp_path / "empty", tolerance=0.05)
+
+
+def _stage(model, directory: Path, seed: int, run_id: str, as_of: date = AS_OF) -> None:
+    frame = generate_customers(600, seed=seed)
+    stage_scores(_batches(frame, 200), model, _job(run_id, as_of), directory, tolerance=0.05)
+
+
+def _table(uri: str) -> pd.DataFrame:
+    location = require_output(uri)
+    with duckdb.connect(str(location.path), read_only=True) as con:
+        return con.execute(f'SELECT * FROM "{location.table}"').df()
+
+
+def test_rerunning_a_date_replaces_its_rows_and_other_dates_stay(model, tmp_path: Path):
+    output = f"duckdb://{tmp_path / 'warehouse.duckdb'}?table=churn_predictions"
+    _stage(model, tmp_path / "first", seed=1, run_id="first")
+    publish_scores(tmp_path / "first", output_uri=output, as_of=AS_OF)
+    once = _table(output)
+    _stage(model, tmp_path / "again", seed=1, run_id="again")
+    result = publish_scores(tmp_path / "again", output_uri=output, as_of=AS_OF)
+    twice = _table(output)
+    assert len(twice) == len(once) == result["rows"]["scored"]
+    assert set(twice["run_id"]) == {"again"}
+    assert twice["customer_id"].is_unique
+    assert len(_table(related_table(output, "_rejects"))) == result["rows"]["rejected"]
+
+    yesterday = date(2026, 11, 25)
+    _stage(model, tmp_path / "yesterday", seed=2, run_id="yesterday", as_of=yesterday)
+    publish_scores(tmp_path / "yesterday", output_uri=output, as_of=yesterday)
+    both = _table(output)
+    assert set(both["as_of_date"].astype(str)) == {"2026-11-25", "2026-11-26"}
+    assert (both["as_of_date"].astype(str) == "2026-11-26").sum() == len(once)
+
+
+def test_a_failure_between_staging_and_swap_leaves_old_predictions_intact(model, tmp_path: Path):
+    output = f"duckdb://{tmp_path / 'warehouse.duckdb'}?table=churn_predictions"
+    rejects_uri = related_table(output, "_rejects")
+    _stage(model, tmp_path / "old", seed=1, run_id="old")
+    publish_scores(tmp_path / "old", output_uri=output, as_of=AS_OF)
+    before, rejects_before = _table(output), _table(rejects_uri)
+
+    # A run that dies after staging never touches the warehouse.
+    _stage(model, tmp_path / "new", seed=2, run_id="new")
+    pd.testing.assert_frame_equal(_table(output), before)
+
+    # A swap that fails midway (the predictions are replaced, then the staged rejects turn
+    # out to lack a column) is rolled back as a whole.
+    damaged = tmp_path / "new" / REJECTS_FILE
+    pq.write_table(pq.read_table(damaged).drop_columns(["reason"]), damaged)
+    with pytest.raises(SourceError, match="rolled back, the previous rows are intact"):
+        publish_scores(tmp_path / "new", output_uri=output, as_of=AS_OF)
+    pd.testing.assert_frame_equal(_table(output), before)
+    pd.testing.assert_frame_equal(_table(rejects_uri), rejects_before)
+
+
+def test_csv_exports_hold_the_published_rows(model, tmp_path: Path):
+    output = f"duckdb://{tmp_path / 'warehouse.duckdb'}?table=churn_predictions"
+    _stage(model, tmp_path / "staged", seed=3, run_id="r")
+    result = publish_scores(
+        tmp_path / "staged", output_uri=output, as_of=AS_OF, export_dir=tmp_path / "exports"
+    )
+    path = Path(result["exports"]["predictions"])
+    assert path.name == "churn_predictions_2026-11-26.csv"
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == list(PREDICTION_COLUMNS)
+    assert {r["customer_id"] for r in rows} == set(_table(output)["customer_id"])
+    assert not list(path.parent.glob("*.partial"))
+    rejects = Path(result["exports"]["rejects"])
+    assert rejects.name == "churn_predictions_rejects_2026-11-26.csv"
+
+
+def test_predictions_go_to_a_warehouse_table_not_a_file():
+    with pytest.raises(SourceError, match=r"cannot write predictions to 'out.csv'"):
+        require_output("out.csv")
+    assert related_table("bq://p.d.churn", "_rejects") == "bq://p.d.churn_rejects"
+    assert (
+        related_table("duckdb://w.duckdb?table=t", "_rejects")
+        == "duckdb://w.duckdb?table=t_rejects"
+    )

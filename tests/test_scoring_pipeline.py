@@ -1,0 +1,111 @@
+"""The scoring pipeline as users run it: compiled for Vertex, and end to end under kfp.local
+through `submit.py score`, against a champion registered the way training registers one."""
+
+import io
+import json
+from contextlib import redirect_stdout
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from google.protobuf import json_format
+from kfp import compiler
+from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
+
+import submit
+from components.contract import TELCO_CHURN
+from components.drift import reference_profile, save_profile
+from components.registry import LocalRegistry, save_model
+from components.sample_data import generate_customers
+from components.split import split_train_test
+from components.train import CandidateResult, fit_final
+from components.validate import validate
+from pipelines.scoring import scoring_pipeline
+
+
+def test_scoring_pipeline_compiles_to_a_valid_spec_with_numbered_steps(tmp_path: Path):
+    path = tmp_path / "scoring.yaml"
+    compiler.Compiler().compile(scoring_pipeline, str(path))
+    spec = yaml.safe_load(path.read_text())
+    json_format.ParseDict(spec, PipelineSpec())
+    names = sorted(task["taskInfo"]["name"] for task in spec["root"]["dag"]["tasks"].values())
+    assert names == [
+        "1. Load champion model",
+        "2. Validate and score in chunks",
+        "3. Publish predictions",
+        "4. Summary and drift report",
+    ]
+    # A scheduled run must not freeze a date: the default is decided when step 2 runs.
+    assert spec["root"]["inputDefinitions"]["parameters"]["as_of"]["defaultValue"] == ""
+
+
+@pytest.fixture
+def champion_home(home: Path) -> Path:
+    """A home whose registry has a champion with its reference profile, registered as the
+    training pipeline does (fit, register, promote), on small generated data."""
+    clean = validate(generate_customers(2_000, seed=21), source="fixture").clean
+    train, test = split_train_test(clean, test_size=0.2, seed=21)
+    best = CandidateResult("logistic_regression", {"C": 0.1}, [], [], np.empty(0), 0.0)
+    model = fit_final(train, best, seed=21)
+    model_file = save_model(model, home / "fitted")
+    registry = LocalRegistry(home / "registry")
+    entry = registry.register(
+        model_file,
+        best_model=best.family,
+        threshold=0.35,
+        metrics={"roc_auc": 0.84},
+        data_fingerprint="fixture",
+        run_id="fixture",
+    )
+    held_out = model.predict_proba(test[TELCO_CHURN.feature_names])[:, 1]
+    save_profile(reference_profile(train, held_out), registry.model_path(entry.version).parent)
+    registry.promote(entry.version)
+    return home
+
+
+def _score(home: Path, *args: str) -> dict:
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = submit.main(["score", "--home", str(home), "--local", "--json", *args])
+    assert code == 0, out.getvalue()
+    return json.loads(out.getvalue().strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+def test_submit_score_scores_everyone_once_per_date(champion_home: Path, tmp_path: Path):
+    source = tmp_path / "customers.csv"
+    frame = generate_customers(1_500, seed=22)
+    frame.loc[5, "customerID"] = ""  # cannot be scored
+    frame.loc[6, "Contract"] = "Three year"  # unseen: scored and counted
+    frame.to_csv(source, index=False)
+
+    first = _score(champion_home, "--source", str(source), "--batch-rows", "400")
+    rows = first["rows"]
+    assert first["status"] == "succeeded" and first["model_version"] == 1
+    assert rows["read"] == 1_500 == rows["scored"] + rows["rejected"]
+    assert sum(first["tiers"].values()) == rows["scored"]
+    assert first["as_of_date"] == datetime.now(UTC).date().isoformat()
+    warehouse = champion_home / "warehouse.duckdb"
+    assert first["output"] == f"duckdb://{warehouse}?table=churn_predictions"
+    assert first["unseen_categories"] == {"Contract": 1}
+    assert first["drift"]["drifted_features"] == []  # same population as the training data
+
+    again = _score(champion_home, "--source", str(source), "--as-of", first["as_of_date"])
+    with duckdb.connect(str(warehouse), read_only=True) as con:
+        published = con.execute("SELECT * FROM churn_predictions").df()
+        rejects = con.execute("SELECT * FROM churn_predictions_rejects").df()
+    assert len(published) == rows["scored"]  # the rerun replaced the date's rows
+    assert published["customer_id"].is_unique
+    assert set(published["run_id"]) == {again["run_id"]}
+    assert len(rejects) == rows["rejected"]
+    assert "`customerID` is blank" in set(rejects["reason"])
+    assert frame.loc[6, "customerID"] in set(published["customer_id"])
+
+    export = pd.read_csv(again["exports"]["predictions"])
+    assert sorted(export["customer_id"]) == sorted(published["customer_id"])
+    report = Path(again["report"]).read_text()
+    assert "Population stability index" in report and "Contract" in report
