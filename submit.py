@@ -261,6 +261,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         )
     for kind, path in summary["exports"].items():
         console.print(f"{kind} CSV: {path}")
+    summary["report"] = str(_keep_report(Path(summary["report"]), summary["run_id"], settings))
     console.print(f"report: {summary['report']}")
     if args.json:
         keys = ("run_id", "status", "model_version", "as_of_date", "output", "rejects_output")
@@ -276,9 +277,11 @@ def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: arg
 
     status = console.status("starting pipeline")
 
-    def on_step(step: str, event: str, seconds: float) -> None:
+    def on_step(step: str, event: str, seconds: float, detail: str) -> None:
         if event == "started":
             status.update(f"running {step}")
+        elif event == "progress":
+            status.update(f"running {step} [dim]{seconds:.0f}s: {detail}[/dim]")
         elif event == "succeeded":
             console.print(f"  [green]✓[/green] {step} [dim]{seconds:.1f}s[/dim]")
         else:
@@ -316,19 +319,34 @@ def _ensure_sample_data(settings: Settings) -> None:
 def _runs(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.runner import list_runs
 
-    records = list_runs(settings.home)
+    rows = [_run_row(record) for record in list_runs(settings.home)]
     if args.json:
-        print(json.dumps([_run_row(r) for r in records]))
+        print(json.dumps(rows))
         return 0
-    table = Table("run id", "pipeline", "status", "started", "seconds", "model", "ROC-AUC")
-    for row in map(_run_row, records):
-        table.add_row(*(str(row[k] if row[k] is not None else "") for k in row))
-    Console().print(table)
+    table = Table("run id", "status", "started", "seconds", "model", "headline")
+    for row in rows:
+        table.add_row(
+            row["run_id"],
+            row["status"],
+            row["started_at"],
+            f"{row['seconds']:.1f}",
+            str(row["model_version"] or ""),
+            row["headline"],
+        )
+    # Piped output keeps whole run ids rather than wrapping at 80 columns.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
     return 0
 
 
 def _run_row(record) -> dict[str, Any]:
+    """One run with its headline: test ROC-AUC for training, rows scored for scoring."""
     summary = record.summary or {}
+    if "metrics" in summary:
+        headline = f"ROC-AUC {summary['metrics']['roc_auc']:.3f}"
+    elif "rows" in summary:
+        headline = f"{summary['rows']['scored']:,} scored"
+    else:
+        headline = record.error or ""
     return {
         "run_id": record.run_id,
         "pipeline": record.pipeline,
@@ -337,6 +355,7 @@ def _run_row(record) -> dict[str, Any]:
         "seconds": record.seconds,
         "model_version": summary.get("model_version"),
         "roc_auc": summary.get("metrics", {}).get("roc_auc"),
+        "headline": headline,
     }
 
 

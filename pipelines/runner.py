@@ -23,11 +23,13 @@ from kfp import local
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
 _FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
+_PROGRESS = re.compile(r"progress: (?P<detail>.+)$")
 _PROJECT_ERROR = re.compile(r"components\.errors\.(?P<kind>\w+): (?P<message>.+)$")
 _ANY_ERROR = re.compile(r"^\s*(?P<kind>[A-Za-z_.]*(?:Error|Exception)): (?P<message>.+)$")
 
-StepEvent = Callable[[str, str, float], None]
-"""Called with (step name, "started" | "succeeded" | "failed", seconds since step start)."""
+StepEvent = Callable[[str, str, float, str], None]
+"""Called with (step name, "started" | "progress" | "succeeded" | "failed", seconds since the
+step started, detail: a step's own `progress: ...` log text for "progress", else "")."""
 
 
 @dataclass
@@ -54,6 +56,7 @@ class _LogTap(io.TextIOBase):
         self._on_step = on_step
         self._partial = ""
         self._step_started: dict[str, float] = {}
+        self._current: str | None = None
         self.step_seconds: dict[str, float] = {}
         self.error_lines: list[tuple[str, str, bool]] = []
         self.failed_step: str | None = None
@@ -74,9 +77,9 @@ class _LogTap(io.TextIOBase):
 
     def _scan(self, line: str) -> None:
         if started := _STARTED.search(line):
-            task = started["task"]
+            task = self._current = started["task"]
             self._step_started[task] = time.perf_counter()
-            self._on_step(task, "started", 0.0)
+            self._on_step(task, "started", 0.0, "")
         elif finished := _FINISHED.search(line):
             task = finished["task"]
             seconds = time.perf_counter() - self._step_started.get(task, time.perf_counter())
@@ -84,7 +87,10 @@ class _LogTap(io.TextIOBase):
             succeeded = finished["status"] == "SUCCESS"
             if not succeeded:
                 self.failed_step = task
-            self._on_step(task, "succeeded" if succeeded else "failed", seconds)
+            self._on_step(task, "succeeded" if succeeded else "failed", seconds, "")
+        elif (progress := _PROGRESS.search(line)) and self._current:
+            seconds = time.perf_counter() - self._step_started[self._current]
+            self._on_step(self._current, "progress", seconds, progress["detail"].strip())
         elif project := _PROJECT_ERROR.search(line):
             self.error_lines.append((project["kind"], project["message"].strip(), True))
         elif other := _ANY_ERROR.match(line):
@@ -130,8 +136,8 @@ def run_locally(
         for name, task in pipeline_func.pipeline_spec.root.dag.tasks.items()
     }
 
-    def on_task(task: str, event: str, seconds: float) -> None:
-        on_step(display_names.get(task, task), event, seconds)
+    def on_task(task: str, event: str, seconds: float, detail: str) -> None:
+        on_step(display_names.get(task, task), event, seconds, detail)
 
     before = set(pipeline_root.iterdir())
     started_at = datetime.now(UTC)

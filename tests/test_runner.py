@@ -1,0 +1,36 @@
+"""The local runner turns kfp.local's log stream into step events and one error line."""
+
+import io
+
+from pipelines.runner import _LogTap
+
+KFP_LOG = """\
+12:00:00.001 - INFO - Executing task \x1b[96m'score-customers'\x1b[0m
+    INFO:score:progress: 100000 rows read, 12 rejected (41000 rows/s)
+    Traceback (most recent call last):
+    ValueError: inner detail
+    components.errors.ContractError: t.csv: column `tenure` has the wrong type
+12:00:03.000 - ERROR - Task \x1b[96m'score-customers'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
+"""
+
+
+def test_log_lines_become_step_events_and_the_project_error():
+    events = []
+    log = io.StringIO()
+    tap = _LogTap(log, lambda step, event, seconds, detail: events.append((step, event, detail)))
+    for chunk in (KFP_LOG[:50], KFP_LOG[50:]):  # lines may arrive split across writes
+        tap.write(chunk)
+    assert events == [
+        ("score-customers", "started", ""),
+        ("score-customers", "progress", "100000 rows read, 12 rejected (41000 rows/s)"),
+        ("score-customers", "failed", ""),
+    ]
+    assert tap.failed_step == "score-customers"
+    assert tap.error_line() == "t.csv: column `tenure` has the wrong type"
+    assert log.getvalue() == KFP_LOG  # the full log is kept for the user
+
+
+def test_without_a_project_error_the_last_exception_is_reported():
+    tap = _LogTap(io.StringIO(), lambda *event: None)
+    tap.write("Traceback (most recent call last):\nKeyError: 'Churn'\n")
+    assert tap.error_line() == "KeyError: 'Churn'"
