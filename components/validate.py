@@ -6,6 +6,7 @@ Everything else is row-level: each input row is either kept, typed and normalise
 aside with its reason, so that `rows read == rows kept + rows rejected` always holds.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -44,6 +45,21 @@ class ValidationResult:
         return len(self.rejects)
 
 
+# Row-level problems of one column: the rows' positions and their messages (one text for all,
+# or one per row). Bad rows are few, so messages are only ever built for them.
+_Problem = tuple[np.ndarray, str | np.ndarray]
+
+
+@dataclass
+class _Checked:
+    """One column's typed values, problems, blank mask and count of unseen categories."""
+
+    values: pd.Series
+    problems: list[_Problem]
+    blank: np.ndarray
+    unseen: int = 0
+
+
 def validate(
     raw: pd.DataFrame,
     *,
@@ -63,53 +79,62 @@ def validate(
         raise ContractError(f"{source} is empty: no rows to {_verb(mode)}")
     table = _canonical_columns(raw, source, mode, contract)
     row_numbers = np.arange(first_row_number, first_row_number + len(table))
-    reasons = pd.Series("", index=table.index, dtype=object)
+    problems: list[_Problem] = []
     typed: dict[str, pd.Series] = {}
     missing: dict[str, int] = {}
     unseen: dict[str, int] = {}
     for column in contract.required(with_label=mode == "training"):
-        values, problems, blank = _check_column(table[column.name], column, mode, source)
-        typed[column.name] = values
-        reasons = _add_reason(reasons, problems)
-        if column.kind in ("numeric", "categorical") and blank.any():
-            missing[column.name] = int(blank.sum())
-        if column.kind == "categorical" and mode == "serving":
-            unknown = values.notna() & ~values.isin(column.categories)
-            if unknown.any():
-                unseen[column.name] = int(unknown.sum())
+        checked = _check_column(table[column.name], column, mode, source)
+        typed[column.name] = checked.values
+        problems += checked.problems
+        if column.kind in ("numeric", "categorical") and checked.blank.any():
+            missing[column.name] = int(checked.blank.sum())
+        if checked.unseen:
+            unseen[column.name] = checked.unseen
 
     clean = pd.DataFrame(typed)
-    invalid = reasons != ""
-    n_invalid = int(invalid.sum())
+    invalid = np.zeros(len(table), dtype=bool)
+    for positions, _ in problems:
+        invalid[positions] = True
+    invalid_positions = np.flatnonzero(invalid)
+    invalid_reasons = _join_reasons(invalid_positions, problems)
+    n_invalid = len(invalid_positions)
     if n_invalid > tolerance * len(table):
-        common = reasons[invalid].str.split("; ").explode().value_counts().index[0]
+        common = pd.Series(invalid_reasons).str.split("; ").explode().value_counts().index[0]
         raise ContractError(
             f"{source}: {n_invalid} of {len(table)} rows ({n_invalid / len(table):.1%}) are "
             f"invalid, over the {tolerance:.0%} tolerance; most common problem: {common}"
         )
 
     id_column = contract.id_column
-    duplicated = ~invalid & clean[id_column].where(~invalid).duplicated(keep="first")
-    duplicated &= ~invalid
-    if duplicated.any():
-        first_seen = (
-            pd.Series(row_numbers, index=table.index)[~invalid]
-            .groupby(clean.loc[~invalid, id_column])
-            .transform("first")
-        )
-        reasons[duplicated] = (
-            f"duplicate {id_column} "
-            + clean.loc[duplicated, id_column].astype(str)
-            + " (first at row "
-            + first_seen[duplicated].astype(str)
-            + ")"
-        )
-    kept = reasons == ""
+    valid_positions = np.flatnonzero(~invalid)
+    # Valid ids are never blank, so codes in order of first appearance find each id's first
+    # valid row without a groupby over the whole chunk.
+    codes, _ = pd.factorize(clean[id_column].to_numpy()[valid_positions])
+    _, first_of_code = np.unique(codes, return_index=True)
+    first_valid = first_of_code[codes]
+    is_repeat = first_valid != np.arange(len(codes))
+    duplicate_positions = valid_positions[is_repeat]
+    duplicate_reasons = (
+        f"duplicate {id_column} "
+        + clean[id_column].iloc[duplicate_positions].astype(str).to_numpy(dtype=object)
+        + " (first at row "
+        + pd.Series(row_numbers[valid_positions[first_valid[is_repeat]]])
+        .astype(str)
+        .to_numpy(dtype=object)
+        + ")"
+    )
+    kept = ~invalid
+    kept[duplicate_positions] = False
+    rejected_positions = np.flatnonzero(~kept)
+    reasons = np.empty(len(rejected_positions), dtype=object)
+    reasons[np.searchsorted(rejected_positions, invalid_positions)] = invalid_reasons
+    reasons[np.searchsorted(rejected_positions, duplicate_positions)] = duplicate_reasons
     rejects = pd.DataFrame(
         {
-            "row_number": row_numbers[~kept.to_numpy()],
-            id_column: table.loc[~kept, id_column].astype(object).to_numpy(),
-            "reason": reasons[~kept].to_numpy(),
+            "row_number": row_numbers[rejected_positions],
+            id_column: table[id_column].iloc[rejected_positions].astype(object).to_numpy(),
+            "reason": reasons,
         }
     )
     clean = clean[kept].reset_index(drop=True)
@@ -127,7 +152,7 @@ def validate(
         clean=clean,
         rejects=rejects,
         rows_read=len(table),
-        duplicates=int(duplicated.sum()),
+        duplicates=len(duplicate_positions),
         missing_values=missing,
         unseen_categories=unseen,
     )
@@ -161,120 +186,142 @@ def _canonical_columns(
     )
 
 
-def _text(values: pd.Series) -> tuple[pd.Series, pd.Series]:
+def _join_reasons(positions: np.ndarray, problems: list[_Problem]) -> np.ndarray:
+    """The '; '-separated problems of each row at `positions` (sorted), in column order.
+
+    A column gives a row at most one problem, so appending column by column yields each
+    row's problems in the order a row-by-row check would."""
+    reasons = np.full(len(positions), "", dtype=object)
+    for rows, messages in problems:
+        at = np.searchsorted(positions, rows)
+        earlier = reasons[at]
+        reasons[at] = np.where(earlier == "", messages, earlier + "; " + messages)
+    return reasons
+
+
+def _text(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
     """Values as stripped text (None where blank) and the blank mask."""
     text = values.astype("string").str.strip()
-    blank = text.isna() | (text == "")
+    blank = (text.isna() | (text == "")).to_numpy()
     return text.mask(blank), blank
 
 
-def _distinct_text(values: pd.Series) -> tuple[np.ndarray, pd.Series, np.ndarray]:
-    """(row codes, stripped text per distinct value with <NA> where blank, blank mask):
-    a category column holds a handful of distinct values, so the string work is done once
-    per value rather than once per row."""
+def _distinct_text(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
+    """(row codes, stripped text per distinct value with <NA> where blank): a category
+    column holds a handful of distinct values, so the string work is done once per value
+    rather than once per row. Code -1 (a missing value) indexes the trailing <NA>."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
     text = pd.Series(uniques, dtype=object).astype("string").str.strip()
     text = text.mask(text == "")
-    text = pd.concat([text, pd.Series([pd.NA], dtype="string")], ignore_index=True)  # code -1
-    blank = text.isna().to_numpy()[codes]
-    return codes, text, blank
+    return codes, pd.concat([text, pd.Series([pd.NA], dtype="string")], ignore_index=True)
 
 
-def _check_column(
-    values: pd.Series, column: Column, mode: Mode, source: str
-) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """Typed values, a per-row problem text ("" when fine) and the blank mask."""
+def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) -> _Checked:
+    """Typed values, the rows' problems and the blank mask."""
     name = column.name
-    no_problem = pd.Series("", index=values.index, dtype=object)
     if column.kind == "id":
         text, blank = _text(values)
-        return text.astype(object), no_problem.mask(blank, f"`{name}` is blank"), blank
+        return _Checked(text.astype(object), [(np.flatnonzero(blank), f"`{name}` is blank")], blank)
     if column.kind == "numeric":
         return _check_numeric(values, column, mode, source)
-    codes, distinct, blank_rows = _distinct_text(values)
-    blank = pd.Series(blank_rows, index=values.index)
+    codes, distinct = _distinct_text(values)
+    blank_values = distinct.isna().to_numpy()
+    blank = blank_values[codes]
 
-    def per_row(per_value: pd.Series) -> pd.Series:
-        return pd.Series(per_value.to_numpy(dtype=object)[codes], index=values.index, dtype=object)
+    def per_row(per_value: np.ndarray) -> pd.Series:
+        return pd.Series(per_value[codes], index=values.index, dtype=object)
 
-    def problem_texts(unknown: pd.Series, message: str) -> pd.Series:
-        if not unknown.any():
-            return no_problem
-        text = per_row(distinct.astype(object)).astype(str)
-        return no_problem.mask(unknown, f"`{name}` value " + text + message)
+    def problem(unknown_values: np.ndarray, message: str) -> list[_Problem]:
+        rows = np.flatnonzero(unknown_values[codes])
+        if not len(rows):
+            return []
+        texts = f"`{name}` value " + distinct.astype(object).astype(str) + message
+        return [(rows, texts.to_numpy(dtype=object)[codes[rows]])]
+
+    def examples() -> pd.Series:
+        return per_row(distinct.to_numpy(dtype=object))
 
     if column.kind == "label":
-        labels = per_row(distinct.str.casefold().map(_LABEL_WORDS))
-        unknown = ~blank & labels.isna()
-        _fail_if_wrong_type(unknown, blank, column, source, "yes/no values", per_row(distinct))
-        problems = problem_texts(unknown, " is not yes/no")
+        labels = distinct.str.casefold().map(_LABEL_WORDS)
+        unknown_values = ~blank_values & labels.isna().to_numpy()
+        _fail_if_wrong_type(unknown_values[codes], blank, column, source, "yes/no values", examples)
+        problems = problem(unknown_values, " is not yes/no")
         if blank.any():
-            problems = problems.mask(blank, f"`{name}` is blank")
-        return labels.astype("Float64").astype("Int8"), problems, blank
+            problems.append((np.flatnonzero(blank), f"`{name}` is blank"))
+        typed = per_row(labels.to_numpy(dtype=object)).astype("Float64").astype("Int8")
+        return _Checked(typed, problems, blank)
     canonical = {c.casefold(): c for c in column.categories}
     normalised_values = distinct.str.casefold().map(canonical).astype(object)
-    unknown_values = distinct.notna() & normalised_values.isna()
-    unknown = per_row(unknown_values).astype(bool)
+    unknown_values = (distinct.notna() & normalised_values.isna()).to_numpy()
     if mode == "serving":
         # Unseen values reach the model as they are: its encoder ignores them.
         kept = normalised_values.where(~unknown_values, distinct.astype(object))
-        return per_row(kept).where(~blank, np.nan), no_problem, blank
-    _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", per_row(distinct))
-    problems = problem_texts(unknown, f" is not one of {', '.join(column.categories)}")
-    return per_row(normalised_values).where(~blank, np.nan), problems, blank
+        kept[blank_values] = np.nan
+        unseen = kept.notna() & ~kept.isin(column.categories)
+        return _Checked(per_row(kept.to_numpy()), [], blank, int(unseen.to_numpy()[codes].sum()))
+    unknown = unknown_values[codes]
+    _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", examples)
+    problems = problem(unknown_values, f" is not one of {', '.join(column.categories)}")
+    normalised_values[blank_values] = np.nan
+    return _Checked(per_row(normalised_values.to_numpy()), problems, blank)
 
 
-def _check_numeric(
-    values: pd.Series, column: Column, mode: Mode, source: str
-) -> tuple[pd.Series, pd.Series, pd.Series]:
+def _check_numeric(values: pd.Series, column: Column, mode: Mode, source: str) -> _Checked:
     name = column.name
-    problems = pd.Series("", index=values.index, dtype=object)
+    problems: list[_Problem] = []
     if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         numbers = values.astype("float64")
-        blank = numbers.isna()
-        unparseable = pd.Series(False, index=values.index)
-        text = values
+        blank = numbers.isna().to_numpy()
     else:
         text, blank = _text(values)
-        numbers = pd.to_numeric(text, errors="coerce").astype("float64")
-        unparseable = ~blank & numbers.isna()
-        _fail_if_wrong_type(unparseable, blank, column, source, "numbers", text)
+        # Parsing is the costly part and text columns repeat their numbers, so each distinct
+        # value is parsed once; a trailing <NA> (code -1) keeps the set of values parsed, and
+        # so the inferred type, that of the whole column.
+        codes, uniques = pd.factorize(text, use_na_sentinel=True)
+        distinct = pd.Series(uniques, dtype=text.dtype)
+        if (codes < 0).any():
+            distinct = pd.concat([distinct, pd.Series([pd.NA], dtype=text.dtype)])
+        parsed = pd.to_numeric(distinct, errors="coerce").astype("float64").to_numpy()
+        numbers = pd.Series(parsed[codes], index=values.index)
+        unparseable = ~blank & numbers.isna().to_numpy()
+        _fail_if_wrong_type(unparseable, blank, column, source, "numbers", lambda: text)
         if unparseable.any():
-            problems = problems.mask(
-                unparseable, f"`{name}` value " + text.astype(str) + " is not a number"
-            )
-    out_of_range = ~numbers.between(column.min_value, column.max_value) & numbers.notna()
+            rows = np.flatnonzero(unparseable)
+            texts = f"`{name}` value " + text.iloc[rows].astype(str) + " is not a number"
+            problems.append((rows, texts.to_numpy(dtype=object)))
+    out_of_range = (
+        ~numbers.between(column.min_value, column.max_value) & numbers.notna()
+    ).to_numpy()
     if out_of_range.any():
-        problems = problems.mask(
-            out_of_range,
+        rows = np.flatnonzero(out_of_range)
+        texts = (
             f"`{name}` value "
-            + numbers.astype(str)
-            + f" is outside {column.min_value:g}..{column.max_value:g}",
+            + numbers.iloc[rows].astype(str)
+            + f" is outside {column.min_value:g}..{column.max_value:g}"
         )
+        problems.append((rows, texts.to_numpy(dtype=object)))
     if mode == "training" and not column.nullable and blank.any():
-        problems = problems.mask(blank, f"`{name}` is blank")
-    return numbers.where(~out_of_range), problems, blank
+        problems.append((np.flatnonzero(blank), f"`{name}` is blank"))
+    return _Checked(numbers.where(~out_of_range), problems, blank)
 
 
 def _fail_if_wrong_type(
-    bad: pd.Series, blank: pd.Series, column: Column, source: str, expected: str, text: pd.Series
+    bad: np.ndarray,
+    blank: np.ndarray,
+    column: Column,
+    source: str,
+    expected: str,
+    text: Callable[[], pd.Series],
 ) -> None:
+    """Raise when most present values are `bad`. `text` gives the per-row values to quote and
+    is only called then: building it for every column would cost more than the check."""
     present = int((~blank).sum())
     if present >= WRONG_TYPE_MIN_VALUES and bad.sum() > WRONG_TYPE_SHARE * present:
-        examples = ", ".join(repr(v) for v in text[bad].drop_duplicates().head(3))
+        examples = ", ".join(repr(v) for v in text()[bad].drop_duplicates().head(3))
         raise ContractError(
             f"{source}: column `{column.name}` has the wrong type: {bad.sum() / present:.0%} of "
             f"its values are not {expected} (e.g. {examples})"
         )
-
-
-def _add_reason(reasons: pd.Series, problems: pd.Series) -> pd.Series:
-    """Append each row's new problem to its earlier ones, '; '-separated."""
-    has_new = problems != ""
-    if not has_new.any():  # the usual case: most columns of most chunks are clean
-        return reasons
-    joined = reasons.where(reasons == "", reasons + "; ") + problems
-    return reasons.where(~has_new, joined)
 
 
 @stage

@@ -10,7 +10,8 @@ KFP_LOG = """\
     Traceback (most recent call last):
     ValueError: inner detail
     components.errors.ContractError: t.csv: column `tenure` has the wrong type
-12:00:03.000 - ERROR - Task \x1b[96m'score-customers'\x1b[0m finished with status \x1b[91mFAILURE\x1b[0m
+12:00:03.000 - ERROR - Task \x1b[96m'score-customers'\x1b[0m finished with status \
+\x1b[91mFAILURE\x1b[0m
 """
 
 
