@@ -8,6 +8,7 @@ Supported URIs:
 
 from __future__ import annotations
 
+import csv
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -91,12 +92,12 @@ def iter_batches(uri: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         return
     _require_file(location)
     if location.kind == "csv":
-        from pyarrow import csv
+        from pyarrow import csv as arrow_csv
 
-        reader = csv.open_csv(
+        reader = arrow_csv.open_csv(
             location.path,
-            read_options=csv.ReadOptions(block_size=1 << 24),
-            convert_options=csv.ConvertOptions(
+            read_options=arrow_csv.ReadOptions(block_size=1 << 24),
+            convert_options=arrow_csv.ConvertOptions(
                 column_types=_csv_text_types(location.path), strings_can_be_null=True
             ),
         )
@@ -120,9 +121,9 @@ def iter_batches(uri: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
 
 def _csv_text_types(path: Path | None) -> dict[str, pa.DataType]:
     """Every column of a CSV as text, matching `read_table`'s reading of CSV files."""
-    with open(path, encoding="utf-8") as handle:  # type: ignore[arg-type]
-        header = handle.readline().rstrip("\r\n").split(",")
-    return {name.strip('"'): pa.string() for name in header}
+    with open(path, encoding="utf-8", newline="") as handle:  # type: ignore[arg-type]
+        header = next(csv.reader(handle), [])  # quoted names may contain commas
+    return dict.fromkeys(header, pa.string())
 
 
 def write_table(frame: pd.DataFrame, uri: str) -> None:

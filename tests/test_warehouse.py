@@ -1,0 +1,48 @@
+"""Table URIs: clear errors for what is not a table, same rows whichever way a file is read."""
+
+from pathlib import Path
+
+import pytest
+
+from components.errors import SourceError
+from components.warehouse import iter_batches, parse_uri, read_table, table_exists, write_table
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("customers.xlsx", "cannot read 'customers.xlsx': expected a .csv or .parquet path"),
+        ("duckdb://w.duckdb", "needs a file and a table: duckdb://PATH\\?table=NAME"),
+        ("duckdb://w.duckdb?table=a;drop", "must be letters, digits and _"),
+        ("bq://project.table", "must name a table as bq://PROJECT.DATASET.TABLE"),
+    ],
+)
+def test_malformed_uris_say_what_is_expected(uri: str, message: str):
+    with pytest.raises(SourceError, match=message):
+        parse_uri(uri)
+
+
+def test_bigquery_uri_names_the_table():
+    assert parse_uri("bq://p.d.t").bigquery_table == "p.d.t"
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.parquet", "w.duckdb"])
+def test_round_trip_and_streaming_agree(customers, tmp_path: Path, name: str):
+    uri = str(tmp_path / name)
+    if name.endswith(".duckdb"):
+        uri = f"duckdb://{uri}?table=customers"
+    frame = customers.rename(columns={"gender": "gen,der"})  # a quoted CSV header
+    assert not table_exists(uri)
+    write_table(frame, uri)
+    assert table_exists(uri)
+    whole = read_table(uri)
+    streamed = [batch.num_rows for batch in iter_batches(uri, 700)]
+    assert len(whole) == sum(streamed) == len(customers)
+    assert max(streamed) <= 700
+    assert list(whole.columns) == list(frame.columns)
+
+
+def test_missing_duckdb_table_lists_the_tables(customers, tmp_path: Path):
+    write_table(customers, f"duckdb://{tmp_path}/w.duckdb?table=customers")
+    with pytest.raises(SourceError, match=r"no table 'other' .*tables: customers"):
+        read_table(f"duckdb://{tmp_path}/w.duckdb?table=other")
