@@ -134,11 +134,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _train(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.training import training_pipeline
 
-    if settings.runs_on_vertex:
-        raise ChurnError(
-            f"project {settings.project!r} is set: submitting to Vertex AI is not supported "
-            "yet; pass --local to run on this machine"
-        )
+    _require_local(settings)
     parse_uri(settings.source_uri)  # a malformed URI fails here, not in step 1
     if settings.source is None:
         _ensure_sample_data(settings)
@@ -189,6 +185,14 @@ def _keep_report(artifact: Path, run_id: str, settings: Settings) -> Path:
     return path.resolve()
 
 
+def _require_local(settings: Settings) -> None:
+    if settings.runs_on_vertex:
+        raise ChurnError(
+            f"project {settings.project!r} is set: submitting to Vertex AI is not supported "
+            "yet; pass --local to run on this machine"
+        )
+
+
 def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("run_id", "status", "model_version", "promoted", "promotion_reason", "best_model")
     return {k: summary[k] for k in keys} | {
@@ -215,11 +219,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     from components.warehouse import require_output
     from pipelines.scoring import scoring_pipeline
 
-    if settings.runs_on_vertex:
-        raise ChurnError(
-            f"project {settings.project!r} is set: submitting to Vertex AI is not supported "
-            "yet; pass --local to run on this machine"
-        )
+    _require_local(settings)
     parse_uri(settings.source_uri)
     output_uri = args.output or f"duckdb://{settings.warehouse_path}?table=churn_predictions"
     require_output(output_uri)
