@@ -145,12 +145,13 @@ def evaluate_model(
 
     fpr, tpr, thresholds = roc_points(label, probability)
     roc.log_roc_curve(fpr, tpr, thresholds)
-    roc.log_confusion_matrix(["stays", "churns"], confusion(label, probability, threshold))
+    matrix = confusion(label, probability, threshold)
+    roc.log_confusion_matrix(["stays", "churns"], matrix)
     Path(evaluation.path).write_text(
         json.dumps(
             {
                 "metrics": scores,
-                "confusion_matrix": confusion(label, probability, threshold),
+                "confusion_matrix": matrix,
                 "champion_version": champion_version,
                 "champion_metrics": champion_scores,
                 "feature_importance": feature_importance(candidate, frame, seed=seed),

@@ -14,14 +14,8 @@ from components.contract import TELCO_CHURN
 from components.sample_data import COLUMNS, generate_customers
 from components.validate import validate
 
-ADD_ONS = [
-    "OnlineSecurity",
-    "OnlineBackup",
-    "DeviceProtection",
-    "TechSupport",
-    "StreamingTV",
-    "StreamingMovies",
-]
+# The contract's add-on services: the columns that read "No internet service".
+ADD_ONS = [c.name for c in TELCO_CHURN.categorical if "No internet service" in c.categories]
 
 
 @pytest.fixture(scope="module")
