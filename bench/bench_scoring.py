@@ -85,7 +85,7 @@ def run_streaming(source: Path, model_dir: Path, work: Path, batch_rows: int) ->
     import joblib
 
     from components.drift import load_profile
-    from components.score import ScoringJob, publish_scores, stage_scores
+    from components.score import ScoringJob, available_cpus, publish_scores, stage_scores
     from components.warehouse import iter_batches
 
     job = ScoringJob(
@@ -105,6 +105,7 @@ def run_streaming(source: Path, model_dir: Path, work: Path, batch_rows: int) ->
         work / "staged",
         tolerance=0.05,
         profile=load_profile(model_dir),
+        workers=available_cpus(),
     )
     published = publish_scores(
         work / "staged",

@@ -67,15 +67,17 @@ class Buckets:
     def count(self, values: pd.Series | np.ndarray) -> np.ndarray:
         """Rows per bucket."""
         if self.kind == "numeric":
-            numbers = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+            numbers = np.asarray(pd.to_numeric(values, errors="coerce"), dtype=float)
             missing = np.isnan(numbers)
             index = np.searchsorted(np.asarray(self.edges), numbers, side="right")
             index[missing] = self.size - 1
             return np.bincount(index, minlength=self.size)
-        # Hash-count the values once, then place the few distinct ones in Python.
+        # Count each distinct value once (by its code, when the column is categorical),
+        # then place the few distinct ones in Python.
         counts = np.zeros(self.size, dtype=np.int64)
         position = {category: i for i, category in enumerate(self.categories)}
-        for value, count in pd.Series(values, dtype=object).value_counts(dropna=False).items():
+        series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
+        for value, count in series.value_counts(dropna=False).items():
             if _is_missing(value):
                 counts[-1] += count
             else:
@@ -224,7 +226,9 @@ class DriftTally:
         if rows.empty:
             return
         combined = rows if self.sample.empty else pd.concat([self.sample, rows])
-        self.sample = combined.nsmallest(self.sample_rows, "_key").reset_index(drop=True)
+        keys = combined["_key"].to_numpy()
+        keep = np.argsort(keys)[: self.sample_rows]
+        self.sample = combined.iloc[keep].reset_index(drop=True)
 
     def to_json(self) -> str:
         sample = _sample_lists(self.sample.drop(columns="_key", errors="ignore"))

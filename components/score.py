@@ -11,8 +11,11 @@ Every row read ends up either as a prediction or as a reject with its reason, so
 `rows read == rows scored + rows rejected` holds for every chunk and for the run.
 """
 
+import multiprocessing
 import os
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -70,9 +73,10 @@ STAGED_REJECTS = pa.schema(
 )
 
 
-def risk_tier(probability: np.ndarray, *, high: float, medium: float) -> np.ndarray:
+def risk_tier(probability: np.ndarray, *, high: float, medium: float) -> pd.Categorical:
     """`high` from the `high` cut-off up, `medium` from `medium` up, else `low`."""
-    return np.select([probability >= high, probability >= medium], RISK_TIERS[:2], RISK_TIERS[2])
+    tier = np.select([probability >= high, probability >= medium], [0, 1], 2)
+    return pd.Categorical.from_codes(tier, categories=RISK_TIERS)
 
 
 def score_frame(
@@ -89,7 +93,7 @@ def score_frame(
     probability = model.predict_proba(frame[contract.feature_names])[:, 1]
     return pd.DataFrame(
         {
-            "customer_id": frame[contract.id_column].to_numpy(),
+            "customer_id": frame[contract.id_column].array,
             "churn_probability": probability,
             "churn_predicted": probability >= threshold,
             "risk_tier": risk_tier(probability, high=high, medium=medium),
@@ -195,10 +199,10 @@ def _prediction_batch(scored: pd.DataFrame, rows: np.ndarray, job: ScoringJob) -
     return pa.RecordBatch.from_arrays(
         [
             pa.array(rows, pa.int64()),
-            pa.array(scored["customer_id"].to_numpy(dtype=object), pa.string()),
+            pa.array(scored["customer_id"], pa.string()),
             pa.array(scored["churn_probability"].to_numpy(dtype=np.float64), pa.float64()),
             pa.array(scored["churn_predicted"].to_numpy(dtype=bool), pa.bool_()),
-            pa.array(scored["risk_tier"].to_numpy(dtype=object), pa.string()),
+            pa.array(scored["risk_tier"]).cast(pa.string()),
             _constant(job.model_version, pa.int64(), n),
             _constant(job.as_of, pa.date32(), n),
             _constant(job.scored_at, pa.timestamp("us", tz="UTC"), n),
@@ -299,13 +303,16 @@ def stage_scores(
     tolerance: float,
     profile: ReferenceProfile | None = None,
     on_chunk: Callable[[StagedRun], None] | None = None,
+    workers: int = 1,
 ) -> StagedRun:
     """Score `batches` into `directory`/predictions.parquet and rejects.parquet.
 
-    Writes as it goes, so one chunk is in memory at a time. Stops with `ContractError` when
-    the input is empty or more than `tolerance` of its rows are invalid: a feed that broken
-    should not replace yesterday's predictions. A customer id seen in an earlier chunk is
-    moved to the rejects as a duplicate, as validation does within a chunk.
+    Chunks are scored on `workers` processes (see `_score_chunks`) and written in input
+    order as they come back, so only a few chunks are in memory at a time. Stops with
+    `ContractError` when the input is empty or more than `tolerance` of its rows are
+    invalid: a feed that broken should not replace yesterday's predictions. A customer id
+    seen in an earlier chunk is moved to the rejects as a duplicate, as validation does
+    within a chunk.
     """
     import pyarrow.parquet as pq
 
@@ -314,8 +321,7 @@ def stage_scores(
     run = StagedRun()
     with pq.ParquetWriter(directory / REJECTS_FILE, STAGED_REJECTS) as rejects:
         with pq.ParquetWriter(predictions_path, STAGED_PREDICTIONS) as predictions:
-            for first_row, batch in _numbered(batches):
-                chunk = score_chunk(model, batch, first_row, job, profile)
+            for chunk in _score_chunks(_numbered(batches), model, job, profile, workers):
                 predictions.write_batch(chunk.predictions)
                 rejects.write_batch(chunk.rejects)
                 run.add(chunk)
@@ -349,6 +355,58 @@ def stage_scores(
             )
             run.drop_duplicates(duplicates)
     return run
+
+
+def _score_chunks(
+    numbered: Iterable[tuple[int, pa.RecordBatch]],
+    model: Pipeline,
+    job: ScoringJob,
+    profile: ReferenceProfile | None,
+    workers: int,
+) -> Iterator[ChunkResult]:
+    """`score_chunk` of each (first row, batch), in input order.
+
+    With more than one worker, chunks go to a pool of single-threaded processes, at most
+    two per worker in flight: the reading process keeps every core busy while memory stays
+    bounded. Processes, because validation holds the GIL; forked, so that they start at
+    once with the model already loaded, and forked before the first read, while this
+    process has no reader threads whose locks a child could inherit.
+    """
+    if workers <= 1:
+        for first_row, batch in numbered:
+            yield score_chunk(model, batch, first_row, job, profile)
+        return
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(model, job, profile)
+    ) as pool:
+        pool.submit(os.getpid).result()  # the first task starts every worker
+        in_flight: deque[Future[ChunkResult]] = deque()
+        for first_row, batch in numbered:
+            in_flight.append(pool.submit(_score_in_worker, batch, first_row))
+            if len(in_flight) >= 2 * workers:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _start_worker(model: Pipeline, job: ScoringJob, profile: ReferenceProfile | None) -> None:
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1)  # one process per core: no nested OpenMP/BLAS threads
+    _WORKER.update(model=model, job=job, profile=profile)
+
+
+def _score_in_worker(batch: pa.RecordBatch, first_row: int) -> ChunkResult:
+    return score_chunk(_WORKER["model"], batch, first_row, _WORKER["job"], _WORKER["profile"])
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity, which containers and `taskset` set)."""
+    return len(os.sched_getaffinity(0))
 
 
 def _numbered(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -522,7 +580,7 @@ def score_customers(
 
     from components.drift import load_profile
     from components.evaluate import load_model_dir
-    from components.score import ScoringJob, resolve_as_of, stage_scores
+    from components.score import ScoringJob, available_cpus, resolve_as_of, stage_scores
     from components.warehouse import iter_batches, require_output
 
     logging.basicConfig(level=logging.INFO)
@@ -554,6 +612,7 @@ def score_customers(
         tolerance=invalid_row_tolerance,
         profile=profile,
         on_chunk=progress,
+        workers=available_cpus(),
     )
     staged.metadata.update(
         run.metadata()

@@ -21,22 +21,20 @@ from imblearn.over_sampling import SMOTE
 from joblib import Parallel, delayed
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     HistGradientBoostingClassifier,
     RandomForestClassifier,
 )
-from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 from sklearn.model_selection import ParameterSampler
 from sklearn.neighbors import KNeighborsClassifier
-from sklearn.pipeline import Pipeline, make_pipeline
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from components.contract import TELCO_CHURN, DataContract
+from components.features import build_preprocessor
 from components.split import cv_folds
 from components.stage import stage
 
@@ -124,22 +122,6 @@ class CandidateResult:
             "cv_f1_mean": round(self.cv_f1_mean, 4),
             "fit_seconds": round(self.fit_seconds, 2),
         }
-
-
-def build_preprocessor(contract: DataContract = TELCO_CHURN) -> ColumnTransformer:
-    """Impute and scale numbers; impute and one-hot encode categories, ignoring values
-    never seen in training (so serving can score them)."""
-    numeric = make_pipeline(SimpleImputer(strategy="median"), StandardScaler())
-    categorical = make_pipeline(
-        SimpleImputer(strategy="constant", fill_value="missing"),
-        OneHotEncoder(handle_unknown="ignore", sparse_output=False),
-    )
-    return ColumnTransformer(
-        [
-            ("numeric", numeric, [c.name for c in contract.numeric]),
-            ("categorical", categorical, [c.name for c in contract.categorical]),
-        ]
-    )
 
 
 @dataclass

@@ -110,7 +110,7 @@ def validate(
     valid_positions = np.flatnonzero(~invalid)
     # Valid ids are never blank, so codes in order of first appearance find each id's first
     # valid row without a groupby over the whole chunk.
-    codes, _ = pd.factorize(clean[id_column].to_numpy()[valid_positions])
+    codes, _ = pd.factorize(clean[id_column].iloc[valid_positions])
     _, first_of_code = np.unique(codes, return_index=True)
     first_valid = first_of_code[codes]
     is_repeat = first_valid != np.arange(len(codes))
@@ -200,20 +200,19 @@ def _join_reasons(positions: np.ndarray, problems: list[_Problem]) -> np.ndarray
 
 
 def _text(values: pd.Series) -> tuple[pd.Series, np.ndarray]:
-    """Values as stripped text (None where blank) and the blank mask."""
+    """Values as stripped text (<NA> where blank) and the blank mask."""
     text = values.astype("string").str.strip()
     blank = (text.isna() | (text == "")).to_numpy()
     return text.mask(blank), blank
 
 
-def _distinct_text(values: pd.Series) -> tuple[np.ndarray, pd.Series]:
-    """(row codes, stripped text per distinct value with <NA> where blank): a category
-    column holds a handful of distinct values, so the string work is done once per value
-    rather than once per row. Code -1 (a missing value) indexes the trailing <NA>."""
+def _distinct_text(values: pd.Series) -> tuple[np.ndarray, list[str | None]]:
+    """(row codes, stripped text per distinct value, None where blank): a category column
+    holds a handful of distinct values, so the string work is done once per value rather
+    than once per row. Code -1 (a missing value) indexes the trailing None."""
     codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    text = pd.Series(uniques, dtype=object).astype("string").str.strip()
-    text = text.mask(text == "")
-    return codes, pd.concat([text, pd.Series([pd.NA], dtype="string")], ignore_index=True)
+    distinct = [None if pd.isna(value) else str(value).strip() or None for value in uniques]
+    return codes, [*distinct, None]
 
 
 def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) -> _Checked:
@@ -221,49 +220,76 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
     name = column.name
     if column.kind == "id":
         text, blank = _text(values)
-        return _Checked(text.astype(object), [(np.flatnonzero(blank), f"`{name}` is blank")], blank)
+        return _Checked(text, [(np.flatnonzero(blank), f"`{name}` is blank")], blank)
     if column.kind == "numeric":
         return _check_numeric(values, column, mode, source)
     codes, distinct = _distinct_text(values)
-    blank_values = distinct.isna().to_numpy()
+    blank_values = np.array([value is None for value in distinct])
     blank = blank_values[codes]
-
-    def per_row(per_value: np.ndarray) -> pd.Series:
-        return pd.Series(per_value[codes], index=values.index, dtype=object)
 
     def problem(unknown_values: np.ndarray, message: str) -> list[_Problem]:
         rows = np.flatnonzero(unknown_values[codes])
         if not len(rows):
             return []
-        texts = f"`{name}` value " + distinct.astype(object).astype(str) + message
-        return [(rows, texts.to_numpy(dtype=object)[codes[rows]])]
+        texts = np.array([f"`{name}` value {value}{message}" for value in distinct], dtype=object)
+        return [(rows, texts[codes[rows]])]
+
+    def per_row(per_value: list) -> pd.Series:
+        # A categorical column: rows hold small integer codes, which the model's encoder
+        # and the drift tally map once per category rather than once per row.
+        categories = list(dict.fromkeys(v for v in per_value if v is not None))
+        position = {category: i for i, category in enumerate(categories)}
+        value_codes = np.array([-1 if v is None else position[v] for v in per_value])
+        rows = pd.Categorical.from_codes(value_codes[codes], categories=categories)
+        return pd.Series(rows, index=values.index)
 
     def examples() -> pd.Series:
-        return per_row(distinct.to_numpy(dtype=object))
+        return pd.Series(np.array(distinct, dtype=object)[codes], index=values.index)
 
     if column.kind == "label":
-        labels = distinct.str.casefold().map(_LABEL_WORDS)
-        unknown_values = ~blank_values & labels.isna().to_numpy()
+        labels = [None if v is None else _LABEL_WORDS.get(v.casefold()) for v in distinct]
+        unknown_values = np.array(
+            [v is not None and label is None for v, label in zip(distinct, labels, strict=True)]
+        )
         _fail_if_wrong_type(unknown_values[codes], blank, column, source, "yes/no values", examples)
         problems = problem(unknown_values, " is not yes/no")
         if blank.any():
             problems.append((np.flatnonzero(blank), f"`{name}` is blank"))
-        typed = per_row(labels.to_numpy(dtype=object)).astype("Float64").astype("Int8")
-        return _Checked(typed, problems, blank)
+        typed = pd.array(np.array(labels, dtype=object)[codes], dtype="Int8")
+        return _Checked(pd.Series(typed, index=values.index), problems, blank)
     canonical = {c.casefold(): c for c in column.categories}
-    normalised_values = distinct.str.casefold().map(canonical).astype(object)
-    unknown_values = (distinct.notna() & normalised_values.isna()).to_numpy()
+    normalised = [None if v is None else canonical.get(v.casefold()) for v in distinct]
+    unknown_values = np.array(
+        [v is not None and n is None for v, n in zip(distinct, normalised, strict=True)]
+    )
     if mode == "serving":
         # Unseen values reach the model as they are: its encoder ignores them.
-        kept = normalised_values.where(~unknown_values, distinct.astype(object))
-        kept[blank_values] = np.nan
-        unseen = kept.notna() & ~kept.isin(column.categories)
-        return _Checked(per_row(kept.to_numpy()), [], blank, int(unseen.to_numpy()[codes].sum()))
+        kept = [v if n is None else n for v, n in zip(distinct, normalised, strict=True)]
+        unseen_rows = int(unknown_values[codes].sum())
+        return _Checked(per_row(kept), [], blank, unseen_rows)
     unknown = unknown_values[codes]
     _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", examples)
     problems = problem(unknown_values, f" is not one of {', '.join(column.categories)}")
-    normalised_values[blank_values] = np.nan
-    return _Checked(per_row(normalised_values.to_numpy()), problems, blank)
+    return _Checked(per_row(normalised), problems, blank)
+
+
+# A number as text, once stripped: digits with an optional sign, decimal point and exponent.
+_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+
+
+def _parse_numbers(values: pd.Series) -> tuple[pd.Series, np.ndarray, np.ndarray]:
+    """(numbers, blank mask, unparseable mask) of a text column, parsed by Arrow in C++."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.utf8_trim_whitespace(pa.array(values.astype("string")))
+    blank = pc.fill_null(pc.equal(text, ""), True)
+    looks_numeric = pc.fill_null(pc.match_substring_regex(text, _NUMBER), False)
+    parsed = pc.cast(pc.if_else(looks_numeric, text, pa.scalar(None, pa.string())), pa.float64())
+    blank_rows = blank.to_numpy(zero_copy_only=False)
+    unparseable = ~blank_rows & ~looks_numeric.to_numpy(zero_copy_only=False)
+    numbers = pd.Series(parsed.to_numpy(zero_copy_only=False), index=values.index)
+    return numbers, blank_rows, unparseable
 
 
 def _check_numeric(values: pd.Series, column: Column, mode: Mode, source: str) -> _Checked:
@@ -273,21 +299,15 @@ def _check_numeric(values: pd.Series, column: Column, mode: Mode, source: str) -
         numbers = values.astype("float64")
         blank = numbers.isna().to_numpy()
     else:
-        text, blank = _text(values)
-        # Parsing is the costly part and text columns repeat their numbers, so each distinct
-        # value is parsed once; a trailing <NA> (code -1) keeps the set of values parsed, and
-        # so the inferred type, that of the whole column.
-        codes, uniques = pd.factorize(text, use_na_sentinel=True)
-        distinct = pd.Series(uniques, dtype=text.dtype)
-        if (codes < 0).any():
-            distinct = pd.concat([distinct, pd.Series([pd.NA], dtype=text.dtype)])
-        parsed = pd.to_numeric(distinct, errors="coerce").astype("float64").to_numpy()
-        numbers = pd.Series(parsed[codes], index=values.index)
-        unparseable = ~blank & numbers.isna().to_numpy()
-        _fail_if_wrong_type(unparseable, blank, column, source, "numbers", lambda: text)
+        numbers, blank, unparseable = _parse_numbers(values)
+
+        def text() -> pd.Series:
+            return values.astype("string").str.strip()
+
+        _fail_if_wrong_type(unparseable, blank, column, source, "numbers", text)
         if unparseable.any():
             rows = np.flatnonzero(unparseable)
-            texts = f"`{name}` value " + text.iloc[rows].astype(str) + " is not a number"
+            texts = f"`{name}` value " + text().iloc[rows].astype(str) + " is not a number"
             problems.append((rows, texts.to_numpy(dtype=object)))
     out_of_range = (
         ~numbers.between(column.min_value, column.max_value) & numbers.notna()

@@ -85,7 +85,7 @@ def test_drift_is_flagged_for_a_shifted_input_and_not_for_an_unshifted_one(profi
 
 
 def test_unseen_categories_and_missing_values_have_buckets_of_their_own(profile, model):
-    frame = _clean(1_000, 14)
+    frame = _clean(1_000, 14).astype({"InternetService": object})
     frame.loc[:99, "InternetService"] = "Satellite"
     already_blank = int(frame.loc[50:, "TotalCharges"].isna().sum())  # brand-new customers
     frame.loc[:49, "TotalCharges"] = np.nan

@@ -7,9 +7,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from components.errors import RegistryError
+from components.features import build_preprocessor
 from components.register import register_and_promote
 from components.registry import LocalRegistry, decide_promotion, save_model
-from components.train import build_preprocessor
 from components.validate import validate
 
 

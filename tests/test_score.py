@@ -124,6 +124,29 @@ def test_results_do_not_depend_on_the_chunk_size(model, tmp_path: Path):
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
+def test_worker_processes_stage_what_one_process_stages(model, tmp_path: Path):
+    frame = _messy()
+    one = stage_scores(_batches(frame, 150), model, _job(), tmp_path / "one", tolerance=0.05)
+    pool = stage_scores(
+        _batches(frame, 150), model, _job(), tmp_path / "pool", tolerance=0.05, workers=2
+    )
+    assert pool.metadata() == one.metadata()
+    assert pool.tally.sample.equals(one.tally.sample) if one.tally else pool.tally is None
+    for name in (PREDICTIONS_FILE, REJECTS_FILE):
+        staged = [
+            _staged_frame(tmp_path / kind, name).sort_values("source_row", ignore_index=True)
+            for kind in ("pool", "one")
+        ]
+        pd.testing.assert_frame_equal(*staged)
+
+
+def test_a_worker_s_error_stops_the_run_with_its_message(model, tmp_path: Path):
+    frame = generate_customers(400, seed=6).astype(str)
+    frame["tenure"] = "unknown"
+    with pytest.raises(ContractError, match="column `tenure` has the wrong type"):
+        stage_scores(_batches(frame, 100), model, _job(), tmp_path, tolerance=0.05, workers=2)
+
+
 def test_a_broken_feed_stops_before_anything_is_published(model, tmp_path: Path):
     frame = generate_customers(400, seed=6).astype(str)
     frame.loc[::7, "tenure"] = "unknown"  # 58 rows, spread so each chunk looks numeric

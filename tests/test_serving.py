@@ -22,6 +22,7 @@ from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN
 from components.errors import ChurnError, RegistryError
+from components.features import build_preprocessor
 from components.registry import LocalRegistry, save_model
 from components.sample_data import generate_customers
 from components.score import score_frame
@@ -33,7 +34,6 @@ from components.serving import (
     start_model_server,
 )
 from components.settings import Settings
-from components.train import build_preprocessor
 from components.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]

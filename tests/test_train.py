@@ -10,12 +10,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN
+from components.features import build_preprocessor
 from components.split import split_train_test
 from components.train import (
     FAMILIES,
     Family,
     _prepare_folds,
-    build_preprocessor,
     choose_threshold,
     fit_final,
     search_candidates,
