@@ -85,8 +85,13 @@ def run_streaming(source: Path, model_dir: Path, work: Path, batch_rows: int) ->
     import joblib
 
     from components.drift import load_profile
-    from components.score import ScoringJob, available_cpus, publish_scores, stage_scores
-    from components.warehouse import iter_batches
+    from components.score import (
+        ScoringJob,
+        available_cpus,
+        publish_scores,
+        read_customers,
+        stage_scores,
+    )
 
     job = ScoringJob(
         source=str(source),
@@ -99,7 +104,7 @@ def run_streaming(source: Path, model_dir: Path, work: Path, batch_rows: int) ->
         run_id="bench",
     )
     run = stage_scores(
-        iter_batches(str(source), batch_rows),
+        read_customers(str(source), batch_rows),
         joblib.load(model_dir / "model.joblib"),
         job,
         work / "staged",

@@ -72,6 +72,15 @@ STAGED_REJECTS = pa.schema(
     ]
 )
 
+# Staged files are written once and read whole by the publish step: dictionary-encode only
+# the repetitive columns (trying it on unique ids is wasted work) and skip column
+# statistics, which nothing reads. About twice as fast to write as Parquet's defaults.
+_STAGING: dict[str, Any] = {
+    "compression": "snappy",  # the codec every Parquet reader (BigQuery too) accepts
+    "write_statistics": False,
+    "use_dictionary": ["risk_tier", "model_version", "as_of_date", "scored_at", "run_id", "reason"],
+}
+
 
 def risk_tier(probability: np.ndarray, *, high: float, medium: float) -> pd.Categorical:
     """`high` from the `high` cut-off up, `medium` from `medium` up, else `low`."""
@@ -319,8 +328,8 @@ def stage_scores(
     directory.mkdir(parents=True, exist_ok=True)
     predictions_path = directory / PREDICTIONS_FILE
     run = StagedRun()
-    with pq.ParquetWriter(directory / REJECTS_FILE, STAGED_REJECTS) as rejects:
-        with pq.ParquetWriter(predictions_path, STAGED_PREDICTIONS) as predictions:
+    with pq.ParquetWriter(directory / REJECTS_FILE, STAGED_REJECTS, **_STAGING) as rejects:
+        with pq.ParquetWriter(predictions_path, STAGED_PREDICTIONS, **_STAGING) as predictions:
             for chunk in _score_chunks(_numbered(batches), model, job, profile, workers):
                 predictions.write_batch(chunk.predictions)
                 rejects.write_batch(chunk.rejects)
@@ -355,6 +364,16 @@ def stage_scores(
             )
             run.drop_duplicates(duplicates)
     return run
+
+
+def read_customers(
+    uri: str, batch_rows: int, contract: DataContract = TELCO_CHURN
+) -> Iterator[pa.RecordBatch]:
+    """The table to score, in batches of `batch_rows`, category columns dictionary-encoded
+    where the source format allows it."""
+    from components.warehouse import iter_batches
+
+    return iter_batches(uri, batch_rows, repetitive={c.name for c in contract.categorical})
 
 
 def _score_chunks(
@@ -580,8 +599,14 @@ def score_customers(
 
     from components.drift import load_profile
     from components.evaluate import load_model_dir
-    from components.score import ScoringJob, available_cpus, resolve_as_of, stage_scores
-    from components.warehouse import iter_batches, require_output
+    from components.score import (
+        ScoringJob,
+        available_cpus,
+        read_customers,
+        resolve_as_of,
+        stage_scores,
+    )
+    from components.warehouse import require_output
 
     logging.basicConfig(level=logging.INFO)
     log = logging.getLogger("score")
@@ -605,7 +630,7 @@ def score_customers(
 
     profile = load_profile(Path(model.path))
     run = stage_scores(
-        iter_batches(source_uri, batch_rows),
+        read_customers(source_uri, batch_rows),
         load_model_dir(model.path),
         job,
         Path(staged.path),

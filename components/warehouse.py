@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -81,9 +81,13 @@ def read_table(uri: str) -> pd.DataFrame:
         return con.execute(f'SELECT * FROM "{location.table}"').df()
 
 
-def iter_batches(uri: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
+def iter_batches(
+    uri: str, batch_rows: int, *, repetitive: Collection[str] = ()
+) -> Iterator[pa.RecordBatch]:
     """Stream a table as Arrow record batches of at most `batch_rows` rows, so callers
-    hold one batch in memory whatever the table's size."""
+    hold one batch in memory whatever the table's size. Text columns named in `repetitive`
+    (a few distinct values each) come dictionary-encoded from the files that can: each
+    distinct value is decoded once, not once per row."""
     location = parse_uri(uri)
     if location.kind == "bigquery":
         rows = _bigquery_client(location).list_rows(location.bigquery_table, page_size=batch_rows)
@@ -98,7 +102,7 @@ def iter_batches(uri: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
             location.path,
             read_options=arrow_csv.ReadOptions(block_size=1 << 24),
             convert_options=arrow_csv.ConvertOptions(
-                column_types=_csv_text_types(location.path), strings_can_be_null=True
+                column_types=_csv_text_types(location.path, repetitive), strings_can_be_null=True
             ),
         )
         for batch in reader:
@@ -107,7 +111,10 @@ def iter_batches(uri: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
     if location.kind == "parquet":
         import pyarrow.parquet as pq
 
-        yield from pq.ParquetFile(location.path).iter_batches(batch_size=batch_rows)
+        coded = [name for name in pq.read_schema(location.path).names if name in repetitive]
+        yield from pq.ParquetFile(location.path, read_dictionary=coded).iter_batches(
+            batch_size=batch_rows
+        )
         return
     with _duckdb_connect(location, read_only=True) as con:
         _require_duckdb_table(con, location)
@@ -119,11 +126,13 @@ def iter_batches(uri: str, batch_rows: int) -> Iterator[pa.RecordBatch]:
         yield from reader(batch_rows)
 
 
-def _csv_text_types(path: Path | None) -> dict[str, pa.DataType]:
-    """Every column of a CSV as text, matching `read_table`'s reading of CSV files."""
+def _csv_text_types(path: Path | None, repetitive: Collection[str] = ()) -> dict[str, pa.DataType]:
+    """Every column of a CSV as text, matching `read_table`'s reading of CSV files; the
+    `repetitive` ones dictionary-encoded."""
     with open(path, encoding="utf-8", newline="") as handle:  # type: ignore[arg-type]
         header = next(csv.reader(handle), [])  # quoted names may contain commas
-    return dict.fromkeys(header, pa.string())
+    coded = pa.dictionary(pa.int32(), pa.string())
+    return {name: coded if name in repetitive else pa.string() for name in header}
 
 
 def write_table(frame: pd.DataFrame, uri: str) -> None:

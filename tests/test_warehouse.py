@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from components.errors import SourceError
@@ -40,6 +41,17 @@ def test_round_trip_and_streaming_agree(customers, tmp_path: Path, name: str):
     assert len(whole) == sum(streamed) == len(customers)
     assert max(streamed) <= 700
     assert list(whole.columns) == list(frame.columns)
+
+
+@pytest.mark.parametrize("name", ["c.csv", "c.parquet"])
+def test_repetitive_columns_stream_dictionary_encoded(customers, tmp_path: Path, name: str):
+    uri = str(tmp_path / name)
+    write_table(customers, uri)
+    batches = list(iter_batches(uri, 700, repetitive={"Contract", "not a column"}))
+    contract = pa.concat_arrays([b.column("Contract") for b in batches])
+    assert pa.types.is_dictionary(contract.type)
+    assert not pa.types.is_dictionary(batches[0].column("customerID").type)
+    assert contract.cast(pa.string()).to_pylist() == customers["Contract"].tolist()
 
 
 def test_missing_duckdb_table_lists_the_tables(customers, tmp_path: Path):
