@@ -131,6 +131,13 @@ def load_model_directory(directory: Path) -> tuple[Pipeline, ModelVersion]:
     when it was registered; the bytes hashed are the bytes unpickled, so the file cannot be
     swapped between the check and the load.
     """
+    content, entry = _checked_model_file(directory)
+    return joblib.load(io.BytesIO(content)), entry
+
+
+def _checked_model_file(directory: Path) -> tuple[bytes, ModelVersion]:
+    """The model file's bytes and its record, refusing bytes whose SHA-256 differs from
+    the one recorded at registration."""
     for name in (RECORD_FILE, MODEL_FILE):
         if not (directory / name).is_file():
             raise RegistryError(f"{directory} has no {name}: not a registered model version")
@@ -143,7 +150,7 @@ def load_model_directory(directory: Path) -> tuple[Pipeline, ModelVersion]:
             f"{path} has SHA-256 {actual[:12]}…, registry records {entry.sha256[:12]}…: "
             "refusing to load a model file that changed after registration"
         )
-    return joblib.load(io.BytesIO(content)), entry
+    return content, entry
 
 
 class LocalRegistry:
@@ -197,6 +204,14 @@ class LocalRegistry:
     def load_model(self, ref: int | str) -> tuple[Pipeline, ModelVersion]:
         """The fitted pipeline of a version, after checking the file's SHA-256."""
         return load_model_directory(self._directory(self.get(ref).version))
+
+    def copy_model(self, ref: int | str, directory: Path) -> ModelVersion:
+        """Copy a version's model file into `directory` after checking its SHA-256 (the
+        bytes checked are the bytes written); return its record."""
+        content, entry = _checked_model_file(self._directory(self.get(ref).version))
+        directory.mkdir(parents=True, exist_ok=True)
+        (directory / MODEL_FILE).write_bytes(content)
+        return entry
 
     def model_path(self, version: int) -> Path:
         return self._directory(version) / MODEL_FILE

@@ -16,6 +16,7 @@ import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -29,7 +30,7 @@ from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN, DataContract
 from components.drift import DriftTally, ReferenceProfile
-from components.errors import ContractError, SettingsError
+from components.errors import ChurnError, ContractError, SettingsError
 from components.stage import stage
 
 RISK_TIERS = ("high", "medium", "low")
@@ -400,13 +401,23 @@ def _score_chunks(
         workers, mp_context=context, initializer=_start_worker, initargs=(model, job, profile)
     ) as pool:
         pool.submit(os.getpid).result()  # the first task starts every worker
-        in_flight: deque[Future[ChunkResult]] = deque()
+        in_flight: deque[tuple[int, Future[ChunkResult]]] = deque()
         for first_row, batch in numbered:
-            in_flight.append(pool.submit(_score_in_worker, batch, first_row))
+            in_flight.append((first_row, pool.submit(_score_in_worker, batch, first_row)))
             if len(in_flight) >= 2 * workers:
-                yield in_flight.popleft().result()
+                yield _result(*in_flight.popleft())
         while in_flight:
-            yield in_flight.popleft().result()
+            yield _result(*in_flight.popleft())
+
+
+def _result(first_row: int, chunk: Future[ChunkResult]) -> ChunkResult:
+    try:
+        return chunk.result()
+    except BrokenProcessPool:
+        raise ChurnError(
+            f"a scoring worker process died on the chunk from row {first_row} (killed for "
+            "memory? lower score_batch_rows); nothing was published"
+        ) from None
 
 
 _WORKER: dict[str, Any] = {}
@@ -509,11 +520,10 @@ def fetch_model(registry_uri: str, ref: str, directory: Path) -> Any:
     """Copy a registered model (hash-checked by the registry) and its reference profile
     into `directory`; return its registry record."""
     from components.drift import load_profile, save_profile
-    from components.registry import open_registry, save_model
+    from components.registry import open_registry
 
     registry = open_registry(registry_uri)
-    model, entry = registry.load_model(ref)
-    save_model(model, directory)
+    entry = registry.copy_model(ref, directory)
     profile = load_profile(registry.model_path(entry.version).parent)
     if profile is not None:
         save_profile(profile, directory)

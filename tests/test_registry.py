@@ -9,7 +9,7 @@ from sklearn.pipeline import Pipeline
 from components.errors import RegistryError
 from components.features import build_preprocessor
 from components.register import register_and_promote
-from components.registry import LocalRegistry, decide_promotion, save_model
+from components.registry import MODEL_FILE, LocalRegistry, decide_promotion, save_model
 from components.validate import validate
 
 
@@ -85,6 +85,18 @@ def test_tampered_model_file_is_refused(model_file, tmp_path):
         handle.write(b"\0")
     with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
         registry.load_model(1)
+    with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
+        registry.copy_model(1, tmp_path / "copy")
+    assert not (tmp_path / "copy").exists()
+
+
+def test_copied_model_is_the_registered_file(model_file, tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    _register(registry, model_file, 0.8, None)
+    entry = registry.copy_model("champion", tmp_path / "copy")
+    copied = tmp_path / "copy" / MODEL_FILE
+    assert entry.version == 1
+    assert copied.read_bytes() == registry.model_path(1).read_bytes()
 
 
 def test_unknown_versions_are_clear_errors(tmp_path):

@@ -2,6 +2,7 @@
 date, and a failed publish leaves yesterday's predictions as they were."""
 
 import csv
+import os
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from components.errors import ContractError, SettingsError, SourceError
+from components.errors import ChurnError, ContractError, SettingsError, SourceError
 from components.sample_data import generate_customers
 from components.score import (
     PREDICTION_COLUMNS,
@@ -145,6 +146,21 @@ def test_a_worker_s_error_stops_the_run_with_its_message(model, tmp_path: Path):
     frame["tenure"] = "unknown"
     with pytest.raises(ContractError, match="column `tenure` has the wrong type"):
         stage_scores(_batches(frame, 100), model, _job(), tmp_path, tolerance=0.05, workers=2)
+
+
+class _DiesOnChunk:
+    """A model whose process dies as a worker killed for memory would."""
+
+    def predict_proba(self, features):
+        os._exit(9)
+
+
+def test_a_worker_that_dies_stops_the_run_with_the_chunk_it_was_on(tmp_path: Path):
+    frame = generate_customers(300, seed=7)
+    with pytest.raises(ChurnError, match="worker process died on the chunk from row 1 "):
+        stage_scores(
+            _batches(frame, 100), _DiesOnChunk(), _job(), tmp_path, tolerance=0.05, workers=2
+        )
 
 
 def test_a_broken_feed_stops_before_anything_is_published(model, tmp_path: Path):
