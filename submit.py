@@ -15,6 +15,7 @@ import json
 import logging
 import shlex
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     for flag, dest, what in (
         ("--batch-rows", "score_batch_rows", "rows read, scored and written per chunk"),
+        ("--workers", "score_workers", "scoring processes, 0 for one per CPU"),
         ("--high-risk-cutoff", "high_risk_cutoff", "churn probability of the high tier"),
         ("--medium-risk-cutoff", "medium_risk_cutoff", "churn probability of the medium tier"),
         ("--drift-threshold", "drift_threshold", "PSI above which a feature has drifted"),
@@ -118,6 +120,7 @@ _SETTING_FLAGS = (
     "cv_folds",
     "candidates_per_family",
     "score_batch_rows",
+    "score_workers",
     "high_risk_cutoff",
     "medium_risk_cutoff",
     "drift_threshold",
@@ -233,6 +236,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         "as_of": args.as_of,
         "export_dir": str((settings.home / "predictions").resolve()),
         "batch_rows": settings.score_batch_rows,
+        "workers": settings.score_workers,
         "high_risk_cutoff": settings.high_risk_cutoff,
         "medium_risk_cutoff": settings.medium_risk_cutoff,
         "invalid_row_tolerance": settings.invalid_row_tolerance,
@@ -390,7 +394,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"server log: {server.log_path}", markup=False)
         console.print("press Ctrl-C to stop")
         try:
-            code = server.process.wait()
+            code = _wait_interruptibly(server.process)
         except KeyboardInterrupt:
             console.print("model server stopped")
             return 0
@@ -398,6 +402,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         f"[red]error:[/red] the model server exited with code {code}; log: {server.log_path}"
     )
     return 1
+
+
+def _wait_interruptibly(process: subprocess.Popen[bytes]) -> int:
+    """The process's exit code, waiting in short steps: a signal delivered to another
+    thread of ours (Arrow's thread pool, say) would not wake a main thread blocked in one
+    long wait, and Ctrl-C would go unanswered."""
+    while True:
+        try:
+            return process.wait(timeout=0.2)
+        except subprocess.TimeoutExpired:
+            continue
 
 
 def _example_request(settings: Settings) -> Path:

@@ -227,7 +227,7 @@ class DriftTally:
             return
         combined = rows if self.sample.empty else pd.concat([self.sample, rows])
         keys = combined["_key"].to_numpy()
-        keep = np.argsort(keys)[: self.sample_rows]
+        keep = np.argsort(keys, kind="stable")[: self.sample_rows]
         self.sample = combined.iloc[keep].reset_index(drop=True)
 
     def to_json(self) -> str:

@@ -25,7 +25,9 @@ class CategoryEncoder(OneHotEncoder):
     (sparse output, dropping or grouping categories) use `OneHotEncoder.transform`.
     """
 
-    def transform(self, X):
+    def transform(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """One column per learned category, 1 where a row holds it (`X` named as in
+        scikit-learn)."""
         check_is_fitted(self)
         if (
             self.sparse_output
@@ -38,7 +40,7 @@ class CategoryEncoder(OneHotEncoder):
         if not isinstance(X, pd.DataFrame):
             X = pd.DataFrame(check_array(X, dtype=None, ensure_all_finite="allow-nan"))
         width = sum(len(c) for c in self.categories_)
-        encoded = np.zeros((len(X), width))
+        encoded = np.zeros((len(X), width), dtype=self.dtype)
         cells = encoded.reshape(-1)  # a view: row r, column c is cell r * width + c
         offset = 0
         for position, categories in enumerate(self.categories_):

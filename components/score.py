@@ -11,6 +11,7 @@ Every row read ends up either as a prediction or as a reject with its reason, so
 `rows read == rows scored + rows rejected` holds for every chunk and for the run.
 """
 
+import math
 import multiprocessing
 import os
 from collections import deque
@@ -397,26 +398,25 @@ def _score_chunks(
             yield score_chunk(model, batch, first_row, job, profile)
         return
     context = multiprocessing.get_context("fork")
-    with ProcessPoolExecutor(
-        workers, mp_context=context, initializer=_start_worker, initargs=(model, job, profile)
-    ) as pool:
-        pool.submit(os.getpid).result()  # the first task starts every worker
-        in_flight: deque[tuple[int, Future[ChunkResult]]] = deque()
-        for first_row, batch in numbered:
-            in_flight.append((first_row, pool.submit(_score_in_worker, batch, first_row)))
-            if len(in_flight) >= 2 * workers:
-                yield _result(*in_flight.popleft())
-        while in_flight:
-            yield _result(*in_flight.popleft())
-
-
-def _result(first_row: int, chunk: Future[ChunkResult]) -> ChunkResult:
+    in_flight: deque[tuple[int, Future[ChunkResult]]] = deque()
     try:
-        return chunk.result()
+        with ProcessPoolExecutor(
+            workers, mp_context=context, initializer=_start_worker, initargs=(model, job, profile)
+        ) as pool:
+            pool.submit(os.getpid).result()  # the first task starts every worker
+            for first_row, batch in numbered:
+                in_flight.append((first_row, pool.submit(_score_in_worker, batch, first_row)))
+                if len(in_flight) >= 2 * workers:
+                    yield in_flight[0][1].result()
+                    in_flight.popleft()
+            while in_flight:
+                yield in_flight[0][1].result()
+                in_flight.popleft()
     except BrokenProcessPool:
+        where = f"the chunks from row {in_flight[0][0]:,} on" if in_flight else "its start"
         raise ChurnError(
-            f"a scoring worker process died on the chunk from row {first_row} (killed for "
-            "memory? lower score_batch_rows); nothing was published"
+            f"a scoring worker process died during {where} (killed for memory? lower "
+            "score_batch_rows or score_workers); nothing was published"
         ) from None
 
 
@@ -434,9 +434,21 @@ def _score_in_worker(batch: pa.RecordBatch, first_row: int) -> ChunkResult:
     return score_chunk(_WORKER["model"], batch, first_row, _WORKER["job"], _WORKER["profile"])
 
 
-def available_cpus() -> int:
-    """CPUs this process may run on (its affinity, which containers and `taskset` set)."""
-    return len(os.sched_getaffinity(0))
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """How many CPUs this process may keep busy: those it may run on (its affinity, as
+    `taskset` or a cpuset sets it), capped by the container's CPU quota (cgroup v2
+    `cpu.max`, as `docker --cpus` or a Kubernetes CPU limit sets it). One where processes
+    can't be forked (macOS, Windows)."""
+    if not hasattr(os, "sched_getaffinity"):
+        return 1
+    cpus = len(os.sched_getaffinity(0))
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+    except (OSError, ValueError):
+        return cpus
+    if quota == "max":
+        return cpus
+    return max(1, min(cpus, math.ceil(int(quota) / int(period))))
 
 
 def _numbered(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.RecordBatch]]:
@@ -594,6 +606,7 @@ def score_customers(
     as_of: str,
     run_id: str,
     batch_rows: int,
+    workers: int,
     high_risk_cutoff: float,
     medium_risk_cutoff: float,
     invalid_row_tolerance: float,
@@ -647,7 +660,7 @@ def score_customers(
         tolerance=invalid_row_tolerance,
         profile=profile,
         on_chunk=progress,
-        workers=available_cpus(),
+        workers=workers or available_cpus(),
     )
     staged.metadata.update(
         run.metadata()

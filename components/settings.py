@@ -61,6 +61,8 @@ class Settings:
     """Population stability index above which a feature counts as drifted."""
     score_batch_rows: int = 100_000
     """Rows read, scored and written per chunk by batch scoring (bounds memory)."""
+    score_workers: int = 0
+    """Processes scoring chunks side by side; 0: one per CPU the scoring step may use."""
 
     def __post_init__(self) -> None:
         _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
@@ -71,6 +73,10 @@ class Settings:
         _check_range("high_risk_cutoff", self.high_risk_cutoff, self.medium_risk_cutoff, 1.0)
         if self.score_batch_rows < 1:
             raise SettingsError(f"score_batch_rows must be positive, got {self.score_batch_rows}")
+        if self.score_workers < 0:
+            raise SettingsError(
+                f"score_workers must be 0 (automatic) or more, got {self.score_workers}"
+            )
         if not 2 <= self.cv_folds <= 20:
             raise SettingsError(f"cv_folds must be between 2 and 20, got {self.cv_folds}")
         if self.candidates_per_family < 1:

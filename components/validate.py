@@ -31,7 +31,11 @@ _LABEL_WORDS = {"yes": 1, "no": 0, "1": 1, "0": 0, "true": 1, "false": 0, "1.0":
 
 @dataclass
 class ValidationResult:
-    """Typed rows that passed, rows set aside (`row_number`, id, `reason`) and counts."""
+    """Typed rows that passed, rows set aside (`row_number`, id, `reason`) and counts.
+
+    In `clean`, category columns are pandas `Categorical` (their categories: the values
+    this input held, so two chunks' categories may differ and concatenate as objects),
+    numbers are float64 and the id is text."""
 
     clean: pd.DataFrame
     rejects: pd.DataFrame
@@ -273,7 +277,8 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
     return _Checked(per_row(normalised), problems, blank)
 
 
-# A number as text, once stripped: digits with an optional sign, decimal point and exponent.
+# A number as text, once stripped: digits with an optional sign, decimal point and exponent
+# ("inf" and "nan" are not numbers a customer record can hold).
 _NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 
 
@@ -307,7 +312,8 @@ def _check_numeric(values: pd.Series, column: Column, mode: Mode, source: str) -
         _fail_if_wrong_type(unparseable, blank, column, source, "numbers", text)
         if unparseable.any():
             rows = np.flatnonzero(unparseable)
-            texts = f"`{name}` value " + text().iloc[rows].astype(str) + " is not a number"
+            quoted = values.iloc[rows].astype("string").str.strip().astype(str)
+            texts = f"`{name}` value " + quoted + " is not a number"
             problems.append((rows, texts.to_numpy(dtype=object)))
     out_of_range = (
         ~numbers.between(column.min_value, column.max_value) & numbers.notna()

@@ -86,9 +86,10 @@ def iter_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream a table as Arrow record batches of at most `batch_rows` rows, so callers
     hold one batch in memory whatever the table's size. Text columns named in `repetitive`
-    (a few distinct values each) come dictionary-encoded from the files that can: each
-    distinct value is decoded once, not once per row."""
+    (a few distinct values each; names match whatever their case) come dictionary-encoded
+    from the files that can: each distinct value is decoded once, not once per row."""
     location = parse_uri(uri)
+    repetitive = {name.casefold() for name in repetitive}
     if location.kind == "bigquery":
         rows = _bigquery_client(location).list_rows(location.bigquery_table, page_size=batch_rows)
         for table in rows.to_arrow_iterable():
@@ -102,7 +103,9 @@ def iter_batches(
             location.path,
             read_options=arrow_csv.ReadOptions(block_size=1 << 24),
             convert_options=arrow_csv.ConvertOptions(
-                column_types=_csv_text_types(location.path, repetitive), strings_can_be_null=True
+                column_types=_csv_text_types(location.path, repetitive),
+                strings_can_be_null=True,
+                null_values=[""],  # as `read_table`: "NA" or "null" are values, not blanks
             ),
         )
         for batch in reader:
@@ -111,7 +114,8 @@ def iter_batches(
     if location.kind == "parquet":
         import pyarrow.parquet as pq
 
-        coded = [name for name in pq.read_schema(location.path).names if name in repetitive]
+        names = pq.read_schema(location.path).names
+        coded = [name for name in names if name.casefold() in repetitive]
         yield from pq.ParquetFile(location.path, read_dictionary=coded).iter_batches(
             batch_size=batch_rows
         )
@@ -126,13 +130,13 @@ def iter_batches(
         yield from reader(batch_rows)
 
 
-def _csv_text_types(path: Path | None, repetitive: Collection[str] = ()) -> dict[str, pa.DataType]:
-    """Every column of a CSV as text, matching `read_table`'s reading of CSV files; the
-    `repetitive` ones dictionary-encoded."""
+def _csv_text_types(path: Path | None, repetitive: Collection[str]) -> dict[str, pa.DataType]:
+    """Every column of a CSV as text, as `read_table` reads CSV files; those whose
+    casefolded name is in `repetitive` dictionary-encoded."""
     with open(path, encoding="utf-8", newline="") as handle:  # type: ignore[arg-type]
         header = next(csv.reader(handle), [])  # quoted names may contain commas
     coded = pa.dictionary(pa.int32(), pa.string())
-    return {name: coded if name in repetitive else pa.string() for name in header}
+    return {name: coded if name.casefold() in repetitive else pa.string() for name in header}
 
 
 def write_table(frame: pd.DataFrame, uri: str) -> None:

@@ -20,6 +20,7 @@ from components.score import (
     PREDICTIONS_FILE,
     REJECTS_FILE,
     ScoringJob,
+    available_cpus,
     publish_scores,
     resolve_as_of,
     stage_scores,
@@ -148,6 +149,18 @@ def test_a_worker_s_error_stops_the_run_with_its_message(model, tmp_path: Path):
         stage_scores(_batches(frame, 100), model, _job(), tmp_path, tolerance=0.05, workers=2)
 
 
+@pytest.mark.parametrize(
+    ("cpu_max", "expected"),
+    [("max 100000", None), ("150000 100000", 2), ("50000 100000", 1), (None, None)],
+)
+def test_available_cpus_respects_the_container_quota(tmp_path: Path, cpu_max, expected):
+    cgroup = tmp_path / "cpu.max"
+    if cpu_max is not None:
+        cgroup.write_text(cpu_max + "\n")
+    affinity = len(os.sched_getaffinity(0))
+    assert available_cpus(cgroup) == min(affinity, expected or affinity)
+
+
 class _DiesOnChunk:
     """A model whose process dies as a worker killed for memory would."""
 
@@ -155,9 +168,9 @@ class _DiesOnChunk:
         os._exit(9)
 
 
-def test_a_worker_that_dies_stops_the_run_with_the_chunk_it_was_on(tmp_path: Path):
+def test_a_worker_that_dies_stops_the_run_naming_the_rows_in_flight(tmp_path: Path):
     frame = generate_customers(300, seed=7)
-    with pytest.raises(ChurnError, match="worker process died on the chunk from row 1 "):
+    with pytest.raises(ChurnError, match="worker process died during the chunks from row 1 on "):
         stage_scores(
             _batches(frame, 100), _DiesOnChunk(), _job(), tmp_path, tolerance=0.05, workers=2
         )

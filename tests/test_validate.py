@@ -58,6 +58,7 @@ def test_invalid_rows_under_tolerance_are_set_aside_with_reasons(customers):
     broken.loc[8, "customerID"] = " "
     broken.loc[9, "Contract"] = "Weekly"
     broken.loc[11, "Churn"] = None
+    broken.loc[13, "TotalCharges"] = " inf "
     result = validate(broken, source="t.csv")
     reasons = dict(zip(result.rejects["row_number"], result.rejects["reason"], strict=True))
     assert reasons == {
@@ -66,6 +67,7 @@ def test_invalid_rows_under_tolerance_are_set_aside_with_reasons(customers):
         9: "`customerID` is blank",
         10: "`Contract` value Weekly is not one of Month-to-month, One year, Two year",
         12: "`Churn` is blank",
+        14: "`TotalCharges` value inf is not a number",
     }
     assert len(result.clean) + result.rows_rejected == result.rows_read == len(customers)
 

@@ -47,11 +47,19 @@ def test_round_trip_and_streaming_agree(customers, tmp_path: Path, name: str):
 def test_repetitive_columns_stream_dictionary_encoded(customers, tmp_path: Path, name: str):
     uri = str(tmp_path / name)
     write_table(customers, uri)
-    batches = list(iter_batches(uri, 700, repetitive={"Contract", "not a column"}))
+    batches = list(iter_batches(uri, 700, repetitive={"CONTRACT", "not a column"}))
     contract = pa.concat_arrays([b.column("Contract") for b in batches])
     assert pa.types.is_dictionary(contract.type)
     assert not pa.types.is_dictionary(batches[0].column("customerID").type)
     assert contract.cast(pa.string()).to_pylist() == customers["Contract"].tolist()
+
+
+def test_streamed_csv_keeps_na_as_text_like_read_table(tmp_path: Path):
+    path = tmp_path / "c.csv"
+    path.write_text("customerID,Contract\nA,NA\nB,\nC,null\n")
+    streamed = pa.Table.from_batches(list(iter_batches(str(path), 10, repetitive={"Contract"})))
+    assert streamed.column("Contract").cast(pa.string()).to_pylist() == ["NA", None, "null"]
+    assert read_table(str(path))["Contract"].tolist()[::2] == ["NA", "null"]
 
 
 def test_missing_duckdb_table_lists_the_tables(customers, tmp_path: Path):
