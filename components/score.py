@@ -319,7 +319,7 @@ def stage_scores(
     """Score `batches` into `directory`/predictions.parquet and rejects.parquet.
 
     Chunks are scored on `workers` processes (see `_score_chunks`) and written in input
-    order as they come back, so only a few chunks are in memory at a time. Stops with
+    order as they come back, so at most two chunks per worker are in memory. Stops with
     `ContractError` when the input is empty or more than `tolerance` of its rows are
     invalid: a feed that broken should not replace yesterday's predictions. A customer id
     seen in an earlier chunk is moved to the rejects as a duplicate, as validation does
