@@ -374,8 +374,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported once there is a model to serve: the model server's libraries take seconds.
     from components.serving import start_model_server
 
-    # `kill` stops us like Ctrl-C does, so the model server is never left behind.
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    # `kill` stops us like Ctrl-C does, so the model server is never left behind; and
+    # Ctrl-C works even when started from a shell that ignores it (`cmd &` in a script).
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, signal.default_int_handler)
     with console.status(f"starting the model server for model v{entry.version}"):
         server = start_model_server(
             model_dir,
