@@ -15,7 +15,6 @@ import json
 import logging
 import shlex
 import signal
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -396,7 +395,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         console.print(f"server log: {server.log_path}", markup=False)
         console.print("press Ctrl-C to stop")
         try:
-            code = _wait_interruptibly(server.process)
+            code = server.process.wait()
         except KeyboardInterrupt:
             console.print("model server stopped")
             return 0
@@ -404,17 +403,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         f"[red]error:[/red] the model server exited with code {code}; log: {server.log_path}"
     )
     return 1
-
-
-def _wait_interruptibly(process: subprocess.Popen[bytes]) -> int:
-    """The process's exit code, waiting in short steps: a signal delivered to another
-    thread of ours (Arrow's thread pool, say) would not wake a main thread blocked in one
-    long wait, and Ctrl-C would go unanswered."""
-    while True:
-        try:
-            return process.wait(timeout=0.2)
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _example_request(settings: Settings) -> Path:
