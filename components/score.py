@@ -38,17 +38,6 @@ RISK_TIERS = ("high", "medium", "low")
 
 PREDICTIONS_FILE = "predictions.parquet"
 REJECTS_FILE = "rejects.parquet"
-PREDICTION_COLUMNS = (
-    "customer_id",
-    "churn_probability",
-    "churn_predicted",
-    "risk_tier",
-    "model_version",
-    "as_of_date",
-    "scored_at",
-    "run_id",
-)
-REJECT_COLUMNS = ("source_row", "customer_id", "reason", "as_of_date", "run_id")
 # Staged predictions keep their row number in the source, to find repeated customers
 # across chunks and to name the first occurrence in the reject reason.
 STAGED_PREDICTIONS = pa.schema(
@@ -73,6 +62,9 @@ STAGED_REJECTS = pa.schema(
         ("run_id", pa.string()),
     ]
 )
+# What the warehouse tables hold: predictions without their bookkeeping row number.
+PREDICTION_COLUMNS = tuple(name for name in STAGED_PREDICTIONS.names if name != "source_row")
+REJECT_COLUMNS = tuple(STAGED_REJECTS.names)
 
 # Staged files are written once and read whole by the publish step: dictionary-encode only
 # the repetitive columns (trying it on unique ids is wasted work) and skip column
@@ -146,7 +138,6 @@ class ChunkResult:
     predictions: pa.RecordBatch
     rejects: pa.RecordBatch
     rows_read: int
-    invalid: int
     duplicates: int
     missing_values: dict[str, int]
     unseen_categories: dict[str, int]
@@ -185,7 +176,6 @@ def score_chunk(
             rejected_rows, checked.rejects[contract.id_column], checked.rejects["reason"], job
         ),
         rows_read=checked.rows_read,
-        invalid=checked.rows_rejected - checked.duplicates,
         duplicates=checked.duplicates,
         missing_values=checked.missing_values,
         unseen_categories=checked.unseen_categories,
@@ -247,7 +237,6 @@ class StagedRun:
     rows_read: int = 0
     rows_scored: int = 0
     rows_rejected: int = 0
-    invalid: int = 0
     duplicates: int = 0
     churned: int = 0
     tiers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RISK_TIERS, 0))
@@ -261,7 +250,6 @@ class StagedRun:
         self.rows_read += chunk.rows_read
         self.rows_scored += chunk.predictions.num_rows
         self.rows_rejected += chunk.rejects.num_rows
-        self.invalid += chunk.invalid
         self.duplicates += chunk.duplicates
         self._count(chunk.predictions, +1)
         for totals, counts in (
@@ -275,6 +263,11 @@ class StagedRun:
                 self.tally = chunk.tally
             else:
                 self.tally.merge(chunk.tally)
+
+    @property
+    def invalid(self) -> int:
+        """Rows rejected for what they hold, not for repeating an earlier customer."""
+        return self.rows_rejected - self.duplicates
 
     def drop_duplicates(self, duplicates: pa.Table) -> None:
         """Move predictions of repeated customers (found after staging) to the rejects."""
@@ -327,6 +320,8 @@ def stage_scores(
     """
     import pyarrow.parquet as pq
 
+    from components.validate import duplicate_reasons
+
     directory.mkdir(parents=True, exist_ok=True)
     predictions_path = directory / PREDICTIONS_FILE
     run = StagedRun()
@@ -348,14 +343,11 @@ def stage_scores(
             )
         duplicates = _drop_repeated_customers(predictions_path, directory)
         if duplicates.num_rows:
-            reasons = [
-                f"duplicate {TELCO_CHURN.id_column} {cid} (first at row {first})"
-                for cid, first in zip(
-                    duplicates.column("customer_id").to_pylist(),
-                    duplicates.column("first_row").to_pylist(),
-                    strict=True,
-                )
-            ]
+            reasons = duplicate_reasons(
+                TELCO_CHURN.id_column,
+                duplicates.column("customer_id").to_pylist(),
+                duplicates.column("first_row").to_pylist(),
+            )
             rejects.write_batch(
                 _reject_batch(
                     duplicates.column("source_row").to_numpy(),

@@ -6,9 +6,9 @@ Everything else is row-level: each input row is either kept, typed and normalise
 aside with its reason, so that `rows read == rows kept + rows rejected` always holds.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -119,21 +119,17 @@ def validate(
     first_valid = first_of_code[codes]
     is_repeat = first_valid != np.arange(len(codes))
     duplicate_positions = valid_positions[is_repeat]
-    duplicate_reasons = (
-        f"duplicate {id_column} "
-        + clean[id_column].iloc[duplicate_positions].astype(str).to_numpy(dtype=object)
-        + " (first at row "
-        + pd.Series(row_numbers[valid_positions[first_valid[is_repeat]]])
-        .astype(str)
-        .to_numpy(dtype=object)
-        + ")"
+    repeat_reasons = duplicate_reasons(
+        id_column,
+        clean[id_column].iloc[duplicate_positions],
+        row_numbers[valid_positions[first_valid[is_repeat]]],
     )
     kept = ~invalid
     kept[duplicate_positions] = False
     rejected_positions = np.flatnonzero(~kept)
     reasons = np.empty(len(rejected_positions), dtype=object)
     reasons[np.searchsorted(rejected_positions, invalid_positions)] = invalid_reasons
-    reasons[np.searchsorted(rejected_positions, duplicate_positions)] = duplicate_reasons
+    reasons[np.searchsorted(rejected_positions, duplicate_positions)] = repeat_reasons
     rejects = pd.DataFrame(
         {
             "row_number": row_numbers[rejected_positions],
@@ -160,6 +156,15 @@ def validate(
         missing_values=missing,
         unseen_categories=unseen,
     )
+
+
+def duplicate_reasons(id_column: str, ids: Iterable[Any], first_rows: Iterable[int]) -> list[str]:
+    """The reject reason of each repeated customer: its id and the row it first appeared at
+    (batch scoring finds repeats across chunks with the same words)."""
+    return [
+        f"duplicate {id_column} {cid} (first at row {first})"
+        for cid, first in zip(ids, first_rows, strict=True)
+    ]
 
 
 def _verb(mode: Mode) -> str:

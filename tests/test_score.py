@@ -13,6 +13,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.contract import TELCO_CHURN
+from components.drift import reference_profile
 from components.errors import ChurnError, ContractError, SettingsError, SourceError
 from components.sample_data import generate_customers
 from components.score import (
@@ -126,14 +128,28 @@ def test_results_do_not_depend_on_the_chunk_size(model, tmp_path: Path):
     pd.testing.assert_frame_equal(a.reset_index(drop=True), b.reset_index(drop=True))
 
 
-def test_worker_processes_stage_what_one_process_stages(model, tmp_path: Path):
+def test_worker_processes_stage_what_one_process_stages(model, customers, tmp_path: Path):
     frame = _messy()
-    one = stage_scores(_batches(frame, 150), model, _job(), tmp_path / "one", tolerance=0.05)
-    pool = stage_scores(
-        _batches(frame, 150), model, _job(), tmp_path / "pool", tolerance=0.05, workers=2
-    )
+    clean = validate(customers, source="fixture").clean
+    profile = reference_profile(clean, model.predict_proba(clean[TELCO_CHURN.feature_names])[:, 1])
+    runs = {
+        kind: stage_scores(
+            _batches(frame, 150),
+            model,
+            _job(),
+            tmp_path / kind,
+            tolerance=0.05,
+            profile=profile,
+            workers=workers,
+        )
+        for kind, workers in (("one", 1), ("pool", 2))
+    }
+    one, pool = runs["one"], runs["pool"]
     assert pool.metadata() == one.metadata()
-    assert pool.tally.sample.equals(one.tally.sample) if one.tally else pool.tally is None
+    assert {k: v.tolist() for k, v in pool.tally.counts.items()} == {
+        k: v.tolist() for k, v in one.tally.counts.items()
+    }
+    pd.testing.assert_frame_equal(pool.tally.sample, one.tally.sample)
     for name in (PREDICTIONS_FILE, REJECTS_FILE):
         staged = [
             _staged_frame(tmp_path / kind, name).sort_values("source_row", ignore_index=True)
