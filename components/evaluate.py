@@ -50,13 +50,6 @@ def roc_points(label: np.ndarray, probability: np.ndarray) -> tuple[list, list, 
     return fpr.tolist(), tpr.tolist(), np.minimum(thresholds, 1.0).tolist()
 
 
-def predict_probability(
-    model: Pipeline, frame: pd.DataFrame, contract: DataContract = TELCO_CHURN
-) -> np.ndarray:
-    """Churn probability per row of a validated frame."""
-    return model.predict_proba(frame[contract.feature_names])[:, 1]
-
-
 def feature_importance(
     model: Pipeline, test: pd.DataFrame, *, seed: int, contract: DataContract = TELCO_CHURN
 ) -> dict[str, float]:
@@ -115,9 +108,9 @@ def evaluate_model(
         confusion,
         feature_importance,
         load_model_dir,
-        predict_probability,
         roc_points,
     )
+    from components.predict import predict_probability
     from components.registry import open_registry
 
     frame = pd.read_parquet(test.path)

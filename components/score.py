@@ -32,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from components.contract import TELCO_CHURN, DataContract
 from components.drift import DriftTally, ReferenceProfile
 from components.errors import ChurnError, ContractError, SettingsError
+from components.predict import compiled_trees, predict_probability
 from components.stage import stage
 
 RISK_TIERS = ("high", "medium", "low")
@@ -93,7 +94,7 @@ def score_frame(
 ) -> pd.DataFrame:
     """Score validated rows: one output row per input row, in order, with `customer_id`,
     `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`."""
-    probability = model.predict_proba(frame[contract.feature_names])[:, 1]
+    probability = predict_probability(model, frame, contract)
     return pd.DataFrame(
         {
             "customer_id": frame[contract.id_column].array,
@@ -389,6 +390,7 @@ def _score_chunks(
         for first_row, batch in numbered:
             yield score_chunk(model, batch, first_row, job, profile)
         return
+    compiled_trees(model[-1])  # compiled once here, inherited by every worker
     context = multiprocessing.get_context("fork")
     in_flight: deque[tuple[int, Future[ChunkResult]]] = deque()
     try:

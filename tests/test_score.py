@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN
 from components.drift import reference_profile
@@ -36,9 +38,10 @@ AS_OF = date(2026, 11, 26)
 
 @pytest.fixture(scope="module")
 def model(customers: pd.DataFrame):
-    """A real fitted pipeline, cheap enough for unit tests (the family doesn't matter)."""
+    """A real fitted gradient-boosting pipeline, the usual champion: its scores come from
+    the compiled tree kernel, inherited by forked workers."""
     clean = validate(customers, source="fixture").clean
-    best = CandidateResult("logistic_regression", {"C": 0.1}, [], [], np.empty(0), 0.0)
+    best = CandidateResult("gradient_boosting", {"max_leaf_nodes": 15}, [], [], np.empty(0), 0.0)
     return fit_final(clean, best, seed=0)
 
 
@@ -177,8 +180,12 @@ def test_available_cpus_respects_the_container_quota(tmp_path: Path, cpu_max, ex
     assert available_cpus(cgroup) == min(affinity, expected or affinity)
 
 
-class _DiesOnChunk:
+class _DiesOnChunk(BaseEstimator, ClassifierMixin):
     """A model whose process dies as a worker killed for memory would."""
+
+    def fit(self, features, label):
+        self.classes_ = np.array([0, 1])
+        return self
 
     def predict_proba(self, features):
         os._exit(9)
@@ -186,10 +193,9 @@ class _DiesOnChunk:
 
 def test_a_worker_that_dies_stops_the_run_naming_the_rows_in_flight(tmp_path: Path):
     frame = generate_customers(300, seed=7)
+    dies = Pipeline([("model", _DiesOnChunk())]).fit(frame, frame[TELCO_CHURN.label_column])
     with pytest.raises(ChurnError, match="worker process died during the chunks from row 1 on "):
-        stage_scores(
-            _batches(frame, 100), _DiesOnChunk(), _job(), tmp_path, tolerance=0.05, workers=2
-        )
+        stage_scores(_batches(frame, 100), dies, _job(), tmp_path, tolerance=0.05, workers=2)
 
 
 def test_a_broken_feed_stops_before_anything_is_published(model, tmp_path: Path):

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.linear_model import LogisticRegression
+from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN
@@ -46,17 +46,18 @@ ID = TELCO_CHURN.id_column
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> LocalRegistry:
-    """A registry holding one small logistic-regression model, promoted to champion."""
+    """A registry holding one small gradient-boosting model (the usual champion, scored by
+    the compiled tree kernel), promoted to champion."""
     root = tmp_path_factory.mktemp("serving")
     train = validate(generate_customers(2_000, seed=1, messy=False), source="sample").clean
     model = Pipeline(
-        [("preprocess", build_preprocessor()), ("model", LogisticRegression(max_iter=1_000))]
+        [("preprocess", build_preprocessor()), ("model", HistGradientBoostingClassifier())]
     )
     model.fit(train[TELCO_CHURN.feature_names], train[TELCO_CHURN.label_column].astype(int))
     registry = LocalRegistry(root / "registry")
     entry = registry.register(
         save_model(model, root / "build"),
-        best_model="logistic_regression",
+        best_model="gradient_boosting",
         threshold=THRESHOLD,
         metrics={},
         data_fingerprint="test",

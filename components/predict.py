@@ -1,0 +1,192 @@
+"""Churn probability from a saved model: the one place scoring, serving and evaluation ask.
+
+Most models answer through their own `predict_proba`. Gradient-boosted trees
+(`HistGradientBoostingClassifier`, the usual champion) are evaluated here instead, by a
+compiled kernel over the same fitted trees, because scikit-learn's evaluator is
+memory-bound: it walks all rows once per tree, so with one scoring process per core the
+processes starve each other of memory bandwidth (measured on a 2-core VM: 0.34 s per 100k
+rows alone, 0.91 s with a second process doing the same). The kernel takes eight rows at a
+time through every tree while those rows sit in L1 cache: 3-4x faster than
+`predict_proba` on one process, 6-7x with one per core.
+
+Its results are identical to `predict_proba`, bit for bit: it makes the same comparisons
+(`value <= threshold` goes left; a missing value goes where the split sent missing values
+in training) and adds the leaf values in the same order. That is checked when a model is
+first used, on probe rows built from the model's own thresholds; a model that fails the
+check, or one with splits the kernel doesn't handle (categorical splits, more than two
+classes), is scored by `predict_proba`.
+"""
+
+import logging
+import weakref
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.pipeline import Pipeline
+
+from components.contract import TELCO_CHURN, DataContract
+
+log = logging.getLogger(__name__)
+
+_BLOCK_ROWS = 8  # rows taken through a tree together; 4 and 16 measured slower
+_PROBE_ROWS = 512
+_FEATURE_BITS = (1 << 31) - 1
+_MISSING_RIGHT_BIT = 1 << 31
+
+
+def predict_probability(
+    model: Pipeline, frame: pd.DataFrame, contract: DataContract = TELCO_CHURN
+) -> np.ndarray:
+    """Churn probability per row of a validated frame."""
+    features = frame[contract.feature_names]
+    trees = compiled_trees(model[-1])
+    if trees is None:
+        return model.predict_proba(features)[:, 1]
+    return trees.probability(model[:-1].transform(features))
+
+
+@dataclass(frozen=True)
+class CompiledTrees:
+    """A binary gradient-boosting ensemble as flat node arrays, all trees end to end.
+
+    Nodes are renumbered so that a node's right child follows its left child, and each
+    node's split is packed into one integer, `left << 32 | missing_right << 31 | feature`
+    (one load per step instead of three). Node `i` sends a row to `left + 1` when its
+    `feature` value is over `threshold[i]`, or is missing and `missing_right`; otherwise
+    to `left`. Leaves point to themselves (threshold +inf), so every row takes exactly
+    `depth[t]` steps through tree `t` and the kernel needs no branch to stop.
+    """
+
+    baseline: float
+    split: np.ndarray  # int64 per node, packed as above
+    threshold: np.ndarray  # float64 per node
+    value: np.ndarray  # float64 per node (leaves' values are what counts)
+    root: np.ndarray  # int64 per tree
+    depth: np.ndarray  # int64 per tree
+
+    @classmethod
+    def from_estimator(cls, estimator: HistGradientBoostingClassifier) -> "CompiledTrees":
+        """Flatten a fitted binary `HistGradientBoostingClassifier` (its `_predictors`, the
+        one tree per boosting iteration that `predict_proba` walks)."""
+        if estimator.n_trees_per_iteration_ != 1:
+            raise ValueError("more than two classes")
+        trees = [predictors[0].nodes for predictors in estimator._predictors]
+        if any(tree["is_categorical"].any() for tree in trees):
+            raise ValueError("categorical splits")
+        order, left, root = [], [], []
+        for tree in trees:
+            root.append(len(order))
+            position = {0: len(order)}  # old node number -> new
+            queue = [0]
+            for old in queue:  # breadth first, siblings side by side
+                order.append((tree, old))
+                if not tree[old]["is_leaf"]:
+                    for child in (int(tree[old]["left"]), int(tree[old]["right"])):
+                        position[child] = root[-1] + len(queue)
+                        queue.append(child)
+            left += [
+                position[old] if tree[old]["is_leaf"] else position[int(tree[old]["left"])]
+                for old in queue
+            ]
+        flat = np.array([tree[old] for tree, old in order], dtype=trees[0].dtype)
+        leaf = flat["is_leaf"].astype(bool)
+        missing_right = ~leaf & ~flat["missing_go_to_left"].astype(bool)
+        feature = np.where(leaf, 0, flat["feature_idx"]).astype(np.int64)
+        return cls(
+            baseline=float(np.ravel(estimator._baseline_prediction)[0]),
+            split=(np.array(left, dtype=np.int64) << 32)
+            | (missing_right.astype(np.int64) << 31)
+            | feature,
+            threshold=np.where(leaf, np.inf, flat["num_threshold"]),
+            value=flat["value"].astype(np.float64),
+            root=np.array(root, dtype=np.int64),
+            depth=np.array([tree["depth"].max() for tree in trees], dtype=np.int64),
+        )
+
+    def probability(self, features: np.ndarray) -> np.ndarray:
+        """P(churn) for each row of the preprocessed feature matrix."""
+        features = np.ascontiguousarray(features, dtype=np.float64)
+        raw = _raw_scores(
+            features,
+            bool(np.isnan(features).any()),
+            self.baseline,
+            self.split,
+            self.threshold,
+            self.value,
+            self.root,
+            self.depth,
+        )
+        return expit(raw)
+
+    def probe(self, n_features: int, seed: int = 0) -> np.ndarray:
+        """Rows that put values on, just under and just over the trees' own thresholds
+        (and some missing), so every comparison edge is exercised."""
+        rng = np.random.default_rng(seed)
+        is_split = self.threshold < np.inf
+        feature = self.split & _FEATURE_BITS
+        probe = rng.normal(size=(_PROBE_ROWS, n_features))
+        for column in np.unique(feature[is_split]):
+            values = self.threshold[is_split & (feature == column)]
+            values = np.concatenate(
+                [values, np.nextafter(values, -np.inf), np.nextafter(values, np.inf), [np.nan]]
+            )
+            probe[:, column] = rng.choice(values, size=_PROBE_ROWS)
+        return probe
+
+
+_COMPILED: "weakref.WeakKeyDictionary[object, CompiledTrees | None]" = weakref.WeakKeyDictionary()
+
+
+def compiled_trees(estimator: object) -> CompiledTrees | None:
+    """The kernel's form of `estimator`, or None when `predict_proba` must score it.
+    Built and checked once per estimator object; call it before forking workers so they
+    inherit the compiled kernel."""
+    if estimator in _COMPILED:
+        return _COMPILED[estimator]
+    trees = None
+    if isinstance(estimator, HistGradientBoostingClassifier):
+        try:
+            trees = CompiledTrees.from_estimator(estimator)
+        except (AttributeError, KeyError, ValueError) as error:
+            log.info("gradient boosting scored by scikit-learn: %s", error)
+        else:
+            probe = trees.probe(estimator.n_features_in_)
+            if not np.array_equal(trees.probability(probe), estimator.predict_proba(probe)[:, 1]):
+                log.warning(
+                    "compiled trees disagree with this scikit-learn's predict_proba; "
+                    "scoring with predict_proba"
+                )
+                trees = None
+    _COMPILED[estimator] = trees
+    return trees
+
+
+@numba.njit(nogil=True, cache=True)
+def _raw_scores(x, has_missing, baseline, split, threshold, value, root, depth):
+    n = x.shape[0]
+    out = np.empty(n)
+    node = np.empty(_BLOCK_ROWS, np.int64)
+    total = np.empty(_BLOCK_ROWS)
+    for start in range(0, n, _BLOCK_ROWS):
+        count = min(_BLOCK_ROWS, n - start)
+        total[:] = baseline
+        for tree in range(root.shape[0]):
+            node[:] = root[tree]
+            for _ in range(depth[tree]):
+                for j in range(_BLOCK_ROWS):
+                    row = min(start + j, n - 1)  # a short last block repeats its last row
+                    k = node[j]
+                    packed = split[k]
+                    v = x[row, packed & _FEATURE_BITS]
+                    right = v > threshold[k]
+                    if has_missing:  # loop-invariant: compiled as two loops, one without
+                        right |= (v != v) & (packed & _MISSING_RIGHT_BIT != 0)
+                    node[j] = (packed >> 32) + right
+            for j in range(_BLOCK_ROWS):
+                total[j] += value[node[j]]
+        out[start : start + count] = total[:count]
+    return out
