@@ -214,6 +214,10 @@ class DriftTally:
             keep = np.arange(len(keys))
         names = [b.name for b in self.buckets if b.name != SCORE]
         chunk = features.iloc[keep][names].assign(**{SCORE: scores[keep], "_key": keys[keep]})
+        # Plain values: merging categoricals whose categories differ between chunks would
+        # re-encode both sides on every merge (the sample is written as JSON lists anyway).
+        categorical = [n for n in names if isinstance(chunk[n].dtype, pd.CategoricalDtype)]
+        chunk = chunk.astype(dict.fromkeys(categorical, object))
         self._keep_smallest(chunk.reset_index(drop=True))
 
     def merge(self, other: "DriftTally") -> None:
@@ -223,6 +227,8 @@ class DriftTally:
         self._keep_smallest(other.sample)
 
     def _keep_smallest(self, rows: pd.DataFrame) -> None:
+        if len(self.sample) >= self.sample_rows:  # full: only smaller keys can get in
+            rows = rows[rows["_key"].to_numpy() < self.sample["_key"].max()]
         if rows.empty:
             return
         combined = rows if self.sample.empty else pd.concat([self.sample, rows])
