@@ -34,16 +34,20 @@ from components.drift import DriftTally, ReferenceProfile
 from components.errors import ChurnError, ContractError, SettingsError
 from components.predict import compiled_trees, predict_probability
 from components.stage import stage
+from components.warehouse import STAGED_ROW
 
 RISK_TIERS = ("high", "medium", "low")
 
 PREDICTIONS_FILE = "predictions.parquet"
 REJECTS_FILE = "rejects.parquet"
+# Predictions of customers already scored at an earlier row, found once all are staged:
+# publishing leaves them out (they are in the rejects as duplicates).
+REPEATS_FILE = "repeats.parquet"
 # Staged predictions keep their row number in the source, to find repeated customers
 # across chunks and to name the first occurrence in the reject reason.
 STAGED_PREDICTIONS = pa.schema(
     [
-        ("source_row", pa.int64()),
+        (STAGED_ROW, pa.int64()),
         ("customer_id", pa.string()),
         ("churn_probability", pa.float64()),
         ("churn_predicted", pa.bool_()),
@@ -56,7 +60,7 @@ STAGED_PREDICTIONS = pa.schema(
 )
 STAGED_REJECTS = pa.schema(
     [
-        ("source_row", pa.int64()),
+        (STAGED_ROW, pa.int64()),
         ("customer_id", pa.string()),
         ("reason", pa.string()),
         ("as_of_date", pa.date32()),
@@ -64,7 +68,7 @@ STAGED_REJECTS = pa.schema(
     ]
 )
 # What the warehouse tables hold: predictions without their bookkeeping row number.
-PREDICTION_COLUMNS = tuple(name for name in STAGED_PREDICTIONS.names if name != "source_row")
+PREDICTION_COLUMNS = tuple(name for name in STAGED_PREDICTIONS.names if name != STAGED_ROW)
 REJECT_COLUMNS = tuple(STAGED_REJECTS.names)
 
 # Staged files are written once and read whole by the publish step: dictionary-encode only
@@ -310,14 +314,16 @@ def stage_scores(
     on_chunk: Callable[[StagedRun], None] | None = None,
     workers: int = 1,
 ) -> StagedRun:
-    """Score `batches` into `directory`/predictions.parquet and rejects.parquet.
+    """Score `batches` into `directory`/predictions.parquet and rejects.parquet (and
+    repeats.parquet, the predictions publishing leaves out).
 
     Chunks are scored on `workers` processes (see `_score_chunks`) and written in input
     order as they come back, so at most two chunks per worker are in memory. Stops with
     `ContractError` when the input is empty or more than `tolerance` of its rows are
     invalid: a feed that broken should not replace yesterday's predictions. A customer id
-    seen in an earlier chunk is moved to the rejects as a duplicate, as validation does
-    within a chunk.
+    seen in an earlier chunk is added to the rejects as a duplicate, as validation does
+    within a chunk, and its staged prediction listed in `REPEATS_FILE` for publishing to
+    leave out.
     """
     import pyarrow.parquet as pq
 
@@ -342,7 +348,8 @@ def stage_scores(
                 f"({run.invalid / run.rows_read:.1%}) cannot be scored, over the "
                 f"{tolerance:.0%} tolerance; see the rejects in {directory / REJECTS_FILE}"
             )
-        duplicates = _drop_repeated_customers(predictions_path, directory)
+        duplicates = _repeated_customers(predictions_path, directory)
+        pq.write_table(duplicates, directory / REPEATS_FILE, **_STAGING)
         if duplicates.num_rows:
             reasons = duplicate_reasons(
                 TELCO_CHURN.id_column,
@@ -454,16 +461,15 @@ def _numbered(batches: Iterable[pa.RecordBatch]) -> Iterator[tuple[int, pa.Recor
             next_row += batch.num_rows
 
 
-def _drop_repeated_customers(predictions: Path, scratch: Path) -> pa.Table:
-    """Remove every prediction of a customer id already scored at an earlier row, and
-    return those rows (`source_row`, `customer_id`, `first_row`, `risk_tier`,
-    `churn_predicted`). DuckDB does it out of core, so memory stays bounded."""
+def _repeated_customers(predictions: Path, scratch: Path) -> pa.Table:
+    """Every prediction of a customer id already scored at an earlier row: `source_row`,
+    `customer_id`, `first_row`, `risk_tier`, `churn_predicted`. DuckDB finds them out of
+    core, so memory stays bounded."""
     from components.warehouse import local_duckdb, sql_literal
 
-    con = local_duckdb(scratch)
     source = f"read_parquet({sql_literal(predictions)})"
-    try:
-        duplicates = con.sql(
+    with local_duckdb(scratch) as con:
+        return con.sql(
             f"""
             WITH firsts AS (
                 SELECT customer_id, min(source_row) AS first_row FROM {source}
@@ -475,17 +481,6 @@ def _drop_repeated_customers(predictions: Path, scratch: Path) -> pa.Table:
             ORDER BY p.source_row
             """
         ).to_arrow_table()
-        if duplicates.num_rows:
-            kept = predictions.with_name(predictions.name + ".dedup")
-            con.register("duplicates", duplicates)
-            con.execute(
-                f"COPY (SELECT * FROM {source} WHERE source_row NOT IN "
-                f"(SELECT source_row FROM duplicates)) TO {sql_literal(kept)} (FORMAT parquet)"
-            )
-            os.replace(kept, predictions)
-    finally:
-        con.close()
-    return duplicates
 
 
 def scoring_summary(
@@ -544,24 +539,23 @@ def publish_scores(
     from components.warehouse import StagedTable, export_csv, related_table, replace_rows
 
     rejects_uri = related_table(output_uri, "_rejects")
-    counts = replace_rows(
-        [
-            StagedTable(output_uri, directory / PREDICTIONS_FILE, PREDICTION_COLUMNS),
-            StagedTable(rejects_uri, directory / REJECTS_FILE, REJECT_COLUMNS),
-        ],
-        key="as_of_date",
-        value=as_of,
+    predictions = StagedTable(
+        output_uri,
+        directory / PREDICTIONS_FILE,
+        PREDICTION_COLUMNS,
+        leave_out=directory / REPEATS_FILE,
     )
+    rejects = StagedTable(rejects_uri, directory / REJECTS_FILE, REJECT_COLUMNS)
+    counts = replace_rows([predictions, rejects], key="as_of_date", value=as_of)
     exports = {}
     if export_dir is not None:
         name = output_uri.rsplit("=", 1)[-1].rsplit(".", 1)[-1]
-        for kind, path, columns in (
-            ("predictions", directory / PREDICTIONS_FILE, PREDICTION_COLUMNS),
-            ("rejects", directory / REJECTS_FILE, REJECT_COLUMNS),
+        for kind, staged, suffix in (
+            ("predictions", predictions, ""),
+            ("rejects", rejects, "_rejects"),
         ):
-            suffix = "" if kind == "predictions" else "_rejects"
             target = export_dir / f"{name}{suffix}_{as_of.isoformat()}.csv"
-            export_csv(path, columns, target)
+            export_csv(staged, target)
             exports[kind] = str(target)
     return {
         "output": output_uri,

@@ -224,14 +224,45 @@ _DUCKDB_WRITE_MEMORY = "256MB"
 OUTPUT_FORMS = "duckdb://PATH?table=NAME or bq://PROJECT.DATASET.TABLE"
 
 
+# The column numbering staged rows (their row in the source); `StagedTable.leave_out` lists
+# rows by it.
+STAGED_ROW = "source_row"
+
+
 @dataclass(frozen=True)
 class StagedTable:
     """Rows staged in a Parquet file for the table at `uri`: its `columns` are written,
-    any other column of the file (bookkeeping of the stage that wrote it) is not."""
+    any other column of the file (bookkeeping of the stage that wrote it) is not. Rows
+    whose `STAGED_ROW` is listed in the `leave_out` Parquet file, if given, are not
+    written either: the stage found them out after writing them, and leaving them out is
+    cheaper than rewriting the staged file."""
 
     uri: str
     path: Path
     columns: tuple[str, ...]
+    leave_out: Path | None = None
+
+    def rows(self) -> int:
+        """How many rows publishing writes."""
+        import pyarrow.parquet as pq
+
+        left_out = pq.ParquetFile(self.leave_out).metadata.num_rows if self.leave_out else 0
+        return pq.ParquetFile(self.path).metadata.num_rows - left_out
+
+    def select(self, staged: str, leave_out: str, quote: str = '"') -> str:
+        """The SQL query of the rows to write, given the SQL names of the staged rows and
+        of the rows to leave out."""
+        columns = ", ".join(f"{quote}{c}{quote}" for c in self.columns)
+        query = f"SELECT {columns} FROM {staged}"
+        if self.leave_out is None:
+            return query
+        row = f"{quote}{STAGED_ROW}{quote}"
+        return f"{query} WHERE {row} NOT IN (SELECT {row} FROM {leave_out})"
+
+    def duckdb_select(self) -> str:
+        """`select` over the Parquet files themselves."""
+        leave_out = f"read_parquet({sql_literal(self.leave_out)})" if self.leave_out else ""
+        return self.select(f"read_parquet({sql_literal(self.path)})", leave_out)
 
 
 def require_output(uri: str) -> TableUri:
@@ -258,8 +289,6 @@ def replace_rows(staged: list[StagedTable], *, key: str, value: date) -> dict[st
     (from the staged schema) when missing. Returns the rows now under `value` per URI, each
     checked against the staged file before committing. All tables must live in one
     warehouse (one DuckDB file, or BigQuery)."""
-    import pyarrow.parquet as pq
-
     locations = [require_output(table.uri) for table in staged]
     homes = {(loc.kind, loc.path) for loc in locations}
     if len(homes) != 1:
@@ -268,7 +297,7 @@ def replace_rows(staged: list[StagedTable], *, key: str, value: date) -> dict[st
             "in the same warehouse"
         )
     try:
-        expected = {t.uri: pq.ParquetFile(t.path).metadata.num_rows for t in staged}
+        expected = {t.uri: t.rows() for t in staged}
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(f"staged rows for {staged[0].uri} cannot be read: {exc}") from None
     if locations[0].kind == "bigquery":
@@ -290,12 +319,15 @@ def _duckdb_replace(
     locations[0].path.parent.mkdir(parents=True, exist_ok=True)  # type: ignore[union-attr]
     with _duckdb_connect(locations[0], read_only=False) as con:
         _quiet(con)
+        # A table's rows have no order. Not keeping the staged order lets DuckDB write row
+        # groups in parallel straight to the file, leaving the commit no checkpoint to do:
+        # 10M rows went from 7.7 to 4.8 s, and replacing a date left a 25% smaller file.
+        con.execute("SET preserve_insertion_order = false")
         con.execute("BEGIN TRANSACTION")
         try:
             for table, location in zip(staged, locations, strict=True):
                 name = f'"{location.table}"'
-                columns = ", ".join(f'"{c}"' for c in table.columns)
-                rows = f"SELECT {columns} FROM read_parquet({sql_literal(table.path)})"
+                rows = table.duckdb_select()
                 con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS {rows} LIMIT 0")
                 con.execute(f'DELETE FROM {name} WHERE "{key}" = ?', [value])
                 con.execute(f"INSERT INTO {name} BY NAME {rows}")
@@ -334,47 +366,52 @@ def _bigquery_replace(
     client = _bigquery_client(locations[0])
     run = uuid.uuid4().hex[:12]
     staging = [f"{loc.bigquery_table}__staging_{run}" for loc in locations]
+    leave_out = [f"{loc.bigquery_table}__leave_out_{run}" for loc in locations]
     literal = f"DATE '{value.isoformat()}'"
     create, replace = [], []
+    job_config = bigquery.LoadJobConfig(
+        source_format=bigquery.SourceFormat.PARQUET,
+        write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
+    )
     try:
-        for table, staging_id in zip(staged, staging, strict=True):
-            job_config = bigquery.LoadJobConfig(
-                source_format=bigquery.SourceFormat.PARQUET,
-                write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-            )
-            with open(table.path, "rb") as handle:
-                client.load_table_from_file(handle, staging_id, job_config=job_config).result()
-        for table, location, staging_id in zip(staged, locations, staging, strict=True):
+        for table, staging_id, leave_out_id in zip(staged, staging, leave_out, strict=True):
+            for path, table_id in ((table.path, staging_id), (table.leave_out, leave_out_id)):
+                if path is not None:
+                    with open(path, "rb") as handle:
+                        load = client.load_table_from_file(handle, table_id, job_config=job_config)
+                        load.result()
+        for table, location, staging_id, leave_out_id in zip(
+            staged, locations, staging, leave_out, strict=True
+        ):
             target = f"`{location.bigquery_table}`"
             columns = ", ".join(f"`{c}`" for c in table.columns)
+            rows = table.select(f"`{staging_id}`", f"`{leave_out_id}`", quote="`")
             create.append(
-                f"CREATE TABLE IF NOT EXISTS {target} PARTITION BY `{key}` AS "
-                f"SELECT {columns} FROM `{staging_id}` LIMIT 0;"
+                f"CREATE TABLE IF NOT EXISTS {target} PARTITION BY `{key}` AS {rows} LIMIT 0;"
             )
             replace += [
                 f"DELETE FROM {target} WHERE `{key}` = {literal};",
-                f"INSERT INTO {target} ({columns}) SELECT {columns} FROM `{staging_id}`;",
+                f"INSERT INTO {target} ({columns}) {rows};",
                 f"ASSERT (SELECT COUNT(*) FROM {target} WHERE `{key}` = {literal}) = "
                 f"{expected[table.uri]} AS 'rows under {key} do not match the staged rows';",
             ]
         script = "\n".join([*create, "BEGIN TRANSACTION;", *replace, "COMMIT TRANSACTION;"])
         client.query(script).result()
     finally:
-        for staging_id in staging:
-            client.delete_table(staging_id, not_found_ok=True)
+        for table_id in staging + leave_out:
+            client.delete_table(table_id, not_found_ok=True)
 
 
-def export_csv(staged: Path, columns: tuple[str, ...], destination: Path) -> int:
-    """Copy `columns` of a staged Parquet file to a CSV file (with a header), replacing
-    `destination` only once it is complete. Returns the rows written. DuckDB streams the
-    file through on every core within its memory limit (4-5x pyarrow's CSV writer)."""
+def export_csv(staged: StagedTable, destination: Path) -> int:
+    """Copy the rows publishing writes from a staged table to a CSV file (with a header,
+    in staged order), replacing `destination` only once it is complete. Returns the rows
+    written. DuckDB streams the file through on every core within its memory limit (4-5x
+    pyarrow's CSV writer)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
-    names = ", ".join(f'"{c}"' for c in columns)
     with local_duckdb() as con:
         rows = con.execute(
-            f"COPY (SELECT {names} FROM read_parquet({sql_literal(staged)})) "
-            f"TO {sql_literal(partial)} (HEADER)"
+            f"COPY ({staged.duckdb_select()}) TO {sql_literal(partial)} (HEADER)"
         ).fetchone()
     os.replace(partial, destination)
     return int(rows[0]) if rows else 0

@@ -23,6 +23,7 @@ from components.score import (
     PREDICTION_COLUMNS,
     PREDICTIONS_FILE,
     REJECTS_FILE,
+    REPEATS_FILE,
     ScoringJob,
     available_cpus,
     publish_scores,
@@ -74,7 +75,12 @@ def _messy(rows: int = 1_200) -> pd.DataFrame:
 
 
 def _staged_frame(directory: Path, name: str) -> pd.DataFrame:
-    return pq.read_table(directory / name).to_pandas()
+    """A staged file's rows; for predictions, those publishing writes (repeats left out)."""
+    frame = pq.read_table(directory / name).to_pandas()
+    if name == PREDICTIONS_FILE:
+        repeats = pq.read_table(directory / REPEATS_FILE).column("source_row").to_pylist()
+        frame = frame[~frame["source_row"].isin(repeats)]
+    return frame
 
 
 def test_as_of_defaults_to_today_when_the_step_runs():
@@ -285,3 +291,18 @@ def test_predictions_go_to_a_warehouse_table_not_a_file():
         related_table("duckdb://w.duckdb?table=t", "_rejects")
         == "duckdb://w.duckdb?table=t_rejects"
     )
+
+
+def test_a_customer_repeated_in_a_later_chunk_is_published_once(model, tmp_path: Path):
+    output = f"duckdb://{tmp_path / 'warehouse.duckdb'}?table=churn_predictions"
+    frame = _messy()
+    run = stage_scores(_batches(frame, 250), model, _job(), tmp_path / "staged", tolerance=0.05)
+    assert pq.read_table(tmp_path / "staged" / REPEATS_FILE).num_rows >= 1  # across chunks
+    result = publish_scores(
+        tmp_path / "staged", output_uri=output, as_of=AS_OF, export_dir=tmp_path / "exports"
+    )
+    published = _table(output)
+    assert published["customer_id"].is_unique
+    assert len(published) == run.rows_scored == result["rows"]["scored"]
+    exported = pd.read_csv(result["exports"]["predictions"])
+    assert sorted(exported["customer_id"]) == sorted(published["customer_id"])
