@@ -67,7 +67,10 @@ class Buckets:
     def count(self, values: pd.Series | np.ndarray) -> np.ndarray:
         """Rows per bucket."""
         if self.kind == "numeric":
-            numbers = np.asarray(pd.to_numeric(values, errors="coerce"), dtype=float)
+            if pd.api.types.is_float_dtype(getattr(values, "dtype", None)):
+                numbers = np.asarray(values, dtype=float)  # validated: already numbers
+            else:
+                numbers = np.asarray(pd.to_numeric(values, errors="coerce"), dtype=float)
             missing = np.isnan(numbers)
             index = np.searchsorted(np.asarray(self.edges), numbers, side="right")
             index[missing] = self.size - 1
@@ -77,7 +80,13 @@ class Buckets:
         counts = np.zeros(self.size, dtype=np.int64)
         position = {category: i for i, category in enumerate(self.categories)}
         series = values if isinstance(values, pd.Series) else pd.Series(values, dtype=object)
-        for value, count in series.value_counts(dropna=False).items():
+        if isinstance(series.dtype, pd.CategoricalDtype):  # rows per code, -1 (missing) first
+            categories = [None, *series.cat.categories]
+            per_code = np.bincount(series.cat.codes.to_numpy() + 1, minlength=len(categories))
+            distinct = zip(categories, per_code, strict=True)
+        else:
+            distinct = series.value_counts(dropna=False).items()
+        for value, count in distinct:
             if _is_missing(value):
                 counts[-1] += count
             else:
