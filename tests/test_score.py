@@ -27,6 +27,7 @@ from components.score import (
     ScoringJob,
     available_cpus,
     publish_scores,
+    read_customers,
     resolve_as_of,
     stage_scores,
 )
@@ -306,3 +307,20 @@ def test_a_customer_repeated_in_a_later_chunk_is_published_once(model, tmp_path:
     assert len(published) == run.rows_scored == result["rows"]["scored"]
     exported = pd.read_csv(result["exports"]["predictions"])
     assert sorted(exported["customer_id"]) == sorted(published["customer_id"])
+
+
+def test_customers_are_read_with_only_the_columns_scoring_uses(model, tmp_path: Path):
+    frame = _messy().rename(columns={"Contract": "CONTRACT"}).assign(notes="free text")
+    path = tmp_path / "customers.parquet"
+    frame.to_parquet(path)
+    batches = list(read_customers(str(path), 400))
+    names = batches[0].schema.names
+    assert "notes" not in names and TELCO_CHURN.label_column not in names
+    assert "CONTRACT" in names and batches[0].column("CONTRACT").type.index_type == pa.int8()
+    as_read = stage_scores(batches, model, _job(), tmp_path / "read", tolerance=0.05)
+    whole = stage_scores(_batches(_messy(), 400), model, _job(), tmp_path / "whole", tolerance=0.05)
+    assert as_read.metadata() == whole.metadata()
+    pd.testing.assert_frame_equal(
+        _staged_frame(tmp_path / "read", PREDICTIONS_FILE),
+        _staged_frame(tmp_path / "whole", PREDICTIONS_FILE),
+    )
