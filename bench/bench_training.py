@@ -29,7 +29,8 @@ from components.warehouse import read_table
 from components.validate import validate
 from components.split import split_train_test
 from components.train import search_candidates, select_best, choose_threshold, fit_final
-from components.evaluate import classification_metrics, feature_importance, predict_probability
+from components.evaluate import classification_metrics, feature_importance
+from components.predict import predict_probability
 from components.report import render_training_report
 from components.settings import Settings
 s = Settings()

@@ -69,6 +69,11 @@ class DataContract:
         return next(c for c in self.columns if c.name == name)
 
 
+def column_key(name: object) -> str:
+    """How a source's column name is matched to the contract's: stripped, any case."""
+    return str(name).strip().casefold()
+
+
 TELCO_CHURN = DataContract(
     columns=(
         Column("customerID", "id"),

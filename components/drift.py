@@ -236,10 +236,12 @@ class DriftTally:
         self._keep_smallest(other.sample)
 
     def _keep_smallest(self, rows: pd.DataFrame) -> None:
+        if rows.empty:  # a chunk with no valid row has no sample (not even its columns)
+            return
         if len(self.sample) >= self.sample_rows:  # full: only smaller keys can get in
             rows = rows[rows["_key"].to_numpy() < self.sample["_key"].max()]
-        if rows.empty:
-            return
+            if rows.empty:
+                return
         combined = rows if self.sample.empty else pd.concat([self.sample, rows])
         keys = combined["_key"].to_numpy()
         keep = np.argsort(keys, kind="stable")[: self.sample_rows]

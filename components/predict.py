@@ -74,6 +74,8 @@ class CompiledTrees:
         one tree per boosting iteration that `predict_proba` walks)."""
         if estimator.n_trees_per_iteration_ != 1:
             raise ValueError("more than two classes")
+        if estimator._preprocessor is not None:
+            raise ValueError("categorical features encoded inside the estimator")
         trees = [predictors[0].nodes for predictors in estimator._predictors]
         if any(tree["is_categorical"].any() for tree in trees):
             raise ValueError("categorical splits")
@@ -123,10 +125,11 @@ class CompiledTrees:
         return expit(raw)
 
     def probe(self, n_features: int, seed: int = 0) -> np.ndarray:
-        """Rows that put values on, just under and just over the trees' own thresholds
-        (and some missing), so every comparison edge is exercised."""
+        """Rows with values drawn from on, just under and just over the trees' own
+        thresholds, and missing ones, so the comparisons' edge cases come up (a split that
+        only separates missing values has threshold +inf)."""
         rng = np.random.default_rng(seed)
-        is_split = self.threshold < np.inf
+        is_split = (self.split >> 32) != np.arange(len(self.split))  # leaves point to themselves
         feature = self.split & _FEATURE_BITS
         probe = rng.normal(size=(_PROBE_ROWS, n_features))
         for column in np.unique(feature[is_split]):
@@ -151,11 +154,13 @@ def compiled_trees(estimator: object) -> CompiledTrees | None:
     if isinstance(estimator, HistGradientBoostingClassifier):
         try:
             trees = CompiledTrees.from_estimator(estimator)
-        except (AttributeError, KeyError, ValueError) as error:
-            log.info("gradient boosting scored by scikit-learn: %s", error)
-        else:
             probe = trees.probe(estimator.n_features_in_)
-            if not np.array_equal(trees.probability(probe), estimator.predict_proba(probe)[:, 1]):
+            agree = np.array_equal(trees.probability(probe), estimator.predict_proba(probe)[:, 1])
+        except Exception as error:  # whatever fails here, predict_proba still scores
+            log.info("gradient boosting scored by scikit-learn's predict_proba: %s", error)
+            trees = None
+        else:
+            if not agree:
                 log.warning(
                     "compiled trees disagree with this scikit-learn's predict_proba; "
                     "scoring with predict_proba"
@@ -190,3 +195,12 @@ def _raw_scores(x, has_missing, baseline, split, threshold, value, root, depth):
                 total[j] += value[node[j]]
         out[start : start + count] = total[:count]
     return out
+
+
+if __name__ == "__main__":
+    # `python -m components.predict`: compile the kernel into numba's cache (image builds).
+    from sklearn.ensemble import HistGradientBoostingClassifier as _Trees
+
+    _tiny = np.array([[0.0], [1.0], [2.0], [3.0]])
+    if compiled_trees(_Trees(max_iter=2, min_samples_leaf=1).fit(_tiny, [0, 0, 1, 1])) is None:
+        raise SystemExit("the tree kernel did not compile")

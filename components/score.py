@@ -32,7 +32,6 @@ from sklearn.pipeline import Pipeline
 from components.contract import TELCO_CHURN, DataContract
 from components.drift import DriftTally, ReferenceProfile
 from components.errors import ChurnError, ContractError, SettingsError
-from components.predict import compiled_trees, predict_probability
 from components.stage import stage
 from components.warehouse import STAGED_ROW
 
@@ -98,6 +97,8 @@ def score_frame(
 ) -> pd.DataFrame:
     """Score validated rows: one output row per input row, in order, with `customer_id`,
     `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`."""
+    from components.predict import predict_probability
+
     probability = predict_probability(model, frame, contract)
     return pd.DataFrame(
         {
@@ -372,15 +373,19 @@ def read_customers(
     uri: str, batch_rows: int, contract: DataContract = TELCO_CHURN
 ) -> Iterator[pa.RecordBatch]:
     """The table to score, in batches of `batch_rows`, with only the columns scoring
-    reads (names match whatever their case) and category columns dictionary-encoded
+    reads (matched as validation matches them) and category columns dictionary-encoded
     where the source format allows it, with one-byte codes. Each batch is pickled through
-    a pipe to a worker process; that makes it 7 MB per 100k customers instead of 13."""
+    a pipe to a worker process; that makes it 7 MB per 100k customers instead of 13. A
+    table that lacks a column keeps all of its own, for validation to name them."""
+    from components.contract import column_key
     from components.warehouse import iter_batches
 
-    used = {c.name.casefold() for c in contract.required(with_label=False)}
+    used = {column_key(c.name) for c in contract.required(with_label=False)}
     batches = iter_batches(uri, batch_rows, repetitive={c.name for c in contract.categorical})
     for batch in batches:
-        names = [name for name in batch.schema.names if name.casefold() in used]
+        names = [name for name in batch.schema.names if column_key(name) in used]
+        if len(names) < len(used):
+            names = batch.schema.names
         yield pa.RecordBatch.from_arrays([_narrow(batch.column(n)) for n in names], names=names)
 
 
@@ -411,6 +416,8 @@ def _score_chunks(
         for first_row, batch in numbered:
             yield score_chunk(model, batch, first_row, job, profile)
         return
+    from components.predict import compiled_trees
+
     compiled_trees(model[-1])  # compiled once here, inherited by every worker
     context = multiprocessing.get_context("fork")
     in_flight: deque[tuple[int, Future[ChunkResult]]] = deque()
@@ -559,14 +566,19 @@ def publish_scores(
 ) -> dict[str, Any]:
     """Replace the as-of date's predictions and rejects in the warehouse with the staged
     ones, in one transaction; then, if `export_dir` is given, export both as CSV files."""
+    import pyarrow.parquet as pq
+
     from components.warehouse import StagedTable, export_csv, related_table, replace_rows
 
     rejects_uri = related_table(output_uri, "_rejects")
+    repeats = directory / REPEATS_FILE
     predictions = StagedTable(
         output_uri,
         directory / PREDICTIONS_FILE,
         PREDICTION_COLUMNS,
-        leave_out=directory / REPEATS_FILE,
+        leave_out=repeats
+        if repeats.exists() and pq.ParquetFile(repeats).metadata.num_rows
+        else None,
     )
     rejects = StagedTable(rejects_uri, directory / REJECTS_FILE, REJECT_COLUMNS)
     counts = replace_rows([predictions, rejects], key="as_of_date", value=as_of)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Input, Output
 
-from components.contract import TELCO_CHURN, Column, DataContract
+from components.contract import TELCO_CHURN, Column, DataContract, column_key
 from components.errors import ContractError
 from components.stage import stage
 
@@ -174,25 +174,24 @@ def _verb(mode: Mode) -> str:
 def _canonical_columns(
     raw: pd.DataFrame, source: str, mode: Mode, contract: DataContract
 ) -> pd.DataFrame:
-    """Rename columns to the contract's spelling, matching names case-insensitively."""
+    """Rename columns to the contract's spelling, matching names by `column_key`."""
     by_key: dict[str, str] = {}
     for name in raw.columns:
-        key = str(name).strip().casefold()
+        key = column_key(name)
         if key in by_key:
             raise ContractError(
                 f"{source}: columns {by_key[key]!r} and {name!r} differ only in case; keep one"
             )
         by_key[key] = name
     required = contract.required(with_label=mode == "training")
-    absent = [c.name for c in required if c.name.casefold() not in by_key]
+    absent = [c.name for c in required if column_key(c.name) not in by_key]
     if absent:
         raise ContractError(
             f"column{'s' if len(absent) > 1 else ''} {', '.join(f'`{a}`' for a in absent)} "
             f"missing from {source}; found: {', '.join(map(str, raw.columns))}"
         )
-    return raw.rename(columns={by_key[c.name.casefold()]: c.name for c in required}).reset_index(
-        drop=True
-    )
+    renames = {by_key[column_key(c.name)]: c.name for c in required}
+    return raw.rename(columns=renames).reset_index(drop=True)
 
 
 def _join_reasons(positions: np.ndarray, problems: list[_Problem]) -> np.ndarray:

@@ -321,7 +321,8 @@ def _duckdb_replace(
         _quiet(con)
         # A table's rows have no order. Not keeping the staged order lets DuckDB write row
         # groups in parallel straight to the file, leaving the commit no checkpoint to do:
-        # 10M rows went from 7.7 to 4.8 s, and replacing a date left a 25% smaller file.
+        # publishing 10M rows went from 8.5 to 4.5 s, and replacing a date left a 25%
+        # smaller file.
         con.execute("SET preserve_insertion_order = false")
         con.execute("BEGIN TRANSACTION")
         try:
@@ -403,13 +404,16 @@ def _bigquery_replace(
 
 
 def export_csv(staged: StagedTable, destination: Path) -> int:
-    """Copy the rows publishing writes from a staged table to a CSV file (with a header,
-    in staged order), replacing `destination` only once it is complete. Returns the rows
-    written. DuckDB streams the file through on every core within its memory limit (4-5x
-    pyarrow's CSV writer)."""
+    """Copy the rows publishing writes from a staged table to a CSV file (with a header;
+    rows in no particular order, as in the warehouse table), replacing `destination` only
+    once it is complete. Returns the rows written. DuckDB streams the file through on every
+    core within its memory limit (4-5x pyarrow's CSV writer)."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     partial = destination.with_name(destination.name + ".partial")
     with local_duckdb() as con:
+        # Keeping the staged order would cost time (10M rows: 5.8 s against 7.1 s), and
+        # leaving out repeated customers' rows loses it anyway (an anti-join).
+        con.execute("SET preserve_insertion_order = false")
         rows = con.execute(
             f"COPY ({staged.duckdb_select()}) TO {sql_literal(partial)} (HEADER)"
         ).fetchone()

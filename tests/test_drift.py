@@ -111,6 +111,7 @@ def test_tallies_of_chunks_merge_into_the_tally_of_the_whole(profile, model):
     other = DriftTally.empty(profile, sample_rows=300)
     other.add(second, _scores(model, second), np.random.default_rng(2))
     merged.merge(other)
+    merged.merge(DriftTally.empty(profile, sample_rows=300))  # a chunk with no valid row
     assert _counts(merged) == _counts(whole)
     assert len(merged.sample) == 300  # bounded, whatever the input size
     assert merged.sample["_key"].is_unique
