@@ -6,8 +6,8 @@ compiled kernel over the same fitted trees, because scikit-learn's evaluator is
 memory-bound: it walks all rows once per tree, so with one scoring process per core the
 processes starve each other of memory bandwidth (measured on a 2-core VM: 0.34 s per 100k
 rows alone, 0.91 s with a second process doing the same). The kernel takes eight rows at a
-time through every tree while those rows sit in L1 cache: 3-4x faster than
-`predict_proba` on one process, 6-7x with one per core.
+time through every tree while those rows sit in L1 cache: about 2x faster than
+`predict_proba` on one process, 6-7x with one process per core.
 
 Its results are identical to `predict_proba`, bit for bit: it makes the same comparisons
 (`value <= threshold` goes left; a missing value goes where the split sent missing values
