@@ -79,22 +79,20 @@ class CompiledTrees:
         trees = [predictors[0].nodes for predictors in estimator._predictors]
         if any(tree["is_categorical"].any() for tree in trees):
             raise ValueError("categorical splits")
-        order, left, root = [], [], []
+        renumbered, left, root = [], [], []
         for tree in trees:
-            root.append(len(order))
-            position = {0: len(order)}  # old node number -> new
+            root.append(len(left))
+            position = {0: root[-1]}  # old node number -> new
             queue = [0]
             for old in queue:  # breadth first, siblings side by side
-                order.append((tree, old))
                 if not tree[old]["is_leaf"]:
                     for child in (int(tree[old]["left"]), int(tree[old]["right"])):
                         position[child] = root[-1] + len(queue)
                         queue.append(child)
-            left += [
-                position[old] if tree[old]["is_leaf"] else position[int(tree[old]["left"])]
-                for old in queue
-            ]
-        flat = np.array([tree[old] for tree, old in order], dtype=trees[0].dtype)
+            renumbered.append(tree[queue])
+            # A leaf's left child is itself, so rows stay on it.
+            left += [position[int(tree[n]["left"]) if not tree[n]["is_leaf"] else n] for n in queue]
+        flat = np.concatenate(renumbered)
         leaf = flat["is_leaf"].astype(bool)
         missing_right = ~leaf & ~flat["missing_go_to_left"].astype(bool)
         feature = np.where(leaf, 0, flat["feature_idx"]).astype(np.int64)

@@ -276,7 +276,8 @@ class StagedRun:
         return self.rows_rejected - self.duplicates
 
     def drop_duplicates(self, duplicates: pa.Table) -> None:
-        """Move predictions of repeated customers (found after staging) to the rejects."""
+        """Count predictions of repeated customers (found after staging) as rejects:
+        publishing leaves them out."""
         self.duplicates += duplicates.num_rows
         self.rows_scored -= duplicates.num_rows
         self.rows_rejected += duplicates.num_rows

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 import pandas as pd
 import pyarrow as pa
 
+from components.contract import column_key
 from components.errors import SourceError
 
 UriKind = Literal["csv", "parquet", "duckdb", "bigquery"]
@@ -86,10 +87,10 @@ def iter_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Stream a table as Arrow record batches of at most `batch_rows` rows, so callers
     hold one batch in memory whatever the table's size. Text columns named in `repetitive`
-    (a few distinct values each; names match whatever their case) come dictionary-encoded
+    (a few distinct values each; names match by `column_key`) come dictionary-encoded
     from the files that can: each distinct value is decoded once, not once per row."""
     location = parse_uri(uri)
-    repetitive = {name.casefold() for name in repetitive}
+    repetitive = {column_key(name) for name in repetitive}
     if location.kind == "bigquery":
         rows = _bigquery_client(location).list_rows(location.bigquery_table, page_size=batch_rows)
         for table in rows.to_arrow_iterable():
@@ -115,7 +116,7 @@ def iter_batches(
         import pyarrow.parquet as pq
 
         names = pq.read_schema(location.path).names
-        coded = [name for name in names if name.casefold() in repetitive]
+        coded = [name for name in names if column_key(name) in repetitive]
         yield from pq.ParquetFile(location.path, read_dictionary=coded).iter_batches(
             batch_size=batch_rows
         )
@@ -132,11 +133,11 @@ def iter_batches(
 
 def _csv_text_types(path: Path | None, repetitive: Collection[str]) -> dict[str, pa.DataType]:
     """Every column of a CSV as text, as `read_table` reads CSV files; those whose
-    casefolded name is in `repetitive` dictionary-encoded."""
+    `column_key` is in `repetitive` dictionary-encoded."""
     with open(path, encoding="utf-8", newline="") as handle:  # type: ignore[arg-type]
         header = next(csv.reader(handle), [])  # quoted names may contain commas
     coded = pa.dictionary(pa.int32(), pa.string())
-    return {name: coded if name.casefold() in repetitive else pa.string() for name in header}
+    return {name: coded if column_key(name) in repetitive else pa.string() for name in header}
 
 
 def write_table(frame: pd.DataFrame, uri: str) -> None:
