@@ -74,6 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     score.add_argument("--source", help="customer table URI (default: the embedded warehouse)")
     score.add_argument(
         "--output",
+        dest="predictions",
         help="predictions table: duckdb://PATH?table=NAME or bq://PROJECT.DATASET.TABLE "
         "(default: churn_predictions in the embedded warehouse, plus CSV files in "
         "<home>/predictions)",
@@ -115,6 +116,7 @@ _SETTING_FLAGS = (
     "project",
     "region",
     "source",
+    "predictions",
     "seed",
     "cv_folds",
     "candidates_per_family",
@@ -223,7 +225,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
 
     _require_local(settings)
     parse_uri(settings.source_uri)
-    output_uri = args.output or f"duckdb://{settings.warehouse_path}?table=churn_predictions"
+    output_uri = settings.predictions_uri
     require_output(output_uri)
     if settings.source is None:
         _ensure_sample_data(settings)

@@ -12,6 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,14 +30,46 @@ class Settings:
     project: str | None = None
     """Google Cloud project; when unset, pipelines run locally."""
     region: str = "us-central1"
-    pipeline_root: str | None = None
-    """gs:// root for Vertex AI pipeline artifacts (default gs://<project>-churn/pipeline-root)."""
-    service_account: str | None = None
-    """Service account Vertex pipelines run as."""
     source: str | None = None
-    """Customer table URI; default: the embedded warehouse's `customers` table."""
+    """Customer table URI; default: the embedded warehouse's `customers` table, or
+    bq://<project>.churn.customers with a project."""
+    predictions: str | None = None
+    """Predictions table URI; default: `churn_predictions` in the embedded warehouse, or
+    bq://<project>.churn.churn_predictions with a project."""
     registry: str | None = None
-    """Model registry: a local directory or vertex://; default: <home>/registry."""
+    """Model registry: a local directory or vertex://projects/P/locations/R/models/ID;
+    default: <home>/registry, or vertex://projects/<project>/locations/<region>/models/churn
+    with a project."""
+
+    # --- Google Cloud: every default derives from project and region ---------------------
+    bucket: str | None = None
+    """gs:// bucket of pipeline artifacts, model directories and CSV exports
+    (default gs://<project>-churn)."""
+    pipeline_root: str | None = None
+    """gs:// root for Vertex AI pipeline artifacts (default <bucket>/pipeline-root)."""
+    service_account: str | None = None
+    """Service account Vertex pipelines run as
+    (default churn-pipelines@<project>.iam.gserviceaccount.com)."""
+    scheduler_service_account: str | None = None
+    """Service account Cloud Scheduler calls Vertex AI as
+    (default churn-scheduler@<project>.iam.gserviceaccount.com)."""
+    component_image: str | None = None
+    """Image every pipeline step runs in, read at compile time
+    (default <region>-docker.pkg.dev/<project>/churn/components:<version>)."""
+    serving_image: str | None = None
+    """Model-serving image registered with each model version, used by batch prediction and
+    endpoints (default <region>-docker.pkg.dev/<project>/churn/serving:<version>)."""
+    bigquery_billing_project: str | None = None
+    """Project BigQuery jobs run in and are billed to (default: project); tables may live
+    in another project."""
+    bigquery_location: str = "US"
+    """BigQuery location of the jobs and of tables created for predictions."""
+    batch_prediction: bool = False
+    """Score with a Vertex AI batch prediction job instead of in-process chunked scoring
+    (for tables one machine should not score)."""
+    batch_machine_type: str = "n1-standard-4"
+    batch_starting_replicas: int = 1
+    batch_max_replicas: int = 10
     seed: int = 42
     sample_rows: int = 21_096
     """Rows of generated sample data loaded into an empty embedded warehouse."""
@@ -97,11 +130,70 @@ class Settings:
 
     @property
     def source_uri(self) -> str:
-        return self.source or f"duckdb://{self.warehouse_path}?table=customers"
+        if self.source:
+            return self.source
+        if self.project:
+            return f"bq://{self.project}.churn.customers"
+        return f"duckdb://{self.warehouse_path}?table=customers"
+
+    @property
+    def predictions_uri(self) -> str:
+        if self.predictions:
+            return self.predictions
+        if self.project:
+            return f"bq://{self.project}.churn.churn_predictions"
+        return f"duckdb://{self.warehouse_path}?table=churn_predictions"
 
     @property
     def registry_uri(self) -> str:
-        return self.registry or str(self.home / "registry")
+        if self.registry:
+            return self.registry
+        if self.project:
+            return f"vertex://projects/{self.project}/locations/{self.region}/models/churn"
+        return str(self.home / "registry")
+
+    @property
+    def bucket_uri(self) -> str:
+        return (self.bucket or f"gs://{self._cloud_project}-churn").rstrip("/")
+
+    @property
+    def pipeline_root_uri(self) -> str:
+        return self.pipeline_root or f"{self.bucket_uri}/pipeline-root"
+
+    @property
+    def pipeline_service_account(self) -> str:
+        return (
+            self.service_account or f"churn-pipelines@{self._cloud_project}.iam.gserviceaccount.com"
+        )
+
+    @property
+    def scheduler_account(self) -> str:
+        return (
+            self.scheduler_service_account
+            or f"churn-scheduler@{self._cloud_project}.iam.gserviceaccount.com"
+        )
+
+    @property
+    def component_image_uri(self) -> str:
+        return self.component_image or self._artifact_registry_image("components")
+
+    @property
+    def serving_image_uri(self) -> str:
+        return self.serving_image or self._artifact_registry_image("serving")
+
+    @property
+    def bigquery_job_project(self) -> str | None:
+        return self.bigquery_billing_project or self.project
+
+    def _artifact_registry_image(self, name: str) -> str:
+        version = metadata.version("churn-pipelines")
+        return f"{self.region}-docker.pkg.dev/{self._cloud_project}/churn/{name}:{version}"
+
+    @property
+    def _cloud_project(self) -> str:
+        if not self.project:
+            raise SettingsError("no Google Cloud project set: pass --project or set CHURN_PROJECT")
+        return self.project
 
     @property
     def runs_dir(self) -> Path:
@@ -161,11 +253,24 @@ def _coerce(name: str, value: Any) -> Any:
             return int(value)
         if declared == "float":
             return float(value)
+        if declared == "bool":
+            return _boolean(value)
         if declared == "str | None":
             return str(value) if value not in ("", None) else None
         return str(value)
     except (TypeError, ValueError):
         raise SettingsError(f"setting {name} must be {declared}, got {value!r}") from None
+
+
+def _boolean(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError(value)
 
 
 def component_image(environ: Mapping[str, str] | None = None) -> str:

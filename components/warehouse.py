@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 from typing import Literal
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 import pandas as pd
 import pyarrow as pa
@@ -35,11 +35,31 @@ class TableUri:
     kind: UriKind
     path: Path | None = None
     table: str | None = None
+    billing_project: str | None = None
+    """BigQuery: the project jobs run in and are billed to (default: the table's)."""
+    location: str | None = None
+    """BigQuery: where jobs run (default: the client's)."""
 
     @property
     def bigquery_table(self) -> str:
         """`PROJECT.DATASET.TABLE` of a bq:// URI."""
-        return self.uri.removeprefix("bq://")
+        return self.uri.removeprefix("bq://").partition("?")[0]
+
+
+def with_bigquery_job(uri: str, billing_project: str | None, location: str | None) -> str:
+    """A bq:// URI with its job's billing project and location set where it names none
+    (steps on Vertex have no settings file, so the URI carries them); other URIs as given."""
+    if not uri.startswith("bq://"):
+        return uri
+    parse_uri(uri)
+    table_part, _, query = uri.partition("?")
+    options = parse_qs(query)
+    for name, value in (("billing_project", billing_project), ("location", location)):
+        if value and name not in options:
+            options[name] = [value]
+    if not options:
+        return table_part
+    return f"{table_part}?{urlencode({k: v[0] for k, v in sorted(options.items())})}"
 
 
 def parse_uri(uri: str) -> TableUri:
@@ -53,10 +73,24 @@ def parse_uri(uri: str) -> TableUri:
             raise SourceError(f"table name {table!r} in {uri!r} must be letters, digits and _")
         return TableUri(uri, "duckdb", Path(path_part), table)
     if uri.startswith("bq://"):
-        parts = uri.removeprefix("bq://").split(".")
+        table_part, _, query = uri.removeprefix("bq://").partition("?")
+        parts = table_part.split(".")
         if len(parts) != 3 or not all(parts):
             raise SourceError(f"{uri!r} must name a table as bq://PROJECT.DATASET.TABLE")
-        return TableUri(uri, "bigquery", table=parts[2])
+        options = parse_qs(query, keep_blank_values=True)
+        unknown = sorted(set(options) - {"billing_project", "location"})
+        if unknown:
+            raise SourceError(
+                f"{uri!r}: unknown option(s) {', '.join(unknown)}; "
+                "a bq:// URI takes billing_project and location"
+            )
+        return TableUri(
+            uri,
+            "bigquery",
+            table=parts[2],
+            billing_project=options.get("billing_project", [None])[0] or parts[0],
+            location=options.get("location", [None])[0] or None,
+        )
     suffix = Path(uri).suffix.lower()
     if suffix in (".csv", ".parquet"):
         return TableUri(uri, suffix.lstrip("."), Path(uri))  # type: ignore[arg-type]
@@ -214,7 +248,7 @@ def _require_duckdb_table(con, location: TableUri) -> None:
 def _bigquery_client(location: TableUri):  # -> bigquery.Client
     from google.cloud import bigquery
 
-    return bigquery.Client(project=location.bigquery_table.split(".")[0])
+    return bigquery.Client(project=location.billing_project, location=location.location)
 
 
 # --- staged, atomic replacement of one key's rows (batch-scoring output) -------------------

@@ -48,3 +48,28 @@ def test_unknown_config_keys_are_rejected(tmp_path: Path):
     config.write_text("cv_fold = 3\n")
     with pytest.raises(SettingsError, match="unknown setting"):
         load_settings(environ={}, config_file=config)
+
+
+def test_a_project_and_region_alone_configure_every_cloud_value(tmp_path: Path):
+    settings = load_settings(
+        {"project": "acme", "region": "europe-west4"}, environ={}, config_file=tmp_path / "no"
+    )
+    assert settings.source_uri == "bq://acme.churn.customers"
+    assert settings.predictions_uri == "bq://acme.churn.churn_predictions"
+    assert settings.registry_uri == "vertex://projects/acme/locations/europe-west4/models/churn"
+    assert settings.pipeline_root_uri == "gs://acme-churn/pipeline-root"
+    assert settings.pipeline_service_account == "churn-pipelines@acme.iam.gserviceaccount.com"
+    assert settings.component_image_uri.startswith("europe-west4-docker.pkg.dev/acme/churn/")
+    assert settings.bigquery_job_project == "acme"
+
+
+def test_cloud_values_without_a_project_name_the_missing_setting(tmp_path: Path):
+    settings = load_settings(environ={}, config_file=tmp_path / "no")
+    with pytest.raises(SettingsError, match="no Google Cloud project set"):
+        _ = settings.pipeline_root_uri
+
+
+@pytest.mark.parametrize(("text", "value"), [("true", True), ("0", False), ("yes", True)])
+def test_boolean_settings_from_the_environment(tmp_path: Path, text: str, value: bool):
+    environ = {"CHURN_BATCH_PREDICTION": text}
+    assert load_settings(environ=environ, config_file=tmp_path / "no").batch_prediction is value

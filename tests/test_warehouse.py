@@ -6,7 +6,14 @@ import pyarrow as pa
 import pytest
 
 from components.errors import SourceError
-from components.warehouse import iter_batches, parse_uri, read_table, table_exists, write_table
+from components.warehouse import (
+    iter_batches,
+    parse_uri,
+    read_table,
+    table_exists,
+    with_bigquery_job,
+    write_table,
+)
 
 
 @pytest.mark.parametrize(
@@ -66,3 +73,17 @@ def test_missing_duckdb_table_lists_the_tables(customers, tmp_path: Path):
     write_table(customers, f"duckdb://{tmp_path}/w.duckdb?table=customers")
     with pytest.raises(SourceError, match=r"no table 'other' .*tables: customers"):
         read_table(f"duckdb://{tmp_path}/w.duckdb?table=other")
+
+
+def test_bigquery_uris_carry_the_job_project_and_location():
+    uri = with_bigquery_job("bq://data.telco.customers", "billing", "EU")
+    assert uri == "bq://data.telco.customers?billing_project=billing&location=EU"
+    location = parse_uri(uri)
+    assert location.bigquery_table == "data.telco.customers"
+    assert (location.billing_project, location.location) == ("billing", "EU")
+    assert parse_uri("bq://data.telco.customers").billing_project == "data"
+    # The URI's own options win; file URIs are left alone.
+    assert with_bigquery_job(uri, "other", "US") == uri
+    assert with_bigquery_job("c.csv", "billing", "EU") == "c.csv"
+    with pytest.raises(SourceError, match="unknown option"):
+        parse_uri("bq://data.telco.customers?region=EU")
