@@ -37,9 +37,10 @@ class Settings:
     """Predictions table URI; default: `churn_predictions` in the embedded warehouse, or
     bq://<project>.churn.churn_predictions with a project."""
     registry: str | None = None
-    """Model registry: a local directory or vertex://projects/P/locations/R/models/ID;
-    default: <home>/registry, or vertex://projects/<project>/locations/<region>/models/churn
-    with a project."""
+    """Model registry: a local directory, or Vertex AI Model Registry as
+    vertex://projects/P/locations/R/models/ID?artifacts=gs://BUCKET/PATH (model directories
+    are uploaded under `artifacts`); default: <home>/registry, or the model `churn` in the
+    project and region with artifacts under <bucket>/models."""
 
     # --- Google Cloud: every default derives from project and region ---------------------
     bucket: str | None = None
@@ -149,7 +150,10 @@ class Settings:
         if self.registry:
             return self.registry
         if self.project:
-            return f"vertex://projects/{self.project}/locations/{self.region}/models/churn"
+            return (
+                f"vertex://projects/{self.project}/locations/{self.region}/models/churn"
+                f"?artifacts={self.bucket_uri}/models"
+            )
         return str(self.home / "registry")
 
     @property

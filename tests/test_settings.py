@@ -56,7 +56,10 @@ def test_a_project_and_region_alone_configure_every_cloud_value(tmp_path: Path):
     )
     assert settings.source_uri == "bq://acme.churn.customers"
     assert settings.predictions_uri == "bq://acme.churn.churn_predictions"
-    assert settings.registry_uri == "vertex://projects/acme/locations/europe-west4/models/churn"
+    assert settings.registry_uri == (
+        "vertex://projects/acme/locations/europe-west4/models/churn"
+        "?artifacts=gs://acme-churn/models"
+    )
     assert settings.pipeline_root_uri == "gs://acme-churn/pipeline-root"
     assert settings.pipeline_service_account == "churn-pipelines@acme.iam.gserviceaccount.com"
     assert settings.component_image_uri.startswith("europe-west4-docker.pkg.dev/acme/churn/")
