@@ -21,7 +21,8 @@ scheduled pipeline never freezes a date.
 from kfp import dsl
 
 from components.drift import summarize_scoring
-from components.score import load_champion, publish_predictions, score_customers
+from components.publish import publish_predictions
+from components.score import load_champion, score_customers
 from components.settings import Settings
 
 DEFAULTS = Settings()

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from components.contract import TELCO_CHURN
 from components.drift import reference_profile
 from components.errors import ChurnError, ContractError, SettingsError, SourceError
+from components.publish import publish_scores
 from components.sample_data import generate_customers
 from components.score import (
     PREDICTION_COLUMNS,
@@ -26,7 +27,6 @@ from components.score import (
     REPEATS_FILE,
     ScoringJob,
     available_cpus,
-    publish_scores,
     read_customers,
     resolve_as_of,
     stage_scores,
