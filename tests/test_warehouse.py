@@ -10,6 +10,7 @@ from components.warehouse import (
     iter_batches,
     parse_uri,
     read_table,
+    related_table,
     table_exists,
     with_bigquery_job,
     write_table,
@@ -32,6 +33,10 @@ def test_malformed_uris_say_what_is_expected(uri: str, message: str):
 
 def test_bigquery_uri_names_the_table():
     assert parse_uri("bq://p.d.t").bigquery_table == "p.d.t"
+
+
+def test_a_related_bigquery_table_keeps_the_job_options():
+    assert related_table("bq://p.d.t?location=EU", "_rejects") == "bq://p.d.t_rejects?location=EU"
 
 
 @pytest.mark.parametrize("name", ["c.csv", "c.parquet", "w.duckdb"])
