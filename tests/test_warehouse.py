@@ -92,3 +92,13 @@ def test_bigquery_uris_carry_the_job_project_and_location():
     assert with_bigquery_job("c.csv", "billing", "EU") == "c.csv"
     with pytest.raises(SourceError, match="unknown option"):
         parse_uri("bq://data.telco.customers?region=EU")
+
+
+def test_bigquery_responses_are_regrouped_into_batches_of_the_asked_size():
+    from components.warehouse.bigquery import _rebatched
+
+    responses = [pa.record_batch({"id": pa.array(range(n), pa.int64())}) for n in (3, 4, 0, 9, 1)]
+    batches = list(_rebatched(iter(responses), 5))
+    assert [b.num_rows for b in batches] == [5, 5, 5, 2]
+    ids = pa.Table.from_batches(batches).column("id").to_pylist()
+    assert ids == [i for r in responses for i in r.column("id").to_pylist()]

@@ -98,7 +98,7 @@ def read_client() -> bigquery_storage_v1.BigQueryReadClient:
 
 
 def read_table(location: TableUri) -> pd.DataFrame:
-    schema, batches = _read(location, batch_rows=None)
+    schema, batches = _read(location)
     return pa.Table.from_batches(list(batches), schema=schema).to_pandas()
 
 
@@ -106,15 +106,36 @@ def iter_batches(
     location: TableUri, batch_rows: int, repetitive: Collection[str]
 ) -> Iterator[pa.RecordBatch]:
     del repetitive  # the Storage Read API sends plain text columns
-    _, batches = _read(location, batch_rows)
-    yield from batches
+    _, batches = _read(location)
+    yield from _rebatched(batches, batch_rows)
 
 
-def _read(location: TableUri, batch_rows: int | None) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
-    """The table's Arrow schema and its rows as record batches of at most `batch_rows`
-    (as the server sends them when None), read through one Storage Read stream: the rows
-    come in one sequence as the caller asks for them, so memory holds one response
-    whatever the table's size, and the scorer, not the read, sets the pace."""
+def _rebatched(batches: Iterator[pa.RecordBatch], rows: int) -> Iterator[pa.RecordBatch]:
+    """`batches` as batches of `rows` rows (the last may have fewer): the server sends
+    responses of its own size, often far smaller than a scoring chunk, and every chunk
+    costs a round of validation. Holds at most `rows` rows plus one response."""
+    pending: list[pa.RecordBatch] = []
+    held = 0
+    for batch in batches:
+        pending.append(batch)
+        held += batch.num_rows
+        if held < rows:
+            continue
+        whole = pa.Table.from_batches(pending).combine_chunks()
+        full = held - held % rows
+        for start in range(0, full, rows):
+            yield whole.slice(start, rows).to_batches()[0]
+        rest = whole.slice(full)
+        pending, held = rest.to_batches(), rest.num_rows
+    if held:
+        yield pa.Table.from_batches(pending).combine_chunks().to_batches()[0]
+
+
+def _read(location: TableUri) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
+    """The table's Arrow schema and its rows as record batches as the server sends them,
+    through one Storage Read stream: the rows come in one sequence as the caller asks for
+    them, so memory holds one response whatever the table's size, and the scorer, not the
+    read, sets the pace."""
     from google.api_core.exceptions import GoogleAPIError
     from google.cloud.bigquery_storage_v1 import types
 
@@ -143,10 +164,7 @@ def _read(location: TableUri, batch_rows: int | None) -> tuple[pa.Schema, Iterat
             try:
                 for message in messages:
                     data = pa.py_buffer(message.arrow_record_batch.serialized_record_batch)
-                    batch = pa.ipc.read_record_batch(data, schema)
-                    step = batch_rows or batch.num_rows or 1
-                    for start in range(0, batch.num_rows, step):
-                        yield batch.slice(start, step)
+                    yield pa.ipc.read_record_batch(data, schema)
             except GoogleAPIError as exc:
                 raise SourceError(
                     f"{location.uri}: reading rows failed: {_one_line(exc)}"
