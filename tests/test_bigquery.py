@@ -105,6 +105,9 @@ def test_a_source_table_streams_in_arrow_batches_with_names_in_any_case(
         frame["CUSTOMERID"]
     )
     assert list(read_table(source).columns) == list(frame.columns)
+    # Jobs and read sessions may run in another project than the table's.
+    elsewhere = f"{source}?billing_project=churn-billing&location=US"
+    assert sum(b.num_rows for b in iter_batches(elsewhere, 1_000)) == len(frame)
 
     # Scoring finds its columns by contract name whatever their case in the table.
     narrowed = next(read_customers(source, 120))
