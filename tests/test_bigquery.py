@@ -202,7 +202,7 @@ def test_a_publish_failing_after_the_loads_leaves_the_previous_rows(
     rejects = tmp_path / "new" / REJECTS_FILE
     pq.write_table(pq.read_table(rejects).drop_columns(["reason"]), tmp_path / "damaged.parquet")
     (tmp_path / "damaged.parquet").replace(rejects)
-    with pytest.raises(SourceError, match="column reason is missing from the staged rows"):
+    with pytest.raises(SourceError, match=rf"^staged {rejects}: column reason is missing; found"):
         publish_scores(tmp_path / "new", output_uri=output, as_of=AS_OF)
 
     # A real statement failing inside the transaction, after the loads and after the

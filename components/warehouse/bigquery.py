@@ -186,7 +186,7 @@ def write_table(frame: pd.DataFrame, location: TableUri) -> None:
     job_config = bigquery.LoadJobConfig(
         source_format=bigquery.SourceFormat.PARQUET,
         write_disposition=bigquery.WriteDisposition.WRITE_TRUNCATE,
-        schema=schema_of(rows.schema),
+        schema=schema_of(rows.schema, where=location.uri),
     )
     with tempfile.TemporaryDirectory(prefix="churn-load-") as scratch:
         path = Path(scratch) / "rows.parquet"
@@ -207,7 +207,7 @@ def table_exists(location: TableUri) -> bool:
     from google.api_core.exceptions import NotFound
 
     try:
-        client(location).get_table(location.bigquery_table)
+        client(location).get_table(location.bigquery_table, **_deadline(120.0))
     except NotFound:
         return False
     return True
@@ -261,22 +261,23 @@ def _deadline(seconds: float) -> dict:
 
 
 def schema_of(
-    arrow: pa.Schema, columns: tuple[str, ...] | None = None
+    arrow: pa.Schema, columns: tuple[str, ...] | None = None, *, where: str
 ) -> list[bigquery.SchemaField]:
-    """The BigQuery schema of `columns` (default: all) of an Arrow schema: tables are
-    created with the types their writer declares, never types inferred from rows."""
+    """The BigQuery schema of `columns` (default: all) of the Arrow schema of the rows
+    `where` names: tables are created with the types their writer declares, never types
+    inferred from rows."""
     from google.cloud import bigquery
 
     fields = []
     for name in arrow.names if columns is None else columns:
         if name not in arrow.names:
-            raise SourceError(f"column {name} is missing from the staged rows ({arrow.names})")
+            raise SourceError(f"{where}: column {name} is missing; found: {', '.join(arrow.names)}")
         type_ = arrow.field(name).type
         if pa.types.is_dictionary(type_):
             type_ = type_.value_type
         bigquery_type = next((bq for test, bq in _BIGQUERY_TYPES if test(type_)), None)
         if bigquery_type is None:
-            raise SourceError(f"column {name} of type {type_} has no BigQuery type")
+            raise SourceError(f"{where}: column {name} of type {type_} has no BigQuery type")
         fields.append(bigquery.SchemaField(name, bigquery_type, mode="NULLABLE"))
     return fields
 
@@ -310,7 +311,9 @@ def replace_rows(
         for table, location in zip(staged, locations, strict=True):
             created = bigquery.Table(
                 location.bigquery_table,
-                schema=schema_of(pq.read_schema(table.path), table.columns),
+                schema=schema_of(
+                    pq.read_schema(table.path), table.columns, where=f"staged {table.path}"
+                ),
             )
             created.time_partitioning = bigquery.TimePartitioning(
                 type_=bigquery.TimePartitioningType.DAY, field=key
@@ -323,7 +326,7 @@ def replace_rows(
                     job_config = bigquery.LoadJobConfig(
                         source_format=bigquery.SourceFormat.PARQUET,
                         write_disposition=bigquery.WriteDisposition.WRITE_EMPTY,
-                        schema=schema_of(pq.read_schema(path)),
+                        schema=schema_of(pq.read_schema(path), where=f"staged {path}"),
                     )
                     _load(bq, path, table_id, job_config)
                     _expire(bq, table_id)
