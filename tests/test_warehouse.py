@@ -7,6 +7,8 @@ import pytest
 
 from components.errors import SourceError
 from components.warehouse import (
+    check_output,
+    check_source,
     iter_batches,
     parse_uri,
     read_table,
@@ -102,3 +104,17 @@ def test_bigquery_responses_are_regrouped_into_batches_of_the_asked_size():
     assert [b.num_rows for b in batches] == [5, 5, 5, 2]
     ids = pa.Table.from_batches(batches).column("id").to_pylist()
     assert ids == [i for r in responses for i in r.column("id").to_pylist()]
+
+
+def test_sources_and_outputs_are_checked_without_reading_rows(customers, tmp_path: Path):
+    with pytest.raises(SourceError, match=r"file .*missing.csv does not exist"):
+        check_source(str(tmp_path / "missing.csv"))
+    warehouse = f"duckdb://{tmp_path}/w.duckdb"
+    write_table(customers, f"{warehouse}?table=customers")
+    check_source(f"{warehouse}?table=customers")
+    with pytest.raises(SourceError, match=r"no table 'other' .*tables: customers"):
+        check_source(f"{warehouse}?table=other")
+    check_output(f"{warehouse}?table=churn_predictions")  # created when publishing
+    check_output(f"duckdb://{tmp_path}/new.duckdb?table=churn_predictions")
+    with pytest.raises(SourceError, match=r"cannot write predictions to 'out.csv'"):
+        check_output("out.csv")
