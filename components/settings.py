@@ -97,6 +97,8 @@ class Settings:
     """Rows read, scored and written per chunk by batch scoring (bounds memory)."""
     score_workers: int = 0
     """Processes scoring chunks side by side; 0: one per CPU the scoring step may use."""
+    serving_max_request_bytes: int = 8 * 1024 * 1024
+    """Largest prediction request body the model server reads (larger: HTTP 413)."""
 
     def __post_init__(self) -> None:
         _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
@@ -110,6 +112,11 @@ class Settings:
         if self.score_workers < 0:
             raise SettingsError(
                 f"score_workers must be 0 (automatic) or more, got {self.score_workers}"
+            )
+        if self.serving_max_request_bytes < 1024:
+            raise SettingsError(
+                "serving_max_request_bytes must be at least 1024, "
+                f"got {self.serving_max_request_bytes}"
             )
         if not 2 <= self.cv_folds <= 20:
             raise SettingsError(f"cv_folds must be between 2 and 20, got {self.cv_folds}")
