@@ -107,6 +107,8 @@ class Settings:
         _check_range("promotion_margin", self.promotion_margin, -1.0, 1.0)
         _check_range("medium_risk_cutoff", self.medium_risk_cutoff, 0.0, 1.0)
         _check_range("high_risk_cutoff", self.high_risk_cutoff, self.medium_risk_cutoff, 1.0)
+        if not 0 <= self.seed < 2**32:
+            raise SettingsError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.score_batch_rows < 1:
             raise SettingsError(f"score_batch_rows must be positive, got {self.score_batch_rows}")
         if self.score_workers < 0:
@@ -233,19 +235,32 @@ def load_settings(
     (CLI flags; `None` values are ignored), later sources winning."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    config_path = config_file or Path(environ.get("CHURN_CONFIG", "churn.toml"))
-    if config_path.exists():
+    named = config_file or environ.get("CHURN_CONFIG")
+    config_path = Path(named or "churn.toml")
+    if named and not config_path.is_file():
+        # Only the default file may be absent: a named one that is not there is a typo
+        # that would otherwise run with every setting at its default.
+        raise SettingsError(f"config file {config_path} does not exist")
+    if config_path.is_file():
         try:
-            values.update(tomllib.loads(config_path.read_text()))
-        except tomllib.TOMLDecodeError as exc:
+            values.update(tomllib.loads(config_path.read_text(encoding="utf-8")))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise SettingsError(f"config file {config_path} cannot be read: {exc}") from None
     names = {f.name for f in fields(Settings)}
     for name in names:
         for key in (f"CHURN_{name.upper()}", _ENV_ALIASES.get(name)):
             if key and key in environ:
                 values[name] = environ[key]
                 break
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for name, value in (overrides or {}).items():
+        if isinstance(value, str) and not value.strip():
+            # An empty flag would quietly mean "the default" (for --source: sample data).
+            flag = "--" + name.replace("_", "-")
+            raise SettingsError(f"{flag} is empty: give a value or leave it out")
+        if value is not None:
+            values[name] = value
     unknown = sorted(set(values) - names)
     if unknown:
         raise SettingsError(
