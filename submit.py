@@ -16,6 +16,7 @@ import logging
 import shlex
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         settings = load_settings(_overrides(args), config_file=args.config)
+        if args.local:  # clears a project set in the config file or environment
+            settings = replace(settings, project=None)
         return args.command(args, settings)
     except ChurnError as exc:
         if args.verbose:
@@ -129,10 +132,7 @@ _SETTING_FLAGS = (
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
-    if args.local:
-        values["project"] = ""  # clears a project set in the config file or environment
-    return values
+    return {name: getattr(args, name, None) for name in _SETTING_FLAGS}
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,11 @@
 """The local runner turns kfp.local's log stream into step events and one error line."""
 
 import io
+from pathlib import Path
 
 from pipelines.runner import _LogTap
+
+ROOT = Path("/home/me/.churn/pipeline_root")
 
 KFP_LOG = """\
 12:00:00.001 - INFO - Executing task \x1b[96m'score-customers'\x1b[0m
@@ -18,7 +21,9 @@ KFP_LOG = """\
 def test_log_lines_become_step_events_and_the_project_error():
     events = []
     log = io.StringIO()
-    tap = _LogTap(log, lambda step, event, seconds, detail: events.append((step, event, detail)))
+    tap = _LogTap(
+        log, lambda step, event, seconds, detail: events.append((step, event, detail)), ROOT
+    )
     for chunk in (KFP_LOG[:50], KFP_LOG[50:]):  # lines may arrive split across writes
         tap.write(chunk)
     assert events == [
@@ -32,6 +37,15 @@ def test_log_lines_become_step_events_and_the_project_error():
 
 
 def test_without_a_project_error_the_last_exception_is_reported():
-    tap = _LogTap(io.StringIO(), lambda *event: None)
+    tap = _LogTap(io.StringIO(), lambda *event: None, ROOT)
     tap.write("Traceback (most recent call last):\nKeyError: 'Churn'\n")
     assert tap.error_line() == "KeyError: 'Churn'"
+
+
+def test_a_run_learns_its_id_from_its_own_steps_output_paths():
+    tap = _LogTap(io.StringIO(), lambda *event: None, ROOT)
+    assert tap.run_id is None
+    run = "churn-training-2026-12-02-00-50-15-932660"
+    tap.write(f'  "outputFile": "{ROOT}/{run}/ingest/executor_output.json"\n')
+    tap.write(f'  "uri": "{ROOT}/churn-training-2026-12-02-00-59-00-000000/split/train"\n')
+    assert tap.run_id == run
