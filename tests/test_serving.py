@@ -11,6 +11,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,41 @@ def test_a_body_that_is_not_json_by_content_type_is_refused(server: ModelServer)
 
     assert status == 415
     assert "application/json" in answer["detail"]
+
+
+@pytest.mark.slow
+def test_sixteen_concurrent_clients_are_all_answered_in_bounded_memory(
+    server: ModelServer, registry: LocalRegistry
+) -> None:
+    customers = generate_customers(64, seed=4, messy=False)
+    instances = _instances(customers)
+    expected = _batch_scores(registry, customers).set_index("customer_id")["churn_probability"]
+    _predict(server, instances[:1])  # warm
+    before = _resident_bytes(server.process.pid)
+
+    def client(worker: int) -> list[tuple[str, float]]:
+        answered = []
+        for request in range(8):
+            start = (worker * 8 + request) % len(instances)
+            for p in _predict(server, (instances * 2)[start : start + 4]):
+                answered.append((p["customer_id"], p["churn_probability"]))
+        return answered
+
+    with ThreadPoolExecutor(16) as pool:
+        answers = [pair for result in pool.map(client, range(16), timeout=300) for pair in result]
+
+    assert len(answers) == 16 * 8 * 4
+    for customer_id, probability in answers:
+        assert probability == pytest.approx(expected[customer_id], abs=1e-9)
+    assert _resident_bytes(server.process.pid) - before < 100 * 2**20
+
+
+def _resident_bytes(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return (
+        int(next(line for line in status.splitlines() if line.startswith("VmRSS")).split()[1])
+        * 1024
+    )
 
 
 @pytest.mark.slow
