@@ -43,6 +43,14 @@ def main(argv: list[str] | None = None) -> int:
             console.print_exception()
         console.print(f"[red]error:[/red] {exc}")
         return 1
+    except OSError as exc:
+        # A full disk, a read-only or unwritable home, a file where a folder should be:
+        # the system's own words and the path, as one line.
+        if args.verbose:
+            console.print_exception()
+        where = f": {exc.filename}" if exc.filename else ""
+        console.print(f"[red]error:[/red] {exc.strerror or exc}{where}", markup=True)
+        return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
         return 130

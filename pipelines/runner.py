@@ -180,10 +180,27 @@ def run_locally(
 
 
 def list_runs(home: Path) -> list[RunRecord]:
-    """Local run records, newest first."""
-    records = [
-        RunRecord(**json.loads(path.read_text()))
-        for path in (home / "runs").glob("*.json")
-        if path.is_file()
-    ]
+    """Local run records, newest first. A record that cannot be read (a run killed while
+    writing it, a file edited by hand) is listed as `unreadable` rather than hiding the
+    others."""
+    records = []
+    for path in (home / "runs").glob("*.json"):
+        if path.is_file():
+            try:
+                records.append(RunRecord(**json.loads(path.read_text(encoding="utf-8"))))
+            except (ValueError, TypeError) as exc:
+                records.append(_unreadable(path, exc))
     return sorted(records, key=lambda r: r.started_at, reverse=True)
+
+
+def _unreadable(path: Path, exc: Exception) -> RunRecord:
+    started = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return RunRecord(
+        run_id=path.stem,
+        pipeline="",
+        status="unreadable",
+        started_at=started,
+        seconds=0.0,
+        log=str(path.with_suffix(".log")),
+        error=f"run record {path} cannot be read: {exc}",
+    )

@@ -1,9 +1,11 @@
 """The local runner turns kfp.local's log stream into step events and one error line."""
 
 import io
+import json
+from dataclasses import asdict
 from pathlib import Path
 
-from pipelines.runner import _LogTap
+from pipelines.runner import RunRecord, _LogTap, list_runs
 
 ROOT = Path("/home/me/.churn/pipeline_root")
 
@@ -49,3 +51,17 @@ def test_a_run_learns_its_id_from_its_own_steps_output_paths():
     tap.write(f'  "outputFile": "{ROOT}/{run}/ingest/executor_output.json"\n')
     tap.write(f'  "uri": "{ROOT}/churn-training-2026-12-02-00-59-00-000000/split/train"\n')
     assert tap.run_id == run
+
+
+def test_an_unreadable_run_record_is_listed_beside_the_others(tmp_path: Path):
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "broken.json").write_text("")
+    good = RunRecord("good", "churn-training", "succeeded", "2026-12-01T08:00:00", 1.0, "log")
+    (runs / "good.json").write_text(json.dumps(asdict(good)))
+
+    records = {record.run_id: record for record in list_runs(tmp_path)}
+
+    assert records["good"] == good
+    assert records["broken"].status == "unreadable"
+    assert "broken.json cannot be read" in records["broken"].error
