@@ -19,6 +19,18 @@ def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
 
 
+@pytest.fixture
+def google_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A recording stand-in for Google's REST APIs, with a service-account key whose
+    tokens it issues set as the application default credentials."""
+    from google_standin import GoogleStandIn, service_account_key
+
+    with GoogleStandIn() as standin:
+        key = service_account_key(tmp_path / "standin-key.json", f"{standin.url}/token")
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+        yield standin
+
+
 @pytest.fixture(scope="session")
 def bq_emulator(tmp_path_factory):
     """The BigQuery emulator on 127.0.0.1 for this session (see tests/bigquery_emulator.py);
@@ -34,7 +46,7 @@ def bq_emulator(tmp_path_factory):
 
 
 @pytest.fixture
-def bq_dataset(bq_emulator, monkeypatch, request) -> str:
+def bq_dataset(bq_emulator, monkeypatch) -> str:
     """A fresh dataset in the emulator, as PROJECT.DATASET, with the warehouse's BigQuery
     endpoints pointed at the emulator for this test (and the kfp.local steps it starts)."""
     import uuid
