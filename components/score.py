@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -110,11 +111,12 @@ def score_frame(
     )
 
 
-def resolve_as_of(text: str, *, today: date | None = None) -> date:
-    """The as-of date a run scores for: `text` as YYYY-MM-DD, or, when empty, today's UTC
-    date at the moment this runs (so a compiled or scheduled pipeline never freezes one)."""
+def resolve_as_of(text: str, *, today: date | None = None, time_zone: str = "UTC") -> date:
+    """The as-of date a run scores for: `text` as YYYY-MM-DD, or, when empty, today's date
+    in `time_zone` at the moment this runs (so a compiled or scheduled pipeline never
+    freezes one, and a schedule at 00:30 in Tokyo scores Tokyo's today, not UTC's)."""
     if not text.strip():
-        return today or datetime.now(UTC).date()
+        return today or datetime.now(ZoneInfo(time_zone)).date()
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
@@ -634,6 +636,7 @@ def score_customers(
     high_risk_cutoff: float,
     medium_risk_cutoff: float,
     invalid_row_tolerance: float,
+    time_zone: str,
     staged: Output[Dataset],
     observed: Output[Artifact],
 ) -> None:
@@ -641,7 +644,7 @@ def score_customers(
     predictions and rejects as Parquet; tally the inputs for the drift report."""
     import logging
     import time
-    from datetime import UTC, datetime
+    from datetime import datetime
     from pathlib import Path
 
     from components.drift import load_profile
@@ -664,7 +667,7 @@ def score_customers(
         high=high_risk_cutoff,
         medium=medium_risk_cutoff,
         model_version=int(model.metadata["version"]),
-        as_of=resolve_as_of(as_of),
+        as_of=resolve_as_of(as_of, time_zone=time_zone),
         scored_at=datetime.now(UTC),
         run_id=run_id,
     )
