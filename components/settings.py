@@ -101,6 +101,8 @@ class Settings:
     scoring_cpu: str = "4"
     """CPUs of the scoring step on Vertex (one scoring worker each, by default)."""
     scoring_memory: str = "16G"
+    poll_seconds: float = 10.0
+    """How often `--wait` asks Vertex AI how a run is doing."""
     seed: int = 42
     sample_rows: int = 21_096
     """Rows of generated sample data loaded into an empty embedded warehouse."""

@@ -312,7 +312,7 @@ def join_experiment(
                 f"run {job.name} has no metadata context yet; it was not added to experiment "
                 f"{settings.experiment!r}"
             )
-        time.sleep(2)
+        time.sleep(settings.poll_seconds)
         job = pipelines.get_pipeline_job(name=job.name)
     _call(
         f"adding the run to experiment {settings.experiment!r}",
@@ -341,8 +341,6 @@ def follow(
     name: str,
     display_names: dict[str, str],
     on_step: StepEvent,
-    *,
-    poll_seconds: float = 10,
 ) -> aiplatform_v1.PipelineJob:
     """Poll the run until it ends, reporting each step as it starts and finishes."""
     client = pipeline_client(settings)
@@ -359,7 +357,7 @@ def follow(
             on_step(step, event, seconds, error)
         if job.state in _TERMINAL:
             return job
-        time.sleep(poll_seconds)
+        time.sleep(settings.poll_seconds)
 
 
 def _steps(
