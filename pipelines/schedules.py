@@ -217,7 +217,13 @@ class VertexSchedules:
         client = self._client
         found = _call(
             f"looking up {name}",
-            lambda: list(client.list_schedules(parent=self.parent, filter=self._filter(name))),
+            lambda: list(
+                client.list_schedules(
+                    request=aiplatform_v1.ListSchedulesRequest(
+                        parent=self.parent, filter=self._filter(name)
+                    )
+                )
+            ),
         )
         if len(found) > 1:
             raise VertexError(

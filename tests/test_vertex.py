@@ -183,7 +183,7 @@ SUMMARY = {
             "rejected": 10.0,
             "train": 16868.0,
             "test": 4218.0,
-        },  # fmt: skip
+        },
         "report": "gs://acme-churn/pipeline-root/run/summarize-training/report",
         "roc_auc": 0.845,
     },
@@ -327,7 +327,7 @@ class FakeRegistry:
                 "version": version,
                 "tags": parts["tags"].get_content(),
                 "content": content,
-            }  # fmt: skip
+            }
         )
         return 200, f"{package}/{version}".encode()
 
