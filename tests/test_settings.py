@@ -76,3 +76,56 @@ def test_cloud_values_without_a_project_name_the_missing_setting(tmp_path: Path)
 def test_boolean_settings_from_the_environment(tmp_path: Path, text: str, value: bool):
     environ = {"CHURN_BATCH_PREDICTION": text}
     assert load_settings(environ=environ, config_file=tmp_path / "no").batch_prediction is value
+
+
+def test_vertex_settings_default_from_project_and_region(tmp_path: Path):
+    settings = load_settings(
+        {"project": "acme", "region": "europe-west4"}, environ={}, config_file=tmp_path / "no"
+    )
+    assert settings.template_registry_uri == "https://europe-west4-kfp.pkg.dev/acme/churn-pipelines"
+    assert settings.vertex_endpoint == "europe-west4-aiplatform.googleapis.com"
+    assert settings.scheduler_endpoint == "cloudscheduler.googleapis.com"
+    assert settings.scheduler_account == "churn-scheduler@acme.iam.gserviceaccount.com"
+    assert (settings.training_schedule, settings.scoring_schedule) == ("0 2 * * 1", "0 8 * * *")
+    assert settings.label_map == {"app": "churn-pipelines"}
+    assert settings.enable_caching is False
+
+
+def test_endpoint_overrides_and_labels_from_the_environment(tmp_path: Path):
+    settings = load_settings(
+        environ={
+            "CHURN_PROJECT": "acme",
+            "CHURN_VERTEX_API_ENDPOINT": "http://127.0.0.1:9000",
+            "CHURN_SCHEDULER_API_ENDPOINT": "scheduler.p.example",
+            "CHURN_TEMPLATE_REGISTRY": "https://r-kfp.pkg.dev/other/templates/",
+            "CHURN_LABELS": "app=churn-pipelines, team=retention",
+        },
+        config_file=tmp_path / "no",
+    )
+    assert settings.vertex_endpoint == "http://127.0.0.1:9000"
+    assert settings.scheduler_endpoint == "scheduler.p.example"
+    assert settings.template_registry_uri == "https://r-kfp.pkg.dev/other/templates"
+    assert settings.label_map == {"app": "churn-pipelines", "team": "retention"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CHURN_TIME_ZONE": "Mars/Olympus"}, "time_zone must be an IANA time zone"),
+        ({"CHURN_LABELS": "Team=x"}, "label 'Team=x' in labels must be key=value"),
+    ],
+)
+def test_bad_vertex_settings_name_the_setting(tmp_path: Path, environ, message):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ, config_file=tmp_path / "no")
+
+
+def test_the_compile_time_image_comes_from_settings(tmp_path: Path):
+    from components.settings import DEFAULT_COMPONENT_IMAGE, component_image
+
+    none = str(tmp_path / "none.toml")
+    assert component_image({"CHURN_CONFIG": none}) == DEFAULT_COMPONENT_IMAGE
+    image = component_image({"CHURN_CONFIG": none, "CHURN_PROJECT": "acme"})
+    assert image == "us-central1-docker.pkg.dev/acme/churn/components:0.1.0"
+    pinned = "x.example/churn/components@sha256:" + "0" * 64
+    assert component_image({"CHURN_CONFIG": none, "CHURN_COMPONENT_IMAGE": pinned}) == pinned
