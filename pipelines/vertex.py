@@ -364,7 +364,8 @@ def _steps(
     job: aiplatform_v1.PipelineJob, display_names: dict[str, str]
 ) -> Iterator[tuple[str, str, float, str]]:
     # Task details name tasks as the spec does; the root DAG's own entry is not a step.
-    for task in sorted(job.job_detail.task_details, key=lambda t: t.create_time or datetime.min):
+    tasks = job.job_detail.task_details
+    for task in sorted(tasks, key=lambda t: t.create_time.timestamp() if t.create_time else 0.0):
         step = display_names.get(task.task_name)
         if step is None and task.task_name in display_names.values():
             step = task.task_name

@@ -362,6 +362,12 @@ class FakeCloudScheduler:
         standin.route("GET", rf"{jobs}/(?P<id>[^/:]+)", self._get)
         standin.route("POST", jobs, self._create)
         standin.route("PATCH", rf"{jobs}/(?P<id>[^/:]+)", self._update)
+        standin.route("POST", rf"{jobs}/(?P<id>[^/:]+):pause", self._pause)
+
+    def _pause(self, _request, match):
+        name = f"{PARENT}/jobs/{match['id']}"
+        self.jobs[name]["state"] = "PAUSED"
+        return 200, self.jobs[name]
 
     def _get(self, _request, match):
         name = f"{PARENT}/jobs/{match['id']}"
@@ -426,6 +432,9 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
         if package == "churn-scoring":
             # Static body: the date is decided when the run starts, in the schedule's zone.
             assert values["as_of"] == "" and values["time_zone"] == "Europe/London"
+    cli("schedule", "--pause", env=env)
+    assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/jobs/.+:pause")) == 2
+    assert {job["state"] for job in scheduler.jobs.values()} == {"PAUSED"}
 
 
 class FakeVertexSchedules:
