@@ -24,9 +24,14 @@ from google.cloud import aiplatform_v1, scheduler_v1
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from components.settings import Settings
-from pipelines.vertex import ApiRequest, VertexError, api_url, pipeline_job, rest_json
-
-SCHEDULER_BACKENDS = ("cloud-scheduler", "vertex")
+from pipelines.vertex import (
+    ApiRequest,
+    VertexError,
+    api_call,
+    api_url,
+    pipeline_job,
+    rest_json,
+)
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,6 @@ def open_schedules(settings: Settings, backend: str) -> Schedules:
     if backend == "vertex":
         return VertexSchedules(settings)
     return CloudSchedulerJobs(settings)
-
-
-def _call(what: str, request: Any) -> Any:
-    try:
-        return request()
-    except exceptions.GoogleAPICallError as exc:
-        raise VertexError(f"{what} failed: {exc.code} {exc.message}") from None
 
 
 class CloudSchedulerJobs:
@@ -140,7 +138,7 @@ class CloudSchedulerJobs:
         try:
             client.get_job(name=job.name)
         except exceptions.NotFound:
-            _call(
+            api_call(
                 f"creating {scheduled.name}", lambda: client.create_job(parent=self.parent, job=job)
             )
             return "created"
@@ -151,7 +149,7 @@ class CloudSchedulerJobs:
         mask = field_mask_pb2.FieldMask(
             paths=["description", "schedule", "time_zone", "attempt_deadline", "http_target"]
         )
-        _call(f"updating {scheduled.name}", lambda: client.update_job(job=job, update_mask=mask))
+        api_call(f"updating {scheduled.name}", lambda: client.update_job(job=job, update_mask=mask))
         return "updated"
 
     def get(self, name: str) -> ScheduleState | None:
@@ -168,15 +166,15 @@ class CloudSchedulerJobs:
 
     def pause(self, name: str) -> None:
         client = self._client
-        _call(f"pausing {name}", lambda: client.pause_job(name=f"{self.parent}/jobs/{name}"))
+        api_call(f"pausing {name}", lambda: client.pause_job(name=f"{self.parent}/jobs/{name}"))
 
     def resume(self, name: str) -> None:
         client = self._client
-        _call(f"resuming {name}", lambda: client.resume_job(name=f"{self.parent}/jobs/{name}"))
+        api_call(f"resuming {name}", lambda: client.resume_job(name=f"{self.parent}/jobs/{name}"))
 
     def delete(self, name: str) -> None:
         client = self._client
-        _call(f"deleting {name}", lambda: client.delete_job(name=f"{self.parent}/jobs/{name}"))
+        api_call(f"deleting {name}", lambda: client.delete_job(name=f"{self.parent}/jobs/{name}"))
 
 
 class VertexSchedules:
@@ -215,7 +213,7 @@ class VertexSchedules:
 
     def _find(self, name: str) -> aiplatform_v1.Schedule | None:
         client = self._client
-        found = _call(
+        found = api_call(
             f"looking up {name}",
             lambda: list(
                 client.list_schedules(
@@ -237,7 +235,7 @@ class VertexSchedules:
         existing = self._find(scheduled.name)
         client = self._client
         if existing is None:
-            _call(
+            api_call(
                 f"creating {scheduled.name}",
                 lambda: client.create_schedule(parent=self.parent, schedule=schedule),
             )
@@ -246,7 +244,7 @@ class VertexSchedules:
         mask = field_mask_pb2.FieldMask(
             paths=["cron", "max_concurrent_run_count", "create_pipeline_job_request"]
         )
-        _call(
+        api_call(
             f"updating {scheduled.name}",
             lambda: client.update_schedule(schedule=schedule, update_mask=mask),
         )
@@ -277,12 +275,12 @@ class VertexSchedules:
 
     def pause(self, name: str) -> None:
         full, client = self._named(name), self._client
-        _call(f"pausing {name}", lambda: client.pause_schedule(name=full))
+        api_call(f"pausing {name}", lambda: client.pause_schedule(name=full))
 
     def resume(self, name: str) -> None:
         full, client = self._named(name), self._client
-        _call(f"resuming {name}", lambda: client.resume_schedule(name=full))
+        api_call(f"resuming {name}", lambda: client.resume_schedule(name=full))
 
     def delete(self, name: str) -> None:
         full, client = self._named(name), self._client
-        _call(f"deleting {name}", lambda: client.delete_schedule(name=full))
+        api_call(f"deleting {name}", lambda: client.delete_schedule(name=full))

@@ -248,7 +248,7 @@ def submit_job(
 ) -> aiplatform_v1.PipelineJob:
     """Create the PipelineJob; then add the run to the settings' experiment."""
     client = pipeline_client(settings)
-    created = _call(
+    created = api_call(
         "creating the pipeline job",
         lambda: client.create_pipeline_job(
             parent=_parent(settings), pipeline_job=job, pipeline_job_id=job_id_
@@ -314,7 +314,7 @@ def join_experiment(
             )
         time.sleep(settings.poll_seconds)
         job = pipelines.get_pipeline_job(name=job.name)
-    _call(
+    api_call(
         f"adding the run to experiment {settings.experiment!r}",
         lambda: client.add_context_children(
             context=f"{store}/contexts/{settings.experiment}",
@@ -323,7 +323,8 @@ def join_experiment(
     )
 
 
-def _call(what: str, request: Callable[[], Any]) -> Any:
+def api_call(what: str, request: Callable[[], Any]) -> Any:
+    """Send one request; a refusal becomes a VertexError naming what was being done."""
     try:
         return request()
     except exceptions.GoogleAPICallError as exc:
@@ -346,7 +347,7 @@ def follow(
     client = pipeline_client(settings)
     reported: dict[str, str] = {}
     while True:
-        job = _call("reading the run", lambda: client.get_pipeline_job(name=name))
+        job = api_call("reading the run", lambda: client.get_pipeline_job(name=name))
         for step, state, seconds, error in _steps(job, display_names):
             event = {"RUNNING": "started", "SUCCEEDED": "succeeded", "FAILED": "failed"}.get(state)
             if event is None or reported.get(step) == event:
@@ -422,7 +423,7 @@ def list_jobs(settings: Settings, *, limit: int = 20) -> list[aiplatform_v1.Pipe
     """The project's recent churn runs (by the `app` label every run carries), newest first."""
     client = pipeline_client(settings)
     labels = " AND ".join(f'labels.{k}="{v}"' for k, v in settings.label_map.items())
-    pager = _call(
+    pager = api_call(
         "listing pipeline runs",
         lambda: client.list_pipeline_jobs(
             request=aiplatform_v1.ListPipelineJobsRequest(
