@@ -483,6 +483,7 @@ def _vertex_run_rows(settings: Settings) -> list[dict[str, Any]]:
     for job in vertex.list_jobs(settings):
         started = job.start_time or job.create_time
         ended = job.end_time or datetime.now(UTC)
+        succeeded = job.state == job.state.PIPELINE_STATE_SUCCEEDED
         rows.append(
             _row(
                 job.name.rsplit("/", 1)[-1],
@@ -490,7 +491,8 @@ def _vertex_run_rows(settings: Settings) -> list[dict[str, Any]]:
                 job.state.name.removeprefix("PIPELINE_STATE_").lower(),
                 started.isoformat(timespec="seconds") if started else "",
                 round((ended - started).total_seconds(), 1) if started else 0.0,
-                vertex.run_summary(job) or {},
+                # A listing has no task details: a finished run is read whole for its figures.
+                (succeeded and vertex.run_summary(vertex.get_job(settings, job.name))) or {},
                 job.error.message or None,
             )
         )

@@ -344,10 +344,9 @@ def follow(
     on_step: StepEvent,
 ) -> aiplatform_v1.PipelineJob:
     """Poll the run until it ends, reporting each step as it starts and finishes."""
-    client = pipeline_client(settings)
     reported: dict[str, str] = {}
     while True:
-        job = api_call("reading the run", lambda: client.get_pipeline_job(name=name))
+        job = get_job(settings, name)
         for step, state, seconds, error in _steps(job, display_names):
             event = {"RUNNING": "started", "SUCCEEDED": "succeeded", "FAILED": "failed"}.get(state)
             if event is None or reported.get(step) == event:
@@ -359,6 +358,12 @@ def follow(
         if job.state in _TERMINAL:
             return job
         time.sleep(settings.poll_seconds)
+
+
+def get_job(settings: Settings, name: str) -> aiplatform_v1.PipelineJob:
+    """One run with its task details (which a listing leaves out)."""
+    client = pipeline_client(settings)
+    return api_call(f"reading run {name}", lambda: client.get_pipeline_job(name=name))
 
 
 def _steps(

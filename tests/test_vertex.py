@@ -150,8 +150,11 @@ class FakeVertex:
         return task
 
     def _list(self, _request, _match):
+        # As Vertex does, a listing leaves out each run's details.
         jobs = [self._get(None, {"id": job_id})[1] for job_id in self.jobs]
-        return 200, {"pipelineJobs": jobs}
+        return 200, {
+            "pipelineJobs": [{k: v for k, v in job.items() if k != "jobDetail"} for job in jobs]
+        }
 
     def _create_context(self, request, _match):
         context_id = request.query["contextId"][0]
