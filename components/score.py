@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -644,7 +644,7 @@ def score_customers(
     predictions and rejects as Parquet; tally the inputs for the drift report."""
     import logging
     import time
-    from datetime import datetime
+    from datetime import UTC, datetime
     from pathlib import Path
 
     from components.drift import load_profile
