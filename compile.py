@@ -3,7 +3,8 @@
     python compile.py [--output-dir compiled]
 
 Writes `<output-dir>/<name>.yaml` per pipeline (training.py -> training.yaml). The component
-image the YAML names comes from `CHURN_COMPONENT_IMAGE` at compile time.
+image the YAML names comes from the settings at compile time (`component_image` in churn.toml
+or `CHURN_COMPONENT_IMAGE`; with a project, its Artifact Registry image by default).
 """
 
 import argparse

@@ -2,11 +2,16 @@
 
     python submit.py train [--source URI] [--json]     train, evaluate, register, promote
     python submit.py score [--as-of DATE] [--json]     score every customer, publish
-    python submit.py runs                              list local runs
+    python submit.py runs                              list recent runs
     python submit.py serve [--model VERSION]           serve a model on 127.0.0.1
+    python submit.py publish                           upload both templates (needs a project)
+    python submit.py schedule [--scheduler vertex]     create or update the two schedules
+        [--list | --pause | --resume | --delete]
 
 With no Google Cloud project configured (`--project`, `CHURN_PROJECT` or
-`GOOGLE_CLOUD_PROJECT`), pipelines run on this machine; `--local` forces that.
+`GOOGLE_CLOUD_PROJECT`), pipelines run on this machine; `--local` forces that. With one,
+train and score submit to Vertex AI Pipelines (`--wait` follows the run), and
+`--dry-run` prints the requests, one JSON object a line, without credentials or network.
 Settings come from churn.toml < CHURN_* environment < flags (see components/settings.py).
 """
 
@@ -25,7 +30,7 @@ from rich.table import Table
 
 from components.errors import ChurnError
 from components.settings import Settings, load_settings
-from components.warehouse import parse_uri
+from components.warehouse import check_source, parse_uri
 
 console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -65,12 +70,25 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--local", action="store_true", help="run locally even with a project")
     common.add_argument("--json", action="store_true", help="print a JSON summary as last line")
     common.add_argument("-v", "--verbose", action="store_true", help="show logs and tracebacks")
+    cloud = argparse.ArgumentParser(add_help=False)
+    cloud.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the requests (JSON lines) instead of sending them; needs no credentials",
+    )
+    submitted = argparse.ArgumentParser(add_help=False, parents=[cloud])
+    submitted.add_argument(
+        "--wait", action="store_true", help="on Vertex: follow the run to its end"
+    )
+    submitted.add_argument("--experiment", help="Vertex AI experiment the run joins")
 
     parser = argparse.ArgumentParser(
         prog="submit.py", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
-    train = commands.add_parser("train", parents=[common], help="run the training pipeline")
+    train = commands.add_parser(
+        "train", parents=[common, submitted], help="run the training pipeline"
+    )
     train.add_argument("--source", help="customer table URI (.csv, .parquet, duckdb://, bq://)")
     train.add_argument("--seed", type=int, help="random seed (default 42)")
     train.add_argument("--cv-folds", type=int, dest="cv_folds", help="CV folds (default 5)")
@@ -81,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
         help="hyper-parameter settings tried per model family (default 2)",
     )
     train.set_defaults(command=_train)
-    score = commands.add_parser("score", parents=[common], help="run the batch-scoring pipeline")
+    score = commands.add_parser(
+        "score", parents=[common, submitted], help="run the batch-scoring pipeline"
+    )
     score.add_argument("--source", help="customer table URI (default: the embedded warehouse)")
     score.add_argument(
         "--output",
@@ -96,7 +116,7 @@ def _parser() -> argparse.ArgumentParser:
         type=_as_of_date,
         default="",
         metavar="DATE",
-        help="YYYY-MM-DD (default: today in UTC, decided when the run starts scoring)",
+        help="YYYY-MM-DD (default: today in time_zone, decided when the run starts scoring)",
     )
     for flag, dest, what in (
         ("--batch-rows", "score_batch_rows", "rows read, scored and written per chunk"),
@@ -111,8 +131,33 @@ def _parser() -> argparse.ArgumentParser:
             flag, type=kind, dest=dest, metavar="N", help=f"{what} (default {default:,})"
         )
     score.set_defaults(command=_score)
-    runs = commands.add_parser("runs", parents=[common], help="list local pipeline runs")
+    runs = commands.add_parser(
+        "runs", parents=[common], help="list recent runs (on Vertex AI with a project)"
+    )
     runs.set_defaults(command=_runs)
+    publish = commands.add_parser(
+        "publish",
+        parents=[common, cloud],
+        help="upload both templates to Artifact Registry (version, git commit, latest)",
+    )
+    publish.set_defaults(command=_publish)
+    schedule = commands.add_parser(
+        "schedule",
+        parents=[common, cloud],
+        help="create or update the weekly retraining and daily scoring schedules",
+    )
+    schedule.add_argument(
+        "--scheduler",
+        choices=("cloud-scheduler", "vertex"),
+        default="cloud-scheduler",
+        help="Cloud Scheduler jobs (default) or Vertex AI Schedules",
+    )
+    action = schedule.add_mutually_exclusive_group()
+    for flag in ("--list", "--pause", "--resume", "--delete"):
+        action.add_argument(
+            flag, dest="action", action="store_const", const=flag[2:], help=f"{flag[2:]} them"
+        )
+    schedule.set_defaults(command=_schedule, action="apply")
     serve = commands.add_parser(
         "serve", parents=[common], help="serve a model on 127.0.0.1, as a Vertex endpoint would"
     )
@@ -136,6 +181,7 @@ _SETTING_FLAGS = (
     "high_risk_cutoff",
     "medium_risk_cutoff",
     "drift_threshold",
+    "experiment",
 )
 
 
@@ -144,29 +190,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:
+    from pipelines.parameters import pipeline_arguments
+
+    parse_uri(settings.source_uri)  # a malformed URI fails here, not in step 1
+    if settings.runs_on_vertex:
+        return _on_vertex("training", {}, settings, args, _print_training)
     from pipelines.training import training_pipeline
 
-    _require_local(settings)
-    parse_uri(settings.source_uri)  # a malformed URI fails here, not in step 1
     if settings.source is None:
         _ensure_sample_data(settings)
-    arguments = {
-        "source_uri": settings.source_uri,
-        "registry_uri": settings.registry_uri,
-        "invalid_row_tolerance": settings.invalid_row_tolerance,
-        "test_size": settings.test_size,
-        "seed": settings.seed,
-        "cv_folds": settings.cv_folds,
-        "candidates_per_family": settings.candidates_per_family,
-        "search_budget_seconds": settings.search_budget_seconds,
-        "promotion_metric": settings.promotion_metric,
-        "promotion_margin": settings.promotion_margin,
-        "promotion_floor": settings.promotion_floor,
-    }
+    check_source(settings.source_uri)  # a missing table fails here, not in step 1
+    arguments = pipeline_arguments(training_pipeline, settings, vertex=False)
     record = _run(training_pipeline, arguments, settings, args)
     if record.status != "succeeded":
         return 1
     summary = record.summary or {}
+    summary["report"] = str(_keep_report(Path(summary["report"]), summary["run_id"], settings))
+    return _print_training(summary, args)
+
+
+def _print_training(summary: dict[str, Any], args: argparse.Namespace) -> int:
     metrics = summary["metrics"]
     console.print(
         f"[bold]model v{summary['model_version']}[/bold] ({summary['best_model']}): "
@@ -181,7 +224,6 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         f"rows: {rows['read']:,} read, {rows['rejected']:,} rejected "
         f"({rows['duplicates']:,} duplicates), {rows['train']:,} train, {rows['test']:,} test"
     )
-    summary["report"] = str(_keep_report(Path(summary["report"]), summary["run_id"], settings))
     console.print(f"report: {summary['report']}")
     if args.json:
         print(json.dumps(_train_json(summary)))
@@ -195,14 +237,6 @@ def _keep_report(artifact: Path, run_id: str, settings: Settings) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(artifact.read_bytes())
     return path.resolve()
-
-
-def _require_local(settings: Settings) -> None:
-    if settings.runs_on_vertex:
-        raise ChurnError(
-            f"project {settings.project!r} is set: submitting to Vertex AI is not supported "
-            "yet; pass --local to run on this machine"
-        )
 
 
 def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
@@ -228,33 +262,31 @@ def _as_of_date(text: str) -> str:
 
 
 def _score(args: argparse.Namespace, settings: Settings) -> int:
-    from components.warehouse import require_output
+    from components.warehouse import check_output, require_output
+    from pipelines.parameters import pipeline_arguments
+
+    parse_uri(settings.source_uri)
+    require_output(settings.predictions_uri)
+    run = {"model_ref": args.model, "as_of": args.as_of}
+    if settings.runs_on_vertex:
+        return _on_vertex("scoring", run, settings, args, _print_scoring)
     from pipelines.scoring import scoring_pipeline
 
-    _require_local(settings)
-    parse_uri(settings.source_uri)
-    output_uri = settings.predictions_uri
-    require_output(output_uri)
     if settings.source is None:
         _ensure_sample_data(settings)
-    arguments = {
-        "source_uri": settings.source_uri,
-        "registry_uri": settings.registry_uri,
-        "output_uri": output_uri,
-        "model_ref": args.model,
-        "as_of": args.as_of,
-        "export_dir": str((settings.home / "predictions").resolve()),
-        "batch_rows": settings.score_batch_rows,
-        "workers": settings.score_workers,
-        "high_risk_cutoff": settings.high_risk_cutoff,
-        "medium_risk_cutoff": settings.medium_risk_cutoff,
-        "invalid_row_tolerance": settings.invalid_row_tolerance,
-        "drift_threshold": settings.drift_threshold,
-    }
+    # Found now, not after every customer is scored.
+    check_source(settings.source_uri)
+    check_output(settings.predictions_uri)
+    arguments = pipeline_arguments(scoring_pipeline, settings, vertex=False, run=run)
     record = _run(scoring_pipeline, arguments, settings, args)
     if record.status != "succeeded":
         return 1
     summary = record.summary or {}
+    summary["report"] = str(_keep_report(Path(summary["report"]), summary["run_id"], settings))
+    return _print_scoring(summary, args)
+
+
+def _print_scoring(summary: dict[str, Any], args: argparse.Namespace) -> int:
     rows, tiers, drift = summary["rows"], summary["tiers"], summary["drift"]
     console.print(
         f"[bold]{rows['scored']:,} customers scored[/bold] for {summary['as_of_date']} with "
@@ -274,7 +306,6 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         )
     for kind, path in summary["exports"].items():
         console.print(f"{kind} CSV: {path}")
-    summary["report"] = str(_keep_report(Path(summary["report"]), summary["run_id"], settings))
     console.print(f"report: {summary['report']}")
     if args.json:
         keys = ("run_id", "status", "model_version", "as_of_date", "output", "rejects_output")
@@ -284,10 +315,71 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: argparse.Namespace):
-    """Run locally with one line of progress per step; print the error line on failure."""
-    from pipelines.runner import run_locally
+def _pipeline(name: str):
+    import importlib
 
+    from compile import PIPELINES
+
+    module, function = PIPELINES[name].split(":")
+    return getattr(importlib.import_module(module), function)
+
+
+def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summary) -> int:
+    """Compile, submit (or with --dry-run print the requests), and with --wait follow the
+    run step by step and print the same summary as a local run."""
+    import tempfile
+
+    import yaml
+
+    from pipelines import vertex
+    from pipelines.parameters import pipeline_arguments
+
+    pipeline_func = _pipeline(name)
+    arguments = pipeline_arguments(pipeline_func, settings, vertex=True, run=run)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = vertex.compile_template(pipeline_func, Path(tmp) / f"{name}.yaml", settings)
+        spec = yaml.safe_load(path.read_text())
+    job = vertex.pipeline_job(
+        settings, arguments, display_name=pipeline_func.name, pipeline_spec=spec
+    )
+    job_id = vertex.job_id(pipeline_func.name)
+    if args.dry_run:
+        requests = [vertex.create_job_request(settings, job, job_id)]
+        if settings.experiment:
+            requests += vertex.experiment_requests(settings)
+        for request in requests:
+            print(request.line())
+        return 0
+    with console.status(f"submitting {job_id} to Vertex AI Pipelines"):
+        created = vertex.submit_job(settings, job, job_id)
+    console.print(f"[bold]{pipeline_func.name}[/bold] submitted to Vertex AI: {created.name}")
+    console.print(f"console: {vertex.console_url(settings, job_id)}", markup=False)
+    if not args.wait:
+        if args.json:
+            print(json.dumps({"run_id": job_id, "status": "submitted", "name": created.name}))
+        return 0
+    names = vertex.display_names(pipeline_func)
+    status, on_step = _progress()
+    with status:
+        job = vertex.follow(settings, created.name, names, on_step)
+    if job.state != job.state.PIPELINE_STATE_SUCCEEDED:
+        step, error = vertex.failure(job, names)
+        where = f" in step {step}" if step else ""
+        console.print(f"[red]error:[/red] run {job_id} failed{where}: {error}")
+        if args.json:
+            print(json.dumps({"run_id": job_id, "status": "failed", "error": error}))
+        return 1
+    seconds = (job.end_time - job.start_time).total_seconds() if job.start_time else 0.0
+    console.print(f"run {job_id} succeeded in {seconds:.1f}s")
+    summary = vertex.run_summary(job)
+    if summary is None:
+        raise vertex.VertexError(f"run {job_id} succeeded but its summary step left no summary")
+    return print_summary(summary, args)
+
+
+def _progress():
+    """The one progress display of local and Vertex runs: a status line while a step runs,
+    a line per finished step."""
     status = console.status("starting pipeline")
 
     def on_step(step: str, event: str, seconds: float, detail: str) -> None:
@@ -300,6 +392,14 @@ def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: arg
         else:
             console.print(f"  [red]✗[/red] {step} [dim]{seconds:.1f}s[/dim]")
 
+    return status, on_step
+
+
+def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: argparse.Namespace):
+    """Run locally with one line of progress per step; print the error line on failure."""
+    from pipelines.runner import run_locally
+
+    status, on_step = _progress()
     console.print(f"[bold]{pipeline_func.name}[/bold] on this machine (kfp.local)")
     with status:
         record = run_locally(pipeline_func, arguments, home=settings.home, on_step=on_step)
@@ -332,7 +432,10 @@ def _ensure_sample_data(settings: Settings) -> None:
 def _runs(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.runner import list_runs
 
-    rows = [_run_row(record) for record in list_runs(settings.home)]
+    if settings.runs_on_vertex:
+        rows = _vertex_run_rows(settings)
+    else:
+        rows = [_run_row(record) for record in list_runs(settings.home)]
     if args.json:
         print(json.dumps(rows))
         return 0
@@ -352,24 +455,154 @@ def _runs(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _run_row(record) -> dict[str, Any]:
+    return _row(
+        record.run_id,
+        record.pipeline,
+        record.status,
+        record.started_at,
+        record.seconds,
+        record.summary or {},
+        record.error,
+    )
+
+
+def _row(run_id, pipeline, status, started_at, seconds, summary, error) -> dict[str, Any]:
     """One run with its headline: test ROC-AUC for training, rows scored for scoring."""
-    summary = record.summary or {}
     if "metrics" in summary:
         headline = f"ROC-AUC {summary['metrics']['roc_auc']:.3f}"
     elif "rows" in summary:
         headline = f"{summary['rows']['scored']:,} scored"
     else:
-        headline = record.error or ""
+        headline = error or ""
     return {
-        "run_id": record.run_id,
-        "pipeline": record.pipeline,
-        "status": record.status,
-        "started_at": record.started_at,
-        "seconds": record.seconds,
+        "run_id": run_id,
+        "pipeline": pipeline,
+        "status": status,
+        "started_at": started_at,
+        "seconds": seconds,
         "model_version": summary.get("model_version"),
         "roc_auc": summary.get("metrics", {}).get("roc_auc"),
         "headline": headline,
     }
+
+
+def _vertex_run_rows(settings: Settings) -> list[dict[str, Any]]:
+    from datetime import UTC, datetime
+
+    from pipelines import vertex
+
+    rows = []
+    for job in vertex.list_jobs(settings):
+        started = job.start_time or job.create_time
+        ended = job.end_time or datetime.now(UTC)
+        succeeded = job.state == job.state.PIPELINE_STATE_SUCCEEDED
+        rows.append(
+            _row(
+                job.name.rsplit("/", 1)[-1],
+                job.display_name,
+                job.state.name.removeprefix("PIPELINE_STATE_").lower(),
+                started.isoformat(timespec="seconds") if started else "",
+                round((ended - started).total_seconds(), 1) if started else 0.0,
+                # A listing has no task details: a finished run is read whole for its figures.
+                (succeeded and vertex.run_summary(vertex.get_job(settings, job.name))) or {},
+                job.error.message or None,
+            )
+        )
+    return rows
+
+
+def _publish(args: argparse.Namespace, settings: Settings) -> int:
+    """Compile both pipelines and upload them to the template repository."""
+    for published in _published_templates(settings, args.dry_run).values():
+        console.print(
+            f"published {published.package} {published.version} "
+            f"({', '.join(published.tags)}): {published.template_uri}",
+            markup=False,
+        )
+    return 0
+
+
+def _published_templates(settings: Settings, dry_run: bool) -> dict[str, Any]:
+    """Compile and upload both templates; with `dry_run`, print the uploads instead and
+    return what they would publish (the version is the YAML's sha256 either way)."""
+    import tempfile
+
+    from compile import PIPELINES
+    from pipelines import vertex
+
+    _require_project(settings)
+    tags = vertex.template_tags()
+    published = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in PIPELINES:
+            pipeline_func = _pipeline(name)
+            path = vertex.compile_template(pipeline_func, Path(tmp) / f"{name}.yaml", settings)
+            if dry_run:
+                print(vertex.upload_request(settings, path, tags).line())
+                version = vertex.template_version(path)
+                published[name] = vertex.Published(
+                    pipeline_func.name,
+                    version,
+                    tags,
+                    f"{settings.template_registry_uri}/{pipeline_func.name}/{version}",
+                )
+            else:
+                with console.status(f"uploading {path.name}"):
+                    published[name] = vertex.publish_template(settings, path, tags)
+    return published
+
+
+def _schedule(args: argparse.Namespace, settings: Settings) -> int:
+    """Create or update (or list, pause, resume, delete) the weekly retraining and the daily
+    scoring; creating pins the templates it publishes first by their sha256 version."""
+    from pipelines import schedules
+
+    _require_project(settings)
+    backend = schedules.open_schedules(settings, args.scheduler)
+    plan = {
+        "training": ("churn-training-weekly", settings.training_schedule),
+        "scoring": ("churn-scoring-daily", settings.scoring_schedule),
+    }
+    if args.action == "list":
+        table = Table("schedule", "state", "cron", "time zone", "template")
+        for name, _cron in plan.values():
+            state = backend.get(name)
+            if state is None:
+                table.add_row(name, "absent", "", "", "")
+            else:
+                table.add_row(name, state.state, state.cron, state.time_zone, state.template_uri)
+        Console(width=None if sys.stdout.isatty() else 200).print(table)
+        return 0
+    if args.action != "apply":
+        done = {"pause": "paused", "resume": "resumed", "delete": "deleted"}[args.action]
+        for name, _cron in plan.values():
+            if args.dry_run:
+                raise ChurnError(
+                    "--dry-run shows what creating or updating sends; drop --" + args.action
+                )
+            getattr(backend, args.action)(name)
+            console.print(f"{name}: {done}")
+        return 0
+    templates = _published_templates(settings, args.dry_run)
+    for key, (name, cron) in plan.items():
+        scheduled = schedules.scheduled_run(
+            settings, name, cron, _pipeline(key), templates[key].template_uri
+        )
+        if args.dry_run:
+            for request in backend.plan(scheduled):
+                print(request.line())
+            continue
+        outcome = backend.apply(scheduled)
+        console.print(
+            f"{name} {outcome}: {cron} ({settings.time_zone}) -> {templates[key].template_uri}",
+            markup=False,
+        )
+    return 0
+
+
+def _require_project(settings: Settings) -> None:
+    if not settings.runs_on_vertex:
+        raise ChurnError("no Google Cloud project set: pass --project or set CHURN_PROJECT")
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -412,4 +412,6 @@ def summarize_scoring(
         metrics.log_metric("features_drifted", len(drift["drifted_features"]))
         metrics.log_metric("max_feature_psi", drift["max_feature_psi"])
         metrics.log_metric("score_psi", drift["score_psi"])
-    summary.metadata.update({k: result[k] for k in ("model_version", "as_of_date", "churn_rate")})
+    # The whole summary as metadata: `submit.py score --wait` reads it from the run's task
+    # details on Vertex, where the JSON file is in GCS.
+    summary.metadata.update(result)

@@ -19,9 +19,10 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
@@ -112,11 +113,12 @@ def score_frame(
     )
 
 
-def resolve_as_of(text: str, *, today: date | None = None) -> date:
-    """The as-of date a run scores for: `text` as YYYY-MM-DD, or, when empty, today's UTC
-    date at the moment this runs (so a compiled or scheduled pipeline never freezes one)."""
+def resolve_as_of(text: str, *, today: date | None = None, time_zone: str = "UTC") -> date:
+    """The as-of date a run scores for: `text` as YYYY-MM-DD, or, when empty, today's date
+    in `time_zone` at the moment this runs (so a compiled or scheduled pipeline never
+    freezes one, and a schedule at 00:30 in Tokyo scores Tokyo's today, not UTC's)."""
     if not text.strip():
-        return today or datetime.now(UTC).date()
+        return today or datetime.now(ZoneInfo(time_zone)).date()
     try:
         return date.fromisoformat(text.strip())
     except ValueError:
@@ -591,6 +593,7 @@ def score_customers(
     high_risk_cutoff: float,
     medium_risk_cutoff: float,
     invalid_row_tolerance: float,
+    time_zone: str,
     staged: Output[Dataset],
     observed: Output[Artifact],
 ) -> None:
@@ -621,7 +624,7 @@ def score_customers(
         high=high_risk_cutoff,
         medium=medium_risk_cutoff,
         model_version=int(model.metadata["version"]),
-        as_of=resolve_as_of(as_of),
+        as_of=resolve_as_of(as_of, time_zone=time_zone),
         scored_at=datetime.now(UTC),
         run_id=run_id,
     )

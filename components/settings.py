@@ -9,12 +9,14 @@ prefix (`CHURN_HOME`, `CHURN_PROMOTION_MARGIN`, ...). `GOOGLE_CLOUD_PROJECT` and
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from components.errors import SettingsError
 
@@ -71,6 +73,36 @@ class Settings:
     batch_machine_type: str = "n1-standard-4"
     batch_starting_replicas: int = 1
     batch_max_replicas: int = 10
+
+    # --- Vertex runs, templates and schedules (submit.py, pipelines/vertex.py) ------------
+    template_registry: str | None = None
+    """Artifact Registry KFP repository the pipeline templates are published to
+    (default https://<region>-kfp.pkg.dev/<project>/churn-pipelines)."""
+    vertex_api_endpoint: str | None = None
+    """Vertex AI API host, for Private Service Connect or tests
+    (default <region>-aiplatform.googleapis.com; a URL with http:// is used as given)."""
+    scheduler_api_endpoint: str | None = None
+    """Cloud Scheduler API host (default cloudscheduler.googleapis.com)."""
+    training_schedule: str = "0 2 * * 1"
+    """Cron of the scheduled retraining, in `time_zone` (default Mondays at 02:00)."""
+    scoring_schedule: str = "0 8 * * *"
+    """Cron of the scheduled batch scoring, in `time_zone` (default daily at 08:00)."""
+    time_zone: str = "UTC"
+    """IANA time zone of the schedules, and of "today" when a scheduled scoring run starts."""
+    experiment: str = "churn-pipelines"
+    """Vertex AI experiment runs submitted from submit.py join, so their metrics compare."""
+    labels: str = "app=churn-pipelines"
+    """Labels on every Vertex run, as key=value,key=value (lower case, for billing reports)."""
+    enable_caching: bool = False
+    """Let Vertex reuse a step's earlier outputs; off, as every run should read fresh data."""
+    training_cpu: str = "4"
+    """CPUs of the training step on Vertex (it chooses the machine; read at compile time)."""
+    training_memory: str = "16G"
+    scoring_cpu: str = "4"
+    """CPUs of the scoring step on Vertex (one scoring worker each, by default)."""
+    scoring_memory: str = "16G"
+    poll_seconds: float = 10.0
+    """How often `--wait` asks Vertex AI how a run is doing."""
     seed: int = 42
     sample_rows: int = 21_096
     """Rows of generated sample data loaded into an empty embedded warehouse."""
@@ -128,6 +160,8 @@ class Settings:
             )
         if self.sample_rows < 100:
             raise SettingsError(f"sample_rows must be at least 100, got {self.sample_rows}")
+        _check_time_zone(self.time_zone)
+        _ = self.label_map  # a malformed label fails at start-up, not at submission
         if self.promotion_metric not in ("roc_auc", "pr_auc", "f1"):
             raise SettingsError(
                 "promotion_metric must be one of roc_auc, pr_auc, f1; "
@@ -203,6 +237,34 @@ class Settings:
         return f"{self.region}-docker.pkg.dev/{self._cloud_project}/churn/{name}:{version}"
 
     @property
+    def template_registry_uri(self) -> str:
+        return (
+            self.template_registry
+            or f"https://{self.region}-kfp.pkg.dev/{self._cloud_project}/churn-pipelines"
+        ).rstrip("/")
+
+    @property
+    def vertex_endpoint(self) -> str:
+        return self.vertex_api_endpoint or f"{self.region}-aiplatform.googleapis.com"
+
+    @property
+    def scheduler_endpoint(self) -> str:
+        return self.scheduler_api_endpoint or "cloudscheduler.googleapis.com"
+
+    @property
+    def label_map(self) -> dict[str, str]:
+        labels = {}
+        for item in filter(None, (part.strip() for part in self.labels.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or not _LABEL.fullmatch(key) or not _LABEL_VALUE.fullmatch(value):
+                raise SettingsError(
+                    f"label {item!r} in labels must be key=value with lower-case letters, "
+                    "digits, - and _ (at most 63 each, the key starting with a letter)"
+                )
+            labels[key] = value
+        return labels
+
+    @property
     def _cloud_project(self) -> str:
         if not self.project:
             raise SettingsError("no Google Cloud project set: pass --project or set CHURN_PROJECT")
@@ -215,6 +277,19 @@ class Settings:
     @property
     def runs_on_vertex(self) -> bool:
         return self.project is not None
+
+
+_LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+_LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
+
+
+def _check_time_zone(name: str) -> None:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SettingsError(
+            f"time_zone must be an IANA time zone such as Europe/London, got {name!r}"
+        ) from None
 
 
 def _check_range(name: str, value: float, low: float, high: float) -> None:
@@ -299,8 +374,17 @@ def _boolean(value: Any) -> bool:
     raise ValueError(value)
 
 
+def compile_time_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings a pipeline definition reads when it is defined (component image, CPU and
+    memory per step): the config file and `CHURN_*` environment. submit.py puts its flags
+    into the environment before it imports a pipeline, so they count too."""
+    return load_settings(environ=environ)
+
+
 def component_image(environ: Mapping[str, str] | None = None) -> str:
-    """The container image every pipeline step runs in; read when pipelines are defined,
-    so `CHURN_COMPONENT_IMAGE` at compile time decides what the YAML names."""
-    environ = os.environ if environ is None else environ
-    return environ.get("CHURN_COMPONENT_IMAGE", DEFAULT_COMPONENT_IMAGE)
+    """The container image every pipeline step runs in: `component_image`, else the
+    project's image in its Artifact Registry, else a placeholder for a local run."""
+    settings = compile_time_settings(environ)
+    if settings.component_image or settings.project:
+        return settings.component_image_uri
+    return DEFAULT_COMPONENT_IMAGE

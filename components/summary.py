@@ -107,6 +107,6 @@ def summarize_training(
     Path(report.path).write_text(html, encoding="utf-8")
     result["report"] = report.uri
     Path(summary.path).write_text(json.dumps(result, indent=2))
-    summary.metadata.update(
-        {k: result[k] for k in ("model_version", "promoted", "best_model")} | result["metrics"]
-    )
+    # The whole summary as metadata (headline metrics also flat, for the console's columns):
+    # `submit.py train --wait` reads it from the run's task details on Vertex.
+    summary.metadata.update(result | result["metrics"])

@@ -14,8 +14,8 @@ Steps:
     tiers, and input drift (PSI per feature and of the scores) against the champion's
     training data, as KFP metrics and a self-contained HTML report.
 
-`as_of` defaults to "" meaning today's date (UTC) when step 2 runs, so a compiled or
-scheduled pipeline never freezes a date.
+`as_of` defaults to "" meaning today's date in `time_zone` when step 2 runs, so a compiled
+or scheduled pipeline never freezes a date.
 """
 
 from kfp import dsl
@@ -23,9 +23,11 @@ from kfp import dsl
 from components.drift import summarize_scoring
 from components.publish import publish_predictions
 from components.score import load_champion, score_customers
-from components.settings import Settings
+from components.settings import Settings, compile_time_settings
 
 DEFAULTS = Settings()
+# Vertex picks the scoring step's machine from these; kfp.local ignores them.
+RESOURCES = compile_time_settings()
 
 
 @dsl.pipeline(
@@ -45,6 +47,7 @@ def scoring_pipeline(
     medium_risk_cutoff: float = DEFAULTS.medium_risk_cutoff,
     invalid_row_tolerance: float = DEFAULTS.invalid_row_tolerance,
     drift_threshold: float = DEFAULTS.drift_threshold,
+    time_zone: str = DEFAULTS.time_zone,
 ) -> dsl.Artifact:
     """Returns the run summary artifact (JSON, with the key figures as metadata)."""
     champion = load_champion(registry_uri=registry_uri, model_ref=model_ref).set_display_name(
@@ -61,7 +64,10 @@ def scoring_pipeline(
         high_risk_cutoff=high_risk_cutoff,
         medium_risk_cutoff=medium_risk_cutoff,
         invalid_row_tolerance=invalid_row_tolerance,
-    ).set_display_name("2. Validate and score in chunks")
+        time_zone=time_zone,
+    )
+    scored.set_display_name("2. Validate and score in chunks")
+    scored.set_cpu_limit(RESOURCES.scoring_cpu).set_memory_limit(RESOURCES.scoring_memory)
     published = publish_predictions(
         staged=scored.outputs["staged"], output_uri=output_uri, export_dir=export_dir
     ).set_display_name("3. Publish predictions")

@@ -17,13 +17,15 @@ from kfp import dsl
 from components.evaluate import evaluate_model
 from components.ingest import ingest
 from components.register import register_model
-from components.settings import Settings
+from components.settings import Settings, compile_time_settings
 from components.split import split_data
 from components.summary import summarize_training
 from components.train import train_candidates
 from components.validate import validate_training_data
 
 DEFAULTS = Settings()
+# Vertex picks the training step's machine from these; kfp.local ignores them.
+RESOURCES = compile_time_settings()
 
 
 @dsl.pipeline(
@@ -60,6 +62,7 @@ def training_pipeline(
         candidates_per_family=candidates_per_family,
         search_budget_seconds=search_budget_seconds,
     ).set_display_name("4. Train candidates and select")
+    trained.set_cpu_limit(RESOURCES.training_cpu).set_memory_limit(RESOURCES.training_memory)
     evaluated = evaluate_model(
         model=trained.outputs["model"],
         test=split.outputs["test"],

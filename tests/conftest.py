@@ -20,6 +20,14 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def no_config(tmp_path: Path) -> Path:
+    """A config file that sets nothing, so a churn.toml in the working directory can't."""
+    path = tmp_path / "empty.toml"
+    path.touch()
+    return path
+
+
+@pytest.fixture
 def google_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A recording stand-in for Google's REST APIs, with a service-account key whose
     tokens it issues set as the application default credentials."""

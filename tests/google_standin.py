@@ -55,7 +55,7 @@ class Request:
 
 
 Handler = Callable[[Request, re.Match[str]], tuple[int, Any]]
-"""Answers a routed request: (HTTP status, JSON body)."""
+"""Answers a routed request: (HTTP status, JSON body, or bytes sent as plain text)."""
 
 
 @dataclass
@@ -109,9 +109,12 @@ class GoogleStandIn:
                 )
                 standin.requests.append(request)
                 status, body = standin._dispatch(request)
-                payload = json.dumps(body).encode()
+                # Bytes go out as they are: some APIs (Artifact Registry's KFP upload) answer
+                # with plain text.
+                raw = isinstance(body, bytes)
+                payload = body if raw else json.dumps(body).encode()
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Type", "text/plain" if raw else "application/json")
                 self.send_header("Content-Length", str(len(payload)))
                 self.end_headers()
                 self.wfile.write(payload)

@@ -343,3 +343,10 @@ def test_customers_are_read_with_only_the_columns_scoring_uses(model, tmp_path: 
         _staged_frame(tmp_path / "read", PREDICTIONS_FILE),
         _staged_frame(tmp_path / "whole", PREDICTIONS_FILE),
     )
+
+
+def test_an_empty_as_of_is_today_in_the_schedules_time_zone():
+    from zoneinfo import ZoneInfo
+
+    for zone in ("Pacific/Kiritimati", "Pacific/Pago_Pago"):  # UTC+14 and UTC-11
+        assert resolve_as_of("", time_zone=zone) == datetime.now(ZoneInfo(zone)).date()

@@ -23,9 +23,9 @@ def test_precedence(tmp_path: Path):
     assert settings.project == "acme" and settings.runs_on_vertex
 
 
-def test_defaults_run_locally_on_the_embedded_warehouse(tmp_path: Path):
+def test_defaults_run_locally_on_the_embedded_warehouse(tmp_path: Path, no_config: Path):
     environ = {"CHURN_HOME": str(tmp_path)}
-    settings = load_settings(environ=environ, config_file=_empty_config(tmp_path))
+    settings = load_settings(environ=environ, config_file=no_config)
     assert not settings.runs_on_vertex
     assert settings.source_uri == f"duckdb://{tmp_path}/warehouse.duckdb?table=customers"
     assert settings.registry_uri == str(tmp_path / "registry")
@@ -39,9 +39,9 @@ def test_defaults_run_locally_on_the_embedded_warehouse(tmp_path: Path):
         ({"CHURN_HIGH_RISK_CUTOFF": "0.1"}, "high_risk_cutoff must be between 0.4 and 1.0"),
     ],
 )
-def test_bad_values_name_the_setting(tmp_path: Path, environ, message):
+def test_bad_values_name_the_setting(environ, message, no_config: Path):
     with pytest.raises(SettingsError, match=message):
-        load_settings(environ=environ, config_file=_empty_config(tmp_path))
+        load_settings(environ=environ, config_file=no_config)
 
 
 def test_unknown_config_keys_are_rejected(tmp_path: Path):
@@ -51,9 +51,9 @@ def test_unknown_config_keys_are_rejected(tmp_path: Path):
         load_settings(environ={}, config_file=config)
 
 
-def test_a_project_and_region_alone_configure_every_cloud_value(tmp_path: Path):
+def test_a_project_and_region_alone_configure_every_cloud_value(no_config: Path):
     flags = {"project": "acme", "region": "europe-west4"}
-    settings = load_settings(flags, environ={}, config_file=_empty_config(tmp_path))
+    settings = load_settings(flags, environ={}, config_file=no_config)
     assert settings.source_uri == "bq://acme.churn.customers"
     assert settings.predictions_uri == "bq://acme.churn.churn_predictions"
     assert settings.registry_uri == (
@@ -66,16 +66,16 @@ def test_a_project_and_region_alone_configure_every_cloud_value(tmp_path: Path):
     assert settings.bigquery_job_project == "acme"
 
 
-def test_cloud_values_without_a_project_name_the_missing_setting(tmp_path: Path):
-    settings = load_settings(environ={}, config_file=_empty_config(tmp_path))
+def test_cloud_values_without_a_project_name_the_missing_setting(no_config: Path):
+    settings = load_settings(environ={}, config_file=no_config)
     with pytest.raises(SettingsError, match="no Google Cloud project set"):
         _ = settings.pipeline_root_uri
 
 
 @pytest.mark.parametrize(("text", "value"), [("true", True), ("0", False), ("yes", True)])
-def test_boolean_settings_from_the_environment(tmp_path: Path, text: str, value: bool):
+def test_boolean_settings_from_the_environment(text: str, value: bool, no_config: Path):
     environ = {"CHURN_BATCH_PREDICTION": text}
-    settings = load_settings(environ=environ, config_file=_empty_config(tmp_path))
+    settings = load_settings(environ=environ, config_file=no_config)
     assert settings.batch_prediction is value
 
 
@@ -96,8 +96,56 @@ def test_a_negative_seed_is_refused(tmp_path: Path):
         load_settings({"seed": -1}, environ={})
 
 
-def _empty_config(directory: Path) -> Path:
-    """A config file that sets nothing, so a churn.toml in the working directory can't."""
-    path = directory / "empty.toml"
-    path.touch()
-    return path
+def test_vertex_settings_default_from_project_and_region(no_config: Path):
+    settings = load_settings(
+        {"project": "acme", "region": "europe-west4"},
+        environ={},
+        config_file=no_config,
+    )
+    assert settings.template_registry_uri == "https://europe-west4-kfp.pkg.dev/acme/churn-pipelines"
+    assert settings.vertex_endpoint == "europe-west4-aiplatform.googleapis.com"
+    assert settings.scheduler_endpoint == "cloudscheduler.googleapis.com"
+    assert settings.scheduler_account == "churn-scheduler@acme.iam.gserviceaccount.com"
+    assert (settings.training_schedule, settings.scoring_schedule) == ("0 2 * * 1", "0 8 * * *")
+    assert settings.label_map == {"app": "churn-pipelines"}
+    assert settings.enable_caching is False
+
+
+def test_endpoint_overrides_and_labels_from_the_environment(no_config: Path):
+    settings = load_settings(
+        environ={
+            "CHURN_PROJECT": "acme",
+            "CHURN_VERTEX_API_ENDPOINT": "http://127.0.0.1:9000",
+            "CHURN_SCHEDULER_API_ENDPOINT": "scheduler.p.example",
+            "CHURN_TEMPLATE_REGISTRY": "https://r-kfp.pkg.dev/other/templates/",
+            "CHURN_LABELS": "app=churn-pipelines, team=retention",
+        },
+        config_file=no_config,
+    )
+    assert settings.vertex_endpoint == "http://127.0.0.1:9000"
+    assert settings.scheduler_endpoint == "scheduler.p.example"
+    assert settings.template_registry_uri == "https://r-kfp.pkg.dev/other/templates"
+    assert settings.label_map == {"app": "churn-pipelines", "team": "retention"}
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"CHURN_TIME_ZONE": "Mars/Olympus"}, "time_zone must be an IANA time zone"),
+        ({"CHURN_LABELS": "Team=x"}, "label 'Team=x' in labels must be key=value"),
+    ],
+)
+def test_bad_vertex_settings_name_the_setting(environ, message, no_config: Path):
+    with pytest.raises(SettingsError, match=message):
+        load_settings(environ=environ, config_file=no_config)
+
+
+def test_the_compile_time_image_comes_from_settings(no_config: Path):
+    from components.settings import DEFAULT_COMPONENT_IMAGE, component_image
+
+    none = str(no_config)
+    assert component_image({"CHURN_CONFIG": none}) == DEFAULT_COMPONENT_IMAGE
+    image = component_image({"CHURN_CONFIG": none, "CHURN_PROJECT": "acme"})
+    assert image == "us-central1-docker.pkg.dev/acme/churn/components:0.1.0"
+    pinned = "x.example/churn/components@sha256:" + "0" * 64
+    assert component_image({"CHURN_CONFIG": none, "CHURN_COMPONENT_IMAGE": pinned}) == pinned

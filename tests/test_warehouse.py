@@ -118,3 +118,13 @@ def test_sources_and_outputs_are_checked_without_reading_rows(customers, tmp_pat
     check_output(f"duckdb://{tmp_path}/new.duckdb?table=churn_predictions")
     with pytest.raises(SourceError, match=r"cannot write predictions to 'out.csv'"):
         check_output("out.csv")
+
+
+def test_an_output_that_cannot_be_created_fails_before_scoring(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(
+        SourceError, match=r"cannot create .*file/out.duckdb: .*file is not writable"
+    ):
+        check_output(f"duckdb://{blocker}/out.duckdb?table=scores")
+    check_output(f"duckdb://{tmp_path}/new/out.duckdb?table=scores")  # created when publishing

@@ -3,6 +3,7 @@ that works on staged Parquet files."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Collection, Iterator
 from datetime import date
 from pathlib import Path
@@ -67,9 +68,15 @@ def check(location: TableUri) -> None:
 
 
 def check_output(location: TableUri) -> None:
-    """A missing file is fine (publishing creates it); one DuckDB can't open is not."""
-    if location.path.exists():  # type: ignore[union-attr]
+    """A missing file is fine (publishing creates it) where its folder can be written; one
+    DuckDB can't open is not."""
+    path: Path = location.path  # type: ignore[assignment]
+    if path.exists():
         _connect(location, read_only=True).close()
+        return
+    folder = next(parent for parent in path.absolute().parents if parent.exists())
+    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+        raise SourceError(f"{location.uri}: cannot create {path}: {folder} is not writable")
 
 
 def _require_file(location: TableUri) -> None:
