@@ -154,6 +154,10 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         "promotion_metric": settings.promotion_metric,
         "promotion_margin": settings.promotion_margin,
         "promotion_floor": settings.promotion_floor,
+        "resampling": settings.resampling,
+        "calibration": settings.calibration,
+        "promotion_requires_significance": settings.promotion_requires_significance,
+        "bootstrap_samples": settings.bootstrap_samples,
     }
     record = _run(training_pipeline, arguments, settings, args)
     if record.status != "succeeded":
@@ -165,6 +169,18 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         f"ROC-AUC {metrics['roc_auc']:.3f}, PR-AUC {metrics['pr_auc']:.3f}, "
         f"F1 {metrics['f1']:.3f} (precision {metrics['precision']:.3f}, "
         f"recall {metrics['recall']:.3f}) on {summary['rows']['test']:,} held-out customers"
+    )
+    interval, probabilities = summary["interval"], summary["probabilities"]
+    console.print(
+        f"calibration {summary['calibration']} (resampling {summary['resampling']}): "
+        f"Brier {metrics['brier']:.3f}, ECE {metrics['ece']:.3f}, mean probability "
+        f"{probabilities['mean_probability']:.3f} vs churn rate {probabilities['churn_rate']:.3f}"
+        + (
+            f"; test {interval['metric']} 95% interval "
+            f"{interval['low_high'][0]:.3f} to {interval['low_high'][1]:.3f}"
+            if interval["low_high"]
+            else ""
+        )
     )
     verdict = "[green]promoted to champion[/green]" if summary["promoted"] else "not promoted"
     console.print(f"{verdict}: {summary['promotion_reason']}")
@@ -200,7 +216,12 @@ def _require_local(settings: Settings) -> None:
 def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("run_id", "status", "model_version", "promoted", "promotion_reason", "best_model")
     return {k: summary[k] for k in keys} | {
+        "resampling": summary["resampling"],
+        "calibration": summary["calibration"],
         "metrics": summary["metrics"],
+        "interval": summary["interval"],
+        "probabilities": summary["probabilities"],
+        "champion": summary["champion"],
         "cv": summary["cv"],
         "rows": summary["rows"],
         "report": summary["report"],
@@ -242,6 +263,8 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
         "medium_risk_cutoff": settings.medium_risk_cutoff,
         "invalid_row_tolerance": settings.invalid_row_tolerance,
         "drift_threshold": settings.drift_threshold,
+        "high_risk_top_n": settings.high_risk_top_n,
+        "high_risk_top_share": settings.high_risk_top_share,
     }
     record = _run(scoring_pipeline, arguments, settings, args)
     if record.status != "succeeded":

@@ -5,10 +5,13 @@ Steps:
  2. Validate: check the data contract; set aside invalid and duplicate rows with reasons.
  3. Split: hold out a stratified, leak-free test set (a customer is on one side only).
  4. Train candidates: stratified group k-fold CV of five model families with SMOTE inside
-    the training folds; pick the best; threshold from out-of-fold predictions; refit.
- 5. Evaluate: score the untouched test set with the new model and the current champion.
- 6. Register: add a new registry version; promote it to champion only if it beats the
-    champion by the margin and clears the floor.
+    the training folds, then of the best with class weights or no resampling; pick the
+    best; calibrate it and choose its threshold on out-of-fold predictions; refit.
+ 5. Evaluate: score the untouched test set with the new model and the current champion
+    (on the test customers it never trained on), with bootstrap 95% intervals.
+ 6. Register: add a new registry version (with its hashed training customers); promote it
+    to champion only if it beats the champion by the margin (and, if required, with an
+    interval of the difference above zero) and clears the floor.
  7. Summarize: run summary and self-contained HTML report.
 """
 
@@ -42,6 +45,10 @@ def training_pipeline(
     promotion_metric: str = DEFAULTS.promotion_metric,
     promotion_margin: float = DEFAULTS.promotion_margin,
     promotion_floor: float = DEFAULTS.promotion_floor,
+    resampling: str = DEFAULTS.resampling,
+    calibration: str = DEFAULTS.calibration,
+    promotion_requires_significance: bool = DEFAULTS.promotion_requires_significance,
+    bootstrap_samples: int = DEFAULTS.bootstrap_samples,
 ) -> dsl.Artifact:
     """Returns the run summary artifact (JSON, with the key figures as metadata)."""
     raw = ingest(source_uri=source_uri).set_display_name("1. Ingest customers")
@@ -59,12 +66,17 @@ def training_pipeline(
         seed=seed,
         candidates_per_family=candidates_per_family,
         search_budget_seconds=search_budget_seconds,
+        promotion_metric=promotion_metric,
+        resampling=resampling,
+        calibration=calibration,
     ).set_display_name("4. Train candidates and select")
     evaluated = evaluate_model(
         model=trained.outputs["model"],
         test=split.outputs["test"],
         registry_uri=registry_uri,
         seed=seed,
+        promotion_metric=promotion_metric,
+        bootstrap_samples=bootstrap_samples,
     ).set_display_name("5. Evaluate on test set")
     registered = register_model(
         model=trained.outputs["model"],
@@ -76,6 +88,7 @@ def training_pipeline(
         promotion_metric=promotion_metric,
         promotion_margin=promotion_margin,
         promotion_floor=promotion_floor,
+        promotion_requires_significance=promotion_requires_significance,
     ).set_display_name("6. Register and promote")
     summarized = summarize_training(
         raw=raw.outputs["raw"],
