@@ -96,6 +96,14 @@ class CalibratedModel(ClassifierMixin, BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return True
 
+    def fit(self, x: np.ndarray, y: np.ndarray) -> CalibratedModel:
+        # scikit-learn requires every estimator to have `fit`; refitting here would train
+        # the calibrator on in-sample predictions, which is what this class exists to avoid.
+        raise TypeError(
+            "CalibratedModel is assembled from a fitted estimator and a calibrator fitted on "
+            "out-of-fold predictions (components.train.fit_final); it is not refitted"
+        )
+
     def calibrate(self, raw_probability: np.ndarray) -> np.ndarray:
         """The calibrated P(churn) of the estimator's P(churn)."""
         return self.calibrator.transform(raw_probability)

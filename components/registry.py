@@ -89,24 +89,28 @@ def decide_promotion(
     if champion is None:
         return PromotionDecision(True, f"no champion yet; {shown} clears the floor {floor:.4f}")
     paired = candidate if candidate_on_champion_rows is None else candidate_on_champion_rows
-    against = f"{metric} {paired:.4f} against the champion's {champion:.4f}"
+    where = f"{shown}; {comparison}: {paired:.4f}" if comparison else shown
+    difference = ""
     if difference_interval:
         low, high = difference_interval
-        against += f" (difference {paired - champion:+.4f}, 95% CI {low:+.4f} to {high:+.4f})"
-    if comparison:
-        against += f" {comparison}"
+        difference = f" (difference {paired - champion:+.4f}, 95% CI {low:+.4f} to {high:+.4f})"
     if paired < champion + margin:
         return PromotionDecision(
-            False, f"{shown}; {against}: does not beat it by the margin {margin:.4f}"
+            False,
+            f"{where} does not beat the champion's {champion:.4f} by the margin "
+            f"{margin:.4f}{difference}",
         )
     if require_significance and not (difference_interval and difference_interval[0] > 0):
         return PromotionDecision(
             False,
-            f"{shown}; {against}: beats it by the margin {margin:.4f}, but the 95% interval "
-            "of the difference does not exclude zero (promotion_requires_significance)",
+            f"{where} beats the champion's {champion:.4f} by the margin {margin:.4f}, but "
+            f"the 95% interval of the difference does not exclude zero{difference} "
+            "(promotion_requires_significance)",
         )
     return PromotionDecision(
-        True, f"{shown}; {against}: beats it by at least the margin {margin:.4f}"
+        True,
+        f"{where} beats the champion's {champion:.4f} by at least the margin "
+        f"{margin:.4f}{difference}",
     )
 
 
