@@ -403,7 +403,7 @@ def apply_capacity_tiers(
     cutoff = None  # (probability, source_row) of the last customer in `high`
     if count:
         with local_duckdb(directory) as con:
-            cutoff = con.sql(
+            (cutoff,) = con.sql(
                 f"""
                 SELECT churn_probability, {STAGED_ROW} FROM read_parquet({sql_literal(path)})
                 WHERE {STAGED_ROW} NOT IN (SELECT source_row
@@ -411,7 +411,7 @@ def apply_capacity_tiers(
                 ORDER BY churn_probability DESC, {STAGED_ROW} ASC
                 LIMIT 1 OFFSET {count - 1}
                 """
-            ).fetchone()
+            ).fetchall()
     tiers = dict.fromkeys(RISK_TIERS, 0)
     rewritten = directory / f"{PREDICTIONS_FILE}.tiered"
     with pq.ParquetWriter(rewritten, STAGED_PREDICTIONS, **_STAGING) as out:

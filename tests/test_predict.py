@@ -9,8 +9,8 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from components.contract import TELCO_CHURN
 from components.calibration import CalibratedModel, ProbabilityCalibrator
+from components.contract import TELCO_CHURN
 from components.predict import CompiledTrees, compiled_trees, predict_probability, tree_kernel
 from components.sample_data import generate_customers
 from components.train import CandidateResult, fit_final
