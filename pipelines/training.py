@@ -4,9 +4,9 @@ Steps:
  1. Ingest: read the customer table from `source_uri` (file, DuckDB or BigQuery).
  2. Validate: check the data contract; set aside invalid and duplicate rows with reasons.
  3. Split: hold out a stratified, leak-free test set (a customer is on one side only).
- 4. Train candidates: stratified group k-fold CV of five model families with SMOTE inside
-    the training folds, then of the best with class weights or no resampling; pick the
-    best; calibrate it and choose its threshold on out-of-fold predictions; refit.
+ 4. Train candidates: stratified group k-fold CV of five model families, then of the best
+    with SMOTE inside the training folds or class weights; pick the best; calibrate it and
+    choose its threshold on out-of-fold predictions; refit.
  5. Evaluate: score the untouched test set with the new model and the current champion
     (on the test customers it never trained on), with bootstrap 95% intervals.
  6. Register: add a new registry version (with its hashed training customers); promote it

@@ -83,7 +83,7 @@ def test_resampling_is_searched_and_class_weights_only_where_they_apply(split):
         resampling="auto",
         metric="pr_auc",
     )
-    assert [r.resampling for r in results] == ["smote", "class_weight", "none"]
+    assert [r.resampling for r in results] == ["none", "smote", "class_weight"]
     assert len({r.family for r in results}) == 1
     best = select_best(results, "pr_auc")
     assert best.cv_score("pr_auc") == max(r.cv_score("pr_auc") for r in results)
