@@ -55,8 +55,11 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> LocalRegistry:
     preprocess = build_preprocessor().fit(train[TELCO_CHURN.feature_names])
     x = preprocess.transform(train[TELCO_CHURN.feature_names])
     trees = HistGradientBoostingClassifier().fit(x, label)
-    # Fitted on in-sample scores: this fixture is about the serving path, not honesty.
-    calibrator = ProbabilityCalibrator("sigmoid").fit(trees.predict_proba(x)[:, 1], label)
+    other = validate(generate_customers(1_000, seed=9, messy=False), source="sample").clean
+    calibrator = ProbabilityCalibrator("sigmoid").fit(
+        trees.predict_proba(preprocess.transform(other[TELCO_CHURN.feature_names]))[:, 1],
+        other[TELCO_CHURN.label_column].astype(int),
+    )
     model = Pipeline([("preprocess", preprocess), ("model", CalibratedModel(trees, calibrator))])
     registry = LocalRegistry(root / "registry")
     entry = registry.register(
