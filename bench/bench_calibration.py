@@ -112,7 +112,10 @@ def main() -> int:
     console.print(table)
     console.print(
         f"today: {today_best.family} with SMOTE, uncalibrated; new: {new_best.family} with "
-        f"{new_best.resampling}, {calibrator.method} calibration (CV Brier {brier}); "
+        f"{new_best.resampling}, {calibrator.method} calibration (CV Brier "
+        f"{', '.join(f'{m} {b:.4f}' for m, b in brier.items())})"
+    )
+    console.print(
         f"search wall time new / today {new_seconds / today_seconds:.2f}x "
         f"({new_seconds:.0f}s / {today_seconds:.0f}s)"
     )

@@ -117,9 +117,9 @@ def test_calibrated_probabilities_match_the_churn_rate_where_smote_inflates_them
 def test_expected_calibration_error_uses_ten_equal_width_bins():
     label = np.array([0, 0, 1, 1, 1, 0, 0, 0, 0, 1])
     probability = np.array([0.05, 0.05, 0.95, 0.95, 0.55, 0.55, 0.15, 0.15, 0.15, 0.15])
-    # bins: [0,.1): 2 rows, gap .05; [.9,1]: 2 rows, gap .05; [.5,.6): 2 rows, gap 0;
-    # [.1,.2): 4 rows, predicted .15, observed .25, gap .1
+    # bins: [0,.1): 2 rows, gap .05; [.9,1]: 2 rows, gap .05; [.5,.6): 2 rows, predicted
+    # .55, observed .5, gap .05; [.1,.2): 4 rows, predicted .15, observed .25, gap .1
     assert expected_calibration_error(label, probability) == pytest.approx(
-        (2 * 0.05 + 2 * 0.05 + 0 + 4 * 0.1) / 10
+        (2 * 0.05 + 2 * 0.05 + 2 * 0.05 + 4 * 0.1) / 10
     )
     assert expected_calibration_error(np.array([0, 1]), np.array([0.0, 1.0])) == 0.0
