@@ -52,14 +52,18 @@ def predict_probability(
 ) -> np.ndarray:
     """Churn probability per row of a validated frame; with `calibrated=False`, the score
     of a calibrated model's estimator before its calibrator (for the report's comparison)."""
-    features = model[:-1].transform(frame[contract.feature_names])
+    features = frame[contract.feature_names]
     final = model[-1]
-    estimator = final.estimator if isinstance(final, CalibratedModel) else final
+    calibration = final if isinstance(final, CalibratedModel) else None
+    estimator = calibration.estimator if calibration else final
     trees = compiled_trees(estimator)
-    raw = estimator.predict_proba(features)[:, 1] if trees is None else trees.probability(features)
-    if calibrated and isinstance(final, CalibratedModel):
-        return final.calibrate(raw)
-    return raw
+    if trees is not None:
+        raw = trees.probability(model[:-1].transform(features))
+    elif calibration is not None:
+        raw = estimator.predict_proba(model[:-1].transform(features))[:, 1]
+    else:
+        return model.predict_proba(features)[:, 1]
+    return calibration.calibrate(raw) if calibration and calibrated else raw
 
 
 def tree_kernel(model: Pipeline) -> "CompiledTrees | None":
