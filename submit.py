@@ -217,6 +217,18 @@ def _print_training(summary: dict[str, Any], args: argparse.Namespace) -> int:
         f"F1 {metrics['f1']:.3f} (precision {metrics['precision']:.3f}, "
         f"recall {metrics['recall']:.3f}) on {summary['rows']['test']:,} held-out customers"
     )
+    interval, probabilities = summary["interval"], summary["probabilities"]
+    console.print(
+        f"calibration {summary['calibration']} (resampling {summary['resampling']}): "
+        f"Brier {metrics['brier']:.3f}, ECE {metrics['ece']:.3f}, mean probability "
+        f"{probabilities['mean_probability']:.3f} vs churn rate {probabilities['churn_rate']:.3f}"
+        + (
+            f"; test {interval['metric']} 95% interval "
+            f"{interval['low_high'][0]:.3f} to {interval['low_high'][1]:.3f}"
+            if interval["low_high"]
+            else ""
+        )
+    )
     verdict = "[green]promoted to champion[/green]" if summary["promoted"] else "not promoted"
     console.print(f"{verdict}: {summary['promotion_reason']}")
     rows = summary["rows"]
@@ -242,7 +254,12 @@ def _keep_report(artifact: Path, run_id: str, settings: Settings) -> Path:
 def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("run_id", "status", "model_version", "promoted", "promotion_reason", "best_model")
     return {k: summary[k] for k in keys} | {
+        "resampling": summary["resampling"],
+        "calibration": summary["calibration"],
         "metrics": summary["metrics"],
+        "interval": summary["interval"],
+        "probabilities": summary["probabilities"],
+        "champion": summary["champion"],
         "cv": summary["cv"],
         "rows": summary["rows"],
         "report": summary["report"],

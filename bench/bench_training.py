@@ -28,8 +28,9 @@ t0 = time.perf_counter()
 from components.warehouse import read_table
 from components.validate import validate
 from components.split import split_train_test
-from components.train import search_candidates, select_best, choose_threshold, fit_final
-from components.evaluate import classification_metrics, feature_importance
+from components.train import (search_candidates, select_best, choose_threshold, fit_calibrator,
+    fit_final)
+from components.evaluate import bootstrap_interval, classification_metrics, feature_importance
 from components.predict import predict_probability
 from components.report import render_training_report
 from components.settings import Settings
@@ -38,16 +39,22 @@ frame = read_table(sys.argv[1])
 clean = validate(frame, source=sys.argv[1]).clean
 train, test = split_train_test(clean, test_size=s.test_size, seed=s.seed)
 results = search_candidates(train, n_folds=s.cv_folds, seed=s.seed,
-    candidates_per_family=s.candidates_per_family, budget_seconds=s.search_budget_seconds)
-best = select_best(results)
-threshold = choose_threshold(train["Churn"].to_numpy(), best.oof_probability)
-model = fit_final(train, best, seed=s.seed)
+    candidates_per_family=s.candidates_per_family, budget_seconds=s.search_budget_seconds,
+    resampling=s.resampling, metric=s.promotion_metric)
+best = select_best(results, s.promotion_metric)
+calibrator, _ = fit_calibrator(train, best, method=s.calibration, n_folds=s.cv_folds, seed=s.seed)
+oof = best.oof_probability if calibrator is None else calibrator.transform(best.oof_probability)
+threshold = choose_threshold(train["Churn"].to_numpy(), oof)
+model = fit_final(train, best, seed=s.seed, calibrator=calibrator)
 probability = predict_probability(model, test)
+raw = predict_probability(model, test, calibrated=False)
 metrics = classification_metrics(test["Churn"].to_numpy(), probability, threshold)
+bootstrap_interval(s.promotion_metric, test["Churn"].to_numpy(), probability, threshold,
+    samples=s.bootstrap_samples, seed=s.seed)
 importance = feature_importance(model, test, seed=s.seed)
 render_training_report(title="bench", summary={}, y_true=test["Churn"].to_numpy(),
     y_prob=probability, threshold=threshold, candidates=[r.summary() for r in results],
-    feature_importance=importance)
+    feature_importance=importance, y_prob_raw=raw)
 print(json.dumps({"seconds": time.perf_counter() - t0, "roc_auc": metrics["roc_auc"]}))
 """
 

@@ -15,6 +15,10 @@ in training) and adds the leaf values in the same order. That is checked when a 
 first used, on probe rows built from the model's own thresholds; a model that fails the
 check, or one with splits the kernel doesn't handle (categorical splits, more than two
 classes), is scored by `predict_proba`.
+
+A calibrated model (`components.calibration.CalibratedModel`, the last step of the saved
+pipeline) is scored the same way: the kernel (or `predict_proba`) gives its estimator's
+probability, and its calibrator, a cheap one-dimensional map, is applied after.
 """
 
 import logging
@@ -28,6 +32,7 @@ from scipy.special import expit
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
+from components.calibration import CalibratedModel
 from components.contract import TELCO_CHURN, DataContract
 
 log = logging.getLogger(__name__)
@@ -39,14 +44,34 @@ _MISSING_RIGHT_BIT = 1 << 31
 
 
 def predict_probability(
-    model: Pipeline, frame: pd.DataFrame, contract: DataContract = TELCO_CHURN
+    model: Pipeline,
+    frame: pd.DataFrame,
+    contract: DataContract = TELCO_CHURN,
+    *,
+    calibrated: bool = True,
 ) -> np.ndarray:
-    """Churn probability per row of a validated frame."""
+    """Churn probability per row of a validated frame; with `calibrated=False`, the score
+    of a calibrated model's estimator before its calibrator (for the report's comparison)."""
     features = frame[contract.feature_names]
-    trees = compiled_trees(model[-1])
-    if trees is None:
+    final = model[-1]
+    calibration = final if isinstance(final, CalibratedModel) else None
+    estimator = calibration.estimator if calibration else final
+    trees = compiled_trees(estimator)
+    if trees is not None:
+        raw = trees.probability(model[:-1].transform(features))
+    elif calibration is not None:
+        raw = estimator.predict_proba(model[:-1].transform(features))[:, 1]
+    else:
         return model.predict_proba(features)[:, 1]
-    return trees.probability(model[:-1].transform(features))
+    return calibration.calibrate(raw) if calibration and calibrated else raw
+
+
+def tree_kernel(model: Pipeline) -> "CompiledTrees | None":
+    """The compiled kernel that scores `model`'s trees (behind its calibrator, if it has
+    one), or None when `predict_proba` must. Call it before forking workers, so they
+    inherit the kernel, or when a server starts, not on its first request."""
+    final = model[-1]
+    return compiled_trees(final.estimator if isinstance(final, CalibratedModel) else final)
 
 
 @dataclass(frozen=True)

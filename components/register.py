@@ -1,11 +1,13 @@
 """Register the new model and promote it to champion only if it earns it."""
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.drift import ReferenceProfile, save_profile
+from components.lineage import save_training_customers
 from components.registry import (
     ModelVersion,
     decide_promotion,
@@ -27,17 +29,28 @@ def register_and_promote(
     margin: float,
     floor: float,
     profile: ReferenceProfile | None = None,
+    training_customers: Iterable[object] | None = None,
+    require_significance: bool = False,
 ) -> ModelVersion:
     """Add the model as a new version; move the `champion` alias to it if it clears the
-    floor and beats the champion's score on the same test set by `margin`. `profile` (the
-    training data's distributions) is stored beside it, for scoring's drift report."""
+    floor and beats the champion's score on the same test rows by `margin` (and, with
+    `require_significance`, the 95% interval of the difference lies above zero).
+    `profile` (the training data's distributions) and the hashed ids of
+    `training_customers` are stored beside it, for scoring's drift report and for later
+    runs to compare it only on customers it never saw."""
     champion_metrics = evaluation.get("champion_metrics")
+    comparison = evaluation.get("comparison") or {}
     decision = decide_promotion(
         metric=metric,
         candidate=evaluation["metrics"][metric],
-        champion=champion_metrics[metric] if champion_metrics else None,
+        champion=comparison.get("champion"),
         margin=margin,
         floor=floor,
+        interval=(evaluation.get("interval") or {}).get("low_high"),
+        candidate_on_champion_rows=comparison.get("candidate"),
+        difference_interval=comparison.get("difference_interval"),
+        require_significance=require_significance,
+        comparison=comparison.get("note", ""),
     )
     if champion_metrics:
         decision_reason = f"{decision.reason} (champion: v{evaluation['champion_version']})"
@@ -58,6 +71,8 @@ def register_and_promote(
     )
     if profile is not None:
         save_profile(profile, registry.model_path(entry.version).parent)
+    if training_customers is not None:
+        save_training_customers(training_customers, registry.model_path(entry.version).parent)
     if decision.promote:
         registry.promote(entry.version)
     return entry
@@ -74,6 +89,7 @@ def register_model(
     promotion_metric: str,
     promotion_margin: float,
     promotion_floor: float,
+    promotion_requires_significance: bool,
     registration: Output[Artifact],
 ) -> None:
     """Register the model with its training-data profile; promote it to champion if it
@@ -84,6 +100,7 @@ def register_model(
 
     import pandas as pd
 
+    from components.contract import TELCO_CHURN
     from components.drift import reference_profile
     from components.register import register_and_promote
     from components.registry import MODEL_FILE, data_fingerprint
@@ -103,6 +120,8 @@ def register_model(
         margin=promotion_margin,
         floor=promotion_floor,
         profile=reference_profile(train_frame, held_out_scores),
+        training_customers=train_frame[TELCO_CHURN.id_column],
+        require_significance=promotion_requires_significance,
     )
     Path(registration.path).write_text(json.dumps(asdict(entry), indent=2))
     registration.metadata.update(

@@ -66,27 +66,51 @@ def decide_promotion(
     champion: float | None,
     margin: float,
     floor: float,
+    interval: list[float] | None = None,
+    candidate_on_champion_rows: float | None = None,
+    difference_interval: list[float] | None = None,
+    require_significance: bool = False,
+    comparison: str = "",
 ) -> PromotionDecision:
     """Promote only a model that clears `floor` and beats the champion (scored on the same
-    test set) by at least `margin`."""
+    test rows) by at least `margin`.
+
+    `candidate` is the test metric on all test rows (judged against the floor, with its
+    bootstrap 95% `interval`); `candidate_on_champion_rows` the new model's metric on the
+    rows the champion was scored on (default: `candidate`), `difference_interval` the
+    paired difference's 95% interval, and `comparison` says which rows those are. With
+    `require_significance`, the difference's interval must also lie above zero.
+    """
+    shown = f"test {metric} {candidate:.4f}" + (
+        f" (95% CI {interval[0]:.4f} to {interval[1]:.4f})" if interval else ""
+    )
     if candidate < floor:
-        return PromotionDecision(
-            False, f"test {metric} {candidate:.4f} is below the floor {floor:.4f}"
-        )
+        return PromotionDecision(False, f"{shown} is below the floor {floor:.4f}")
     if champion is None:
+        return PromotionDecision(True, f"no champion yet; {shown} clears the floor {floor:.4f}")
+    paired = candidate if candidate_on_champion_rows is None else candidate_on_champion_rows
+    where = f"{shown}; {comparison}: {paired:.4f}" if comparison else shown
+    difference = ""
+    if difference_interval:
+        low, high = difference_interval
+        difference = f" (difference {paired - champion:+.4f}, 95% CI {low:+.4f} to {high:+.4f})"
+    if paired < champion + margin:
         return PromotionDecision(
-            True, f"no champion yet; test {metric} {candidate:.4f} clears the floor {floor:.4f}"
+            False,
+            f"{where} does not beat the champion's {champion:.4f} by the margin "
+            f"{margin:.4f}{difference}",
         )
-    if candidate >= champion + margin:
+    if require_significance and not (difference_interval and difference_interval[0] > 0):
         return PromotionDecision(
-            True,
-            f"test {metric} {candidate:.4f} beats the champion's {champion:.4f} "
-            f"by at least the margin {margin:.4f}",
+            False,
+            f"{where} beats the champion's {champion:.4f} by the margin {margin:.4f}, but "
+            f"the 95% interval of the difference does not exclude zero{difference} "
+            "(promotion_requires_significance)",
         )
     return PromotionDecision(
-        False,
-        f"test {metric} {candidate:.4f} does not beat the champion's {champion:.4f} "
-        f"by the margin {margin:.4f}",
+        True,
+        f"{where} beats the champion's {champion:.4f} by at least the margin "
+        f"{margin:.4f}{difference}",
     )
 
 

@@ -135,10 +135,12 @@ def render_training_report(
     candidates: list[dict[str, object]],
     feature_importance: dict[str, float],
     champion_prob: np.ndarray | None = None,
+    y_prob_raw: np.ndarray | None = None,
 ) -> str:
     """HTML report of one training run, so a reviewer can judge the model before it serves.
 
-    Shows ROC (with the champion's curve when given), precision-recall, calibration, the
+    Shows ROC (with the champion's curve when given), precision-recall, calibration (of
+    the model's raw scores too, when `y_prob_raw` gives them), the
     confusion matrix at ``threshold`` (a customer is flagged when probability >= threshold),
     the candidate comparison and the top feature importances.
     """
@@ -146,6 +148,8 @@ def render_training_report(
     y_prob = _checked_probabilities(y_prob, y_true, "y_prob")
     if champion_prob is not None:
         champion_prob = _checked_probabilities(champion_prob, y_true, "champion_prob")
+    if y_prob_raw is not None:
+        y_prob_raw = _checked_probabilities(y_prob_raw, y_true, "y_prob_raw")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability in [0, 1]; got {threshold!r}")
 
@@ -179,8 +183,9 @@ def render_training_report(
         (
             "Calibration",
             '<p class="note">Observed churn rate per decile of predicted probability; '
-            "points on the diagonal mean the probabilities can be read at face value.</p>"
-            + figure_to_html(_calibration_figure(y_true, y_prob)),
+            "points on the diagonal mean the probabilities can be read at face value. "
+            "Raw: the model's scores before calibration (resampling inflates them).</p>"
+            + figure_to_html(_calibration_figure(y_true, y_prob, y_prob_raw)),
         ),
         (f"Decision threshold ({threshold:.4g}) and confusion matrix", threshold_body),
         ("Candidate comparison", _candidates_body(candidates)),
@@ -368,12 +373,18 @@ def _pr_figure(
     return fig
 
 
-def _calibration_figure(y_true: np.ndarray, y_prob: np.ndarray) -> Figure:
+def _calibration_figure(
+    y_true: np.ndarray, y_prob: np.ndarray, y_prob_raw: np.ndarray | None = None
+) -> Figure:
     fig = _new_figure("Calibration curve", height=4.0)
     curve, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
-    observed, predicted = calibration_curve(y_true, y_prob, n_bins=10, strategy="quantile")
     curve.plot([0, 1], [0, 1], color=_GREY, lw=1, ls=":", label="perfectly calibrated")
-    curve.plot(predicted, observed, "o-", color=_BLUE, ms=4, label="this model")
+    if y_prob_raw is not None:
+        observed, predicted = calibration_curve(y_true, y_prob_raw, n_bins=10, strategy="quantile")
+        curve.plot(predicted, observed, "s--", color=_GREY, ms=3, label="raw (uncalibrated)")
+        hist.hist(y_prob_raw, bins=20, range=(0, 1), color=_GREY, alpha=0.4)
+    observed, predicted = calibration_curve(y_true, y_prob, n_bins=10, strategy="quantile")
+    curve.plot(predicted, observed, "o-", color=_BLUE, ms=4, label="this model (published)")
     curve.set(ylabel="observed churn rate", xlim=(0, 1), ylim=(0, 1))
     curve.legend(loc="upper left", fontsize=8)
     hist.hist(y_prob, bins=20, range=(0, 1), color=_BLUE, alpha=0.7)

@@ -369,6 +369,72 @@ def stage_scores(
     return run
 
 
+def capacity_count(rows_scored: int, *, top_n: int, top_share: float) -> int:
+    """How many of the day's scored customers the `high` tier holds under a capacity: `top_n`
+    (at most all of them) or `top_share` of them rounded up; 0 when neither is set."""
+    if top_n:
+        return min(top_n, rows_scored)
+    return math.ceil(top_share * rows_scored - 1e-9)  # 0.05 * 1000 is 50, not 51
+
+
+def apply_capacity_tiers(
+    directory: Path, run: StagedRun, *, top_n: int, top_share: float, medium: float
+) -> None:
+    """Second pass over a staged run: put exactly the day's `capacity_count` most likely
+    churners in the `high` tier (ties broken by source row, so the count is exact), every
+    other customer in `medium` from the `medium` cut-off, else `low`; update `run.tiers`.
+
+    Tiers by capacity need the whole day's ranking, which no chunk (or worker) knows: so
+    they are decided once everything is staged, from the staged probabilities. DuckDB finds
+    the cut-off row out of core, then the predictions file is rewritten batch by batch, so
+    memory stays bounded. Rows and their order are unchanged: only `risk_tier` is; repeated
+    customers, which publishing leaves out, are not ranked and keep their staged tier.
+    """
+    if not (top_n or top_share):
+        return
+    import pyarrow.parquet as pq
+
+    from components.warehouse import local_duckdb, sql_literal
+
+    path = directory / PREDICTIONS_FILE
+    repeats = pq.read_table(directory / REPEATS_FILE, columns=["source_row"]).column(0)
+    count = capacity_count(run.rows_scored, top_n=top_n, top_share=top_share)
+    cutoff = None  # (probability, source_row) of the last customer in `high`
+    if count:
+        with local_duckdb(directory) as con:
+            (cutoff,) = con.sql(
+                f"""
+                SELECT churn_probability, {STAGED_ROW} FROM read_parquet({sql_literal(path)})
+                WHERE {STAGED_ROW} NOT IN (SELECT source_row
+                    FROM read_parquet({sql_literal(directory / REPEATS_FILE)}))
+                ORDER BY churn_probability DESC, {STAGED_ROW} ASC
+                LIMIT 1 OFFSET {count - 1}
+                """
+            ).fetchall()
+    tiers = dict.fromkeys(RISK_TIERS, 0)
+    rewritten = directory / f"{PREDICTIONS_FILE}.tiered"
+    with pq.ParquetWriter(rewritten, STAGED_PREDICTIONS, **_STAGING) as out:
+        for batch in pq.ParquetFile(path).iter_batches():
+            probability = batch.column("churn_probability").to_numpy()
+            row = batch.column(STAGED_ROW).to_numpy()
+            repeated = np.isin(row, repeats.to_numpy())
+            high = np.zeros(len(row), dtype=bool)
+            if cutoff is not None:
+                high = (probability > cutoff[0]) | ((probability == cutoff[0]) & (row <= cutoff[1]))
+            tier = np.where(high, "high", np.where(probability >= medium, "medium", "low"))
+            tier = np.where(
+                repeated, batch.column("risk_tier").to_numpy(zero_copy_only=False), tier
+            )
+            for name, n in zip(*np.unique(tier[~repeated], return_counts=True), strict=True):
+                tiers[str(name)] += int(n)
+            index = batch.schema.get_field_index("risk_tier")
+            out.write_batch(batch.set_column(index, "risk_tier", pa.array(tier, pa.string())))
+    os.replace(rewritten, path)
+    if sum(tiers.values()) != run.rows_scored:
+        raise AssertionError("capacity tiering lost rows")
+    run.tiers = tiers
+
+
 def read_customers(
     uri: str, batch_rows: int, contract: DataContract = TELCO_CHURN
 ) -> Iterator[pa.RecordBatch]:
@@ -416,9 +482,9 @@ def _score_chunks(
         for first_row, batch in numbered:
             yield score_chunk(model, batch, first_row, job, profile)
         return
-    from components.predict import compiled_trees
+    from components.predict import tree_kernel
 
-    compiled_trees(model[-1])  # compiled once here, inherited by every worker
+    tree_kernel(model)  # compiled once here, inherited by every worker
     context = multiprocessing.get_context("fork")
     in_flight: deque[tuple[int, Future[ChunkResult]]] = deque()
     try:
@@ -594,11 +660,14 @@ def score_customers(
     medium_risk_cutoff: float,
     invalid_row_tolerance: float,
     time_zone: str,
+    high_risk_top_n: int,
+    high_risk_top_share: float,
     staged: Output[Dataset],
     observed: Output[Artifact],
 ) -> None:
     """Stream the customer table chunk by chunk: validate for serving, score, and stage
-    predictions and rejects as Parquet; tally the inputs for the drift report."""
+    predictions and rejects as Parquet; tally the inputs for the drift report. With a
+    capacity (`high_risk_top_n` or `high_risk_top_share`), tier the staged day by rank."""
     import logging
     import time
     from datetime import UTC, datetime
@@ -608,6 +677,7 @@ def score_customers(
     from components.evaluate import load_model_dir
     from components.score import (
         ScoringJob,
+        apply_capacity_tiers,
         available_cpus,
         read_customers,
         resolve_as_of,
@@ -645,6 +715,13 @@ def score_customers(
         profile=profile,
         on_chunk=progress,
         workers=workers or available_cpus(),
+    )
+    apply_capacity_tiers(
+        Path(staged.path),
+        run,
+        top_n=high_risk_top_n,
+        top_share=high_risk_top_share,
+        medium=medium_risk_cutoff,
     )
     staged.metadata.update(
         run.metadata()

@@ -39,7 +39,7 @@ from google.cloud.aiplatform.prediction.serializer import DefaultSerializer
 
 from components.contract import TELCO_CHURN
 from components.errors import ChurnError, ContractError, RegistryError
-from components.predict import compiled_trees
+from components.predict import tree_kernel
 from components.registry import MODEL_FILE, RECORD_FILE, load_model_directory
 from components.score import score_frame
 from components.settings import Settings, load_settings
@@ -74,7 +74,7 @@ class ChurnPredictor(Predictor):
         remote = artifacts_uri.startswith("gs://")
         directory = _download(artifacts_uri) if remote else Path(artifacts_uri)
         self._model, self._version = load_model_directory(directory)
-        compiled_trees(self._model[-1])  # compile now, not on the first request
+        tree_kernel(self._model)  # compile now, not on the first request
         settings = load_settings()
         self._high = settings.high_risk_cutoff
         self._medium = settings.medium_risk_cutoff

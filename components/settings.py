@@ -132,6 +132,29 @@ class Settings:
     serving_max_request_bytes: int = 8 * 1024 * 1024
     """Largest prediction request body the model server reads (larger: HTTP 413)."""
 
+    # --- Calibration, capacity tiers and the promotion gate's uncertainty ----------------
+    resampling: str = "auto"
+    """How training handles the rare churn class: `smote` (synthetic churners inside each
+    training fold), `class_weight` (balanced sample weights), `none`, or `auto`: the one
+    with the best CV `promotion_metric` for the selected candidate."""
+    calibration: str = "auto"
+    """Map from the model's score to a probability that means what it says, fitted on
+    out-of-fold predictions of the training split: `sigmoid`, `isotonic`, `auto` (the one
+    with the lower CV Brier score) or `none` (raw scores, as resampling leaves them)."""
+    high_risk_top_n: int = 0
+    """Batch scoring: put exactly the N most likely churners of the day in the `high` tier
+    (a team that can call 500 customers a day sets 500), whatever `high_risk_cutoff` says;
+    0: tier by `high_risk_cutoff`. Online serving, one request at a time, uses the cut-off."""
+    high_risk_top_share: float = 0.0
+    """... or the top share of the day's scored customers (0.05: the top 5%); 0: off. At
+    most one of `high_risk_top_n` and `high_risk_top_share` may be set."""
+    promotion_requires_significance: bool = False
+    """Promote only when the bootstrap 95% interval of the paired difference between the
+    new model's and the champion's test metric lies above zero."""
+    bootstrap_samples: int = 1000
+    """Bootstrap resamples of the test rows behind the 95% intervals of the test metric
+    and of the paired difference against the champion."""
+
     def __post_init__(self) -> None:
         _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
         _check_range("test_size", self.test_size, 0.05, 0.5)
@@ -166,6 +189,30 @@ class Settings:
             raise SettingsError(
                 "promotion_metric must be one of roc_auc, pr_auc, f1; "
                 f"got {self.promotion_metric!r}"
+            )
+
+        _check_choice("resampling", self.resampling, ("auto", "smote", "class_weight", "none"))
+        _check_choice("calibration", self.calibration, ("auto", "sigmoid", "isotonic", "none"))
+        if self.high_risk_top_n < 0:
+            raise SettingsError(
+                f"high_risk_top_n must be 0 (off) or a number of customers, got "
+                f"{self.high_risk_top_n}"
+            )
+        _check_range("high_risk_top_share", self.high_risk_top_share, 0.0, 1.0)
+        if self.high_risk_top_n and self.high_risk_top_share:
+            raise SettingsError(
+                "set at most one of high_risk_top_n and high_risk_top_share, got "
+                f"{self.high_risk_top_n} and {self.high_risk_top_share}"
+            )
+        if not 0 <= self.bootstrap_samples <= 100_000:
+            raise SettingsError(
+                "bootstrap_samples must be between 0 (no intervals) and 100000, got "
+                f"{self.bootstrap_samples}"
+            )
+        if self.promotion_requires_significance and self.bootstrap_samples < 100:
+            raise SettingsError(
+                "promotion_requires_significance needs bootstrap_samples of at least 100, got "
+                f"{self.bootstrap_samples}"
             )
 
     @property
@@ -295,6 +342,11 @@ def _check_time_zone(name: str) -> None:
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
 
 
 _ENV_ALIASES = {"project": "GOOGLE_CLOUD_PROJECT", "region": "GOOGLE_CLOUD_REGION"}

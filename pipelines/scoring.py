@@ -7,6 +7,8 @@ Steps:
     record batches; validate each chunk for serving (rows that cannot be scored become
     rejects with their reason), score the rest, and stage both as Parquet. Reading,
     validating and scoring are one step so the table is never held, or copied, whole.
+    With a capacity (`high_risk_top_n` or `high_risk_top_share`), a second pass over the
+    staged predictions puts exactly the day's top customers in the `high` tier.
  3. Publish predictions: in one transaction, replace the as-of date's rows of the output
     table and of its `_rejects` table with the staged ones; export both as CSV files when
     `export_dir` is set.
@@ -48,6 +50,8 @@ def scoring_pipeline(
     invalid_row_tolerance: float = DEFAULTS.invalid_row_tolerance,
     drift_threshold: float = DEFAULTS.drift_threshold,
     time_zone: str = DEFAULTS.time_zone,
+    high_risk_top_n: int = DEFAULTS.high_risk_top_n,
+    high_risk_top_share: float = DEFAULTS.high_risk_top_share,
 ) -> dsl.Artifact:
     """Returns the run summary artifact (JSON, with the key figures as metadata)."""
     champion = load_champion(registry_uri=registry_uri, model_ref=model_ref).set_display_name(
@@ -65,6 +69,8 @@ def scoring_pipeline(
         medium_risk_cutoff=medium_risk_cutoff,
         invalid_row_tolerance=invalid_row_tolerance,
         time_zone=time_zone,
+        high_risk_top_n=high_risk_top_n,
+        high_risk_top_share=high_risk_top_share,
     )
     scored.set_display_name("2. Validate and score in chunks")
     scored.set_cpu_limit(RESOURCES.scoring_cpu).set_memory_limit(RESOURCES.scoring_memory)

@@ -4,11 +4,14 @@ Steps:
  1. Ingest: read the customer table from `source_uri` (file, DuckDB or BigQuery).
  2. Validate: check the data contract; set aside invalid and duplicate rows with reasons.
  3. Split: hold out a stratified, leak-free test set (a customer is on one side only).
- 4. Train candidates: stratified group k-fold CV of five model families with SMOTE inside
-    the training folds; pick the best; threshold from out-of-fold predictions; refit.
- 5. Evaluate: score the untouched test set with the new model and the current champion.
- 6. Register: add a new registry version; promote it to champion only if it beats the
-    champion by the margin and clears the floor.
+ 4. Train candidates: stratified group k-fold CV of five model families, then of the best
+    with SMOTE inside the training folds or class weights; pick the best; calibrate it and
+    choose its threshold on out-of-fold predictions; refit.
+ 5. Evaluate: score the untouched test set with the new model and the current champion
+    (on the test customers it never trained on), with bootstrap 95% intervals.
+ 6. Register: add a new registry version (with its hashed training customers); promote it
+    to champion only if it beats the champion by the margin (and, if required, with an
+    interval of the difference above zero) and clears the floor.
  7. Summarize: run summary and self-contained HTML report.
 """
 
@@ -44,6 +47,10 @@ def training_pipeline(
     promotion_metric: str = DEFAULTS.promotion_metric,
     promotion_margin: float = DEFAULTS.promotion_margin,
     promotion_floor: float = DEFAULTS.promotion_floor,
+    resampling: str = DEFAULTS.resampling,
+    calibration: str = DEFAULTS.calibration,
+    promotion_requires_significance: bool = DEFAULTS.promotion_requires_significance,
+    bootstrap_samples: int = DEFAULTS.bootstrap_samples,
 ) -> dsl.Artifact:
     """Returns the run summary artifact (JSON, with the key figures as metadata)."""
     raw = ingest(source_uri=source_uri).set_display_name("1. Ingest customers")
@@ -61,6 +68,9 @@ def training_pipeline(
         seed=seed,
         candidates_per_family=candidates_per_family,
         search_budget_seconds=search_budget_seconds,
+        promotion_metric=promotion_metric,
+        resampling=resampling,
+        calibration=calibration,
     ).set_display_name("4. Train candidates and select")
     trained.set_cpu_limit(RESOURCES.training_cpu).set_memory_limit(RESOURCES.training_memory)
     evaluated = evaluate_model(
@@ -68,6 +78,8 @@ def training_pipeline(
         test=split.outputs["test"],
         registry_uri=registry_uri,
         seed=seed,
+        promotion_metric=promotion_metric,
+        bootstrap_samples=bootstrap_samples,
     ).set_display_name("5. Evaluate on test set")
     registered = register_model(
         model=trained.outputs["model"],
@@ -79,6 +91,7 @@ def training_pipeline(
         promotion_metric=promotion_metric,
         promotion_margin=promotion_margin,
         promotion_floor=promotion_floor,
+        promotion_requires_significance=promotion_requires_significance,
     ).set_display_name("6. Register and promote")
     summarized = summarize_training(
         raw=raw.outputs["raw"],

@@ -9,8 +9,9 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
+from components.calibration import CalibratedModel, ProbabilityCalibrator
 from components.contract import TELCO_CHURN
-from components.predict import CompiledTrees, compiled_trees, predict_probability
+from components.predict import CompiledTrees, compiled_trees, predict_probability, tree_kernel
 from components.sample_data import generate_customers
 from components.train import CandidateResult, fit_final
 from components.validate import validate
@@ -52,6 +53,34 @@ def test_the_saved_gradient_boosting_pipeline_is_scored_by_the_kernel(customers:
         predict_probability(model, messy),
         model.predict_proba(messy[TELCO_CHURN.feature_names])[:, 1],
     )
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_a_calibrated_gradient_boosting_pipeline_is_still_scored_by_the_kernel(
+    customers: pd.DataFrame, method: str
+):
+    """The calibrator is a step after the kernel-scored trees: a silent fall-back to
+    scikit-learn's evaluator fails here, as the estimator's own predict_proba is disabled."""
+    train = validate(customers, source="fixture").clean
+    rng = np.random.default_rng(0)
+    oof = rng.random(len(train))  # any scores: this test is about the scoring path
+    calibrator = ProbabilityCalibrator(method).fit(oof, train["Churn"].to_numpy())
+    best = CandidateResult("gradient_boosting", {"max_leaf_nodes": 15}, [], [], oof, 0.0)
+    model = fit_final(train, best, seed=0, calibrator=calibrator)
+    assert [name for name, _ in model.steps] == ["preprocess", "model"]
+    assert isinstance(model[-1], CalibratedModel)
+    rows = validate(generate_customers(300, seed=4), source="t", mode="serving").clean
+    expected = model.predict_proba(rows[TELCO_CHURN.feature_names])[:, 1]
+    raw = model[-1].estimator.predict_proba(model[:-1].transform(rows[TELCO_CHURN.feature_names]))
+    assert tree_kernel(model) is not None
+
+    def not_the_kernel(*args, **kwargs):
+        raise AssertionError("scored by scikit-learn's predict_proba, not the compiled kernel")
+
+    model[-1].estimator.predict_proba = not_the_kernel
+    np.testing.assert_array_equal(predict_probability(model, rows), expected)
+    np.testing.assert_array_equal(predict_probability(model, rows, calibrated=False), raw[:, 1])
+    assert not np.array_equal(expected, raw[:, 1])  # the calibrator did something
 
 
 def test_models_the_kernel_cannot_take_are_scored_by_predict_proba():

@@ -8,6 +8,7 @@ from sklearn.pipeline import Pipeline
 
 from components.errors import RegistryError
 from components.features import build_preprocessor
+from components.lineage import load_training_customers, trained_on
 from components.register import register_and_promote
 from components.registry import MODEL_FILE, LocalRegistry, decide_promotion, save_model
 from components.validate import validate
@@ -21,21 +22,40 @@ def model_file(customers, tmp_path: Path) -> Path:
     return save_model(model, tmp_path / "artifact")
 
 
-def _register(registry: LocalRegistry, model_file: Path, roc_auc: float, champion: dict | None):
+def _register(
+    registry: LocalRegistry,
+    model_file: Path,
+    roc_auc: float,
+    champion: dict | None,
+    *,
+    difference_interval: list[float] | None = None,
+    require_significance: bool = False,
+    training_customers: list[str] | None = None,
+):
+    comparison = champion and {
+        "champion": champion["roc_auc"],
+        "candidate": roc_auc,
+        "note": "on the 900 of 1,000 test customers the champion never trained on",
+        "difference_interval": difference_interval,
+    }
     return register_and_promote(
         registry_uri=str(registry.root),
         model_file=model_file,
         model_info={"best_model": "logistic_regression", "threshold": 0.4},
         evaluation={
             "metrics": {"roc_auc": roc_auc},
+            "interval": {"metric": "roc_auc", "low_high": [roc_auc - 0.02, roc_auc + 0.02]},
             "champion_metrics": champion,
             "champion_version": 1 if champion else None,
+            "comparison": comparison,
         },
         data_fingerprint="abc",
         run_id="run-1",
         metric="roc_auc",
         margin=0.01,
         floor=0.7,
+        training_customers=training_customers,
+        require_significance=require_significance,
     )
 
 
@@ -55,6 +75,52 @@ def test_gate_promotes_a_clear_winner_and_keeps_the_champion_otherwise(model_fil
     assert winner.promoted and winner.version == 3
     assert registry.champion().version == 3
     assert registry.versions() == [1, 2, 3]
+
+
+def test_significance_gate_promotes_only_when_the_difference_interval_excludes_zero(
+    model_file, tmp_path
+):
+    registry = LocalRegistry(tmp_path / "registry")
+    _register(registry, model_file, 0.80, None)
+    noisy = _register(
+        registry,
+        model_file,
+        0.82,
+        {"roc_auc": 0.80},
+        difference_interval=[-0.004, 0.044],
+        require_significance=True,
+    )
+    assert not noisy.promoted and registry.champion().version == 1
+    assert "does not exclude zero" in noisy.promotion_reason
+    assert "95% CI -0.0040 to +0.0440" in noisy.promotion_reason
+    assert "on the 900 of 1,000 test customers the champion never trained on" in (
+        noisy.promotion_reason
+    )
+    clear = _register(
+        registry,
+        model_file,
+        0.82,
+        {"roc_auc": 0.80},
+        difference_interval=[0.006, 0.034],
+        require_significance=True,
+    )
+    assert clear.promoted and registry.champion().version == 3
+    assert "(95% CI 0.8000 to 0.8400)" in clear.promotion_reason
+    # Without the setting, the noisy win is promoted on the margin alone.
+    lenient = _register(
+        registry, model_file, 0.84, {"roc_auc": 0.82}, difference_interval=[-0.004, 0.044]
+    )
+    assert lenient.promoted
+
+
+def test_each_version_keeps_its_hashed_training_customers(model_file, tmp_path):
+    registry = LocalRegistry(tmp_path / "registry")
+    entry = _register(registry, model_file, 0.8, None, training_customers=["A-1", "B-2"])
+    stored = load_training_customers(registry.model_path(entry.version).parent)
+    assert trained_on(["B-2", "C-3", "A-1"], stored).tolist() == [True, False, True]
+    assert "A-1" not in (
+        registry.model_path(entry.version).parent / "training_customers.npy"
+    ).read_bytes().decode("latin-1")
 
 
 def test_gate_refuses_a_model_below_the_floor_even_without_champion():

@@ -26,7 +26,9 @@ from components.score import (
     REJECTS_FILE,
     REPEATS_FILE,
     ScoringJob,
+    apply_capacity_tiers,
     available_cpus,
+    capacity_count,
     read_customers,
     resolve_as_of,
     stage_scores,
@@ -129,6 +131,34 @@ def test_a_chunk_of_only_unscorable_rows_is_staged_as_rejects(model, tmp_path: P
     blank = rejects.loc[last_chunk + 1 : len(frame), "reason"]
     assert len(blank) == 100 and (blank == "`customerID` is blank").all()
     assert len(_staged_frame(tmp_path, PREDICTIONS_FILE)) == run.rows_scored
+
+
+@pytest.mark.parametrize(("top_n", "top_share", "expected"), [(50, 0.0, 50), (0, 0.05, 60)])
+def test_capacity_tiers_put_exactly_the_days_top_customers_in_high(
+    model, tmp_path: Path, top_n: int, top_share: float, expected: int
+):
+    """Decided over the whole staged day, whatever the chunking, with every row kept."""
+    frame = _messy()
+    run = stage_scores(_batches(frame, 250), model, _job(), tmp_path, tolerance=0.05, workers=2)
+    before = _staged_frame(tmp_path, PREDICTIONS_FILE)
+    rows = run.metadata()["rows"]
+    apply_capacity_tiers(tmp_path, run, top_n=top_n, top_share=top_share, medium=0.4)
+    after = _staged_frame(tmp_path, PREDICTIONS_FILE)
+    assert run.metadata()["rows"] == rows and len(after) == len(before) == run.rows_scored
+    assert capacity_count(run.rows_scored, top_n=top_n, top_share=top_share) == expected
+    assert run.tiers["high"] == expected == (after["risk_tier"] == "high").sum()
+    assert sum(run.tiers.values()) == run.rows_scored
+    high = after[after["risk_tier"] == "high"]
+    rest = after[after["risk_tier"] != "high"]
+    assert high["churn_probability"].min() >= rest["churn_probability"].max()
+    assert (rest["risk_tier"] == np.where(rest["churn_probability"] >= 0.4, "medium", "low")).all()
+    pd.testing.assert_frame_equal(
+        before.drop(columns="risk_tier").reset_index(drop=True),
+        after.drop(columns="risk_tier").reset_index(drop=True),
+    )
+    # Repeated customers, left out by publishing, keep their staged rows.
+    repeats = len(pq.read_table(tmp_path / REPEATS_FILE))
+    assert repeats and len(pq.read_table(tmp_path / PREDICTIONS_FILE)) == run.rows_scored + repeats
 
 
 def test_unseen_categories_and_missing_values_are_scored_and_counted(model, tmp_path: Path):

@@ -21,6 +21,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
+from components.calibration import CalibratedModel, ProbabilityCalibrator
 from components.contract import TELCO_CHURN
 from components.errors import ChurnError, RegistryError
 from components.features import build_preprocessor
@@ -49,14 +50,20 @@ ID = TELCO_CHURN.id_column
 
 @pytest.fixture(scope="module")
 def registry(tmp_path_factory: pytest.TempPathFactory) -> LocalRegistry:
-    """A registry holding one small gradient-boosting model (the usual champion, scored by
-    the compiled tree kernel), promoted to champion."""
+    """A registry holding one small calibrated gradient-boosting model (the usual champion,
+    scored by the compiled tree kernel, then its calibrator), promoted to champion."""
     root = tmp_path_factory.mktemp("serving")
     train = validate(generate_customers(2_000, seed=1, messy=False), source="sample").clean
-    model = Pipeline(
-        [("preprocess", build_preprocessor()), ("model", HistGradientBoostingClassifier())]
+    label = train[TELCO_CHURN.label_column].astype(int)
+    preprocess = build_preprocessor().fit(train[TELCO_CHURN.feature_names])
+    x = preprocess.transform(train[TELCO_CHURN.feature_names])
+    trees = HistGradientBoostingClassifier().fit(x, label)
+    other = validate(generate_customers(1_000, seed=9, messy=False), source="sample").clean
+    calibrator = ProbabilityCalibrator("sigmoid").fit(
+        trees.predict_proba(preprocess.transform(other[TELCO_CHURN.feature_names]))[:, 1],
+        other[TELCO_CHURN.label_column].astype(int),
     )
-    model.fit(train[TELCO_CHURN.feature_names], train[TELCO_CHURN.label_column].astype(int))
+    model = Pipeline([("preprocess", preprocess), ("model", CalibratedModel(trees, calibrator))])
     registry = LocalRegistry(root / "registry")
     entry = registry.register(
         save_model(model, root / "build"),
@@ -153,6 +160,11 @@ def test_served_scores_equal_batch_scores(server: ModelServer, registry: LocalRe
     _assert_same_scores(served, batch)
     assert {p["model_version"] for p in served} == {registry.get("champion").version}
     assert set(batch["risk_tier"]) == {"high", "medium", "low"}
+    # Both publish the calibrated probability, the saved pipeline's own predict_proba.
+    model, _ = registry.load_model("champion")
+    features = validate(customers, source="t", mode="serving").clean[TELCO_CHURN.feature_names]
+    calibrated = model.predict_proba(features)[:, 1]
+    assert [p["churn_probability"] for p in served] == pytest.approx(calibrated, abs=1e-12)
     # Labels follow the registered threshold, not 0.5.
     assert any(p["churn_predicted"] for p in served if p["churn_probability"] < 0.5)
 

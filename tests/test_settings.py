@@ -37,6 +37,17 @@ def test_defaults_run_locally_on_the_embedded_warehouse(tmp_path: Path, no_confi
         ({"CHURN_CV_FOLDS": "many"}, "setting cv_folds must be int, got 'many'"),
         ({"CHURN_TEST_SIZE": "0.9"}, "test_size must be between 0.05 and 0.5, got 0.9"),
         ({"CHURN_HIGH_RISK_CUTOFF": "0.1"}, "high_risk_cutoff must be between 0.4 and 1.0"),
+        ({"CHURN_RESAMPLING": "adasyn"}, "resampling must be one of auto, smote, class_weight"),
+        ({"CHURN_CALIBRATION": "platt"}, "calibration must be one of auto, sigmoid, isotonic"),
+        ({"CHURN_HIGH_RISK_TOP_N": "-5"}, "high_risk_top_n must be 0 .off. or a number"),
+        (
+            {"CHURN_HIGH_RISK_TOP_N": "500", "CHURN_HIGH_RISK_TOP_SHARE": "0.1"},
+            "set at most one of high_risk_top_n and high_risk_top_share",
+        ),
+        (
+            {"CHURN_PROMOTION_REQUIRES_SIGNIFICANCE": "yes", "CHURN_BOOTSTRAP_SAMPLES": "0"},
+            "promotion_requires_significance needs bootstrap_samples of at least 100",
+        ),
     ],
 )
 def test_bad_values_name_the_setting(environ, message, no_config: Path):
