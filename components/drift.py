@@ -413,3 +413,23 @@ def summarize_scoring(
         metrics.log_metric("max_feature_psi", drift["max_feature_psi"])
         metrics.log_metric("score_psi", drift["score_psi"])
     summary.metadata.update({k: result[k] for k in ("model_version", "as_of_date", "churn_rate")})
+
+
+@stage
+def summary_text(summary: Input[Artifact]) -> str:
+    """The run summary as text, the form a pipeline can take from whichever scoring
+    branch ran (kfp.local's `dsl.OneOf` selects parameters, not artifacts)."""
+    from pathlib import Path
+
+    return Path(summary.path).read_text()
+
+
+@stage
+def scoring_result(summary_json: str, summary: Output[Artifact]) -> None:
+    """The scoring run's summary artifact (JSON, key figures as metadata)."""
+    import json
+    from pathlib import Path
+
+    result = json.loads(summary_json)
+    Path(summary.path).write_text(json.dumps(result, indent=2))
+    summary.metadata.update({k: result[k] for k in ("model_version", "as_of_date", "churn_rate")})

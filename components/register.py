@@ -1,18 +1,56 @@
 """Register the new model and promote it to champion only if it earns it."""
 
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.drift import ReferenceProfile, save_profile
-from components.registry import (
-    ModelVersion,
-    decide_promotion,
-    library_versions,
-    open_registry,
-)
+from components.model_files import EVALUATION_FILE, MODEL_FILE
+from components.registry import ModelVersion, library_versions, open_registry
 from components.stage import stage
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+
+
+def decide_promotion(
+    *,
+    metric: str,
+    candidate: float,
+    champion: float | None,
+    margin: float,
+    floor: float,
+) -> PromotionDecision:
+    """Promote only a model that clears `floor` and beats the champion (scored on the same
+    test set) by at least `margin`."""
+    if candidate < floor:
+        return PromotionDecision(
+            False, f"test {metric} {candidate:.4f} is below the floor {floor:.4f}"
+        )
+    if champion is None:
+        return PromotionDecision(
+            True, f"no champion yet; test {metric} {candidate:.4f} clears the floor {floor:.4f}"
+        )
+    if candidate >= champion + margin:
+        return PromotionDecision(
+            True,
+            f"test {metric} {candidate:.4f} beats the champion's {champion:.4f} "
+            f"by at least the margin {margin:.4f}",
+        )
+    return PromotionDecision(
+        False,
+        f"test {metric} {candidate:.4f} does not beat the champion's {champion:.4f} "
+        f"by the margin {margin:.4f}",
+    )
 
 
 def register_and_promote(
@@ -27,10 +65,12 @@ def register_and_promote(
     margin: float,
     floor: float,
     profile: ReferenceProfile | None = None,
+    serving_image: str = "",
 ) -> ModelVersion:
     """Add the model as a new version; move the `champion` alias to it if it clears the
-    floor and beats the champion's score on the same test set by `margin`. `profile` (the
-    training data's distributions) is stored beside it, for scoring's drift report."""
+    floor and beats the champion's score on the same test set by `margin`. The evaluation
+    and `profile` (the training data's distributions, for scoring's drift report) are
+    registered beside the model file."""
     champion_metrics = evaluation.get("champion_metrics")
     decision = decide_promotion(
         metric=metric,
@@ -43,21 +83,25 @@ def register_and_promote(
         decision_reason = f"{decision.reason} (champion: v{evaluation['champion_version']})"
     else:
         decision_reason = decision.reason
-    registry = open_registry(registry_uri)
-    entry = registry.register(
-        model_file,
-        best_model=model_info["best_model"],
-        params=model_info.get("params", {}),
-        threshold=float(model_info["threshold"]),
-        metrics=evaluation["metrics"],
-        data_fingerprint=data_fingerprint,
-        library_versions=library_versions(),
-        run_id=run_id,
-        promoted=decision.promote,
-        promotion_reason=decision_reason,
-    )
-    if profile is not None:
-        save_profile(profile, registry.model_path(entry.version).parent)
+    registry = open_registry(registry_uri, serving_image=serving_image)
+    with tempfile.TemporaryDirectory(prefix="churn-register-") as staging:
+        directory = Path(staging)
+        shutil.copyfile(model_file, directory / MODEL_FILE)
+        (directory / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+        if profile is not None:
+            save_profile(profile, directory)
+        entry = registry.register(
+            directory,
+            best_model=model_info["best_model"],
+            params=model_info.get("params", {}),
+            threshold=float(model_info["threshold"]),
+            metrics=evaluation["metrics"],
+            data_fingerprint=data_fingerprint,
+            library_versions=library_versions(),
+            run_id=run_id,
+            promoted=decision.promote,
+            promotion_reason=decision_reason,
+        )
     if decision.promote:
         registry.promote(entry.version)
     return entry
@@ -74,10 +118,14 @@ def register_model(
     promotion_metric: str,
     promotion_margin: float,
     promotion_floor: float,
+    serving_image: str,
     registration: Output[Artifact],
-) -> None:
-    """Register the model with its training-data profile; promote it to champion if it
-    beats the current one."""
+    registered_model: Output[VertexModel],
+) -> NamedTuple("Registered", [("promoted", bool)]):
+    """Register the model with its evaluation and training-data profile; promote it to
+    champion if it beats the current one. `registered_model` names the version (a Vertex
+    model version's resource name, or the local version directory) for lineage and for
+    Google Cloud Pipeline Components that take a model."""
     import json
     from dataclasses import asdict
     from pathlib import Path
@@ -85,8 +133,9 @@ def register_model(
     import pandas as pd
 
     from components.drift import reference_profile
+    from components.model_files import MODEL_FILE
     from components.register import register_and_promote
-    from components.registry import MODEL_FILE, data_fingerprint
+    from components.registry import data_fingerprint, open_registry
 
     train_frame = pd.read_parquet(train.path)
     # Held-out scores as the reference: a model's scores on its own training rows are
@@ -103,8 +152,12 @@ def register_model(
         margin=promotion_margin,
         floor=promotion_floor,
         profile=reference_profile(train_frame, held_out_scores),
+        serving_image=serving_image,
     )
     Path(registration.path).write_text(json.dumps(asdict(entry), indent=2))
     registration.metadata.update(
         {"version": entry.version, "promoted": entry.promoted, "reason": entry.promotion_reason}
     )
+    resource = open_registry(registry_uri).resource_name(entry.version)
+    registered_model.metadata.update({"resourceName": resource, "version": entry.version})
+    return (entry.promoted,)

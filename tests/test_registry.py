@@ -1,5 +1,6 @@
 """The registry's numbering, hash check and the promotion gate, on a real directory."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -8,8 +9,8 @@ from sklearn.pipeline import Pipeline
 
 from components.errors import RegistryError
 from components.features import build_preprocessor
-from components.register import register_and_promote
-from components.registry import MODEL_FILE, LocalRegistry, decide_promotion, save_model
+from components.register import decide_promotion, register_and_promote
+from components.registry import MODEL_FILE, LocalRegistry, open_registry, save_model
 from components.validate import validate
 
 
@@ -86,17 +87,45 @@ def test_tampered_model_file_is_refused(model_file, tmp_path):
     with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
         registry.load_model(1)
     with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
-        registry.copy_model(1, tmp_path / "copy")
+        registry.fetch(1, tmp_path / "copy")
     assert not (tmp_path / "copy").exists()
 
 
-def test_copied_model_is_the_registered_file(model_file, tmp_path):
+def test_fetched_directory_is_the_registered_one(model_file, tmp_path):
     registry = LocalRegistry(tmp_path / "registry")
     _register(registry, model_file, 0.8, None)
-    entry = registry.copy_model("champion", tmp_path / "copy")
+    entry = registry.fetch("champion", tmp_path / "copy")
     copied = tmp_path / "copy" / MODEL_FILE
     assert entry.version == 1
     assert copied.read_bytes() == registry.model_path(1).read_bytes()
+    # The evaluation registered beside the model travels with it.
+    assert (
+        {p.name for p in (tmp_path / "copy").iterdir()}
+        == {p.name for p in registry.model_path(1).parent.iterdir()}
+        >= {MODEL_FILE, "version.json", "evaluation.json"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("vertex://projects/p/models/churn", "is not of the form vertex://projects/P/"),
+        ("vertex://projects/p/locations/us-central1/models/Churn!", "model id 'Churn!'"),
+        (
+            "vertex://projects/p/locations/us-central1/models/churn?artifact=gs://b",
+            "unknown parameter",
+        ),
+        (
+            "vertex://projects/p/locations/us-central1/models/churn?artifacts=/tmp/models",
+            "artifacts must be a gs://BUCKET/PATH URI",
+        ),
+        ("s3://bucket/registry", "expected a local directory or vertex://"),
+    ],
+)
+def test_malformed_registry_uris_fail_with_one_line_before_any_request(uri, message):
+    with pytest.raises(RegistryError, match=re.escape(message)) as failure:
+        open_registry(uri)
+    assert len(str(failure.value).splitlines()) == 1
 
 
 def test_unknown_versions_are_clear_errors(tmp_path):

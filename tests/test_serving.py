@@ -56,7 +56,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> LocalRegistry:
     model.fit(train[TELCO_CHURN.feature_names], train[TELCO_CHURN.label_column].astype(int))
     registry = LocalRegistry(root / "registry")
     entry = registry.register(
-        save_model(model, root / "build"),
+        save_model(model, root / "build").parent,
         best_model="gradient_boosting",
         threshold=THRESHOLD,
         metrics={},
