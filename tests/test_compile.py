@@ -5,8 +5,8 @@ import sys
 from pathlib import Path
 
 import yaml
-from google_cloud_pipeline_components import __version__ as gcpc_version
 from google.protobuf import json_format
+from google_cloud_pipeline_components import __version__ as gcpc_version
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 ROOT = Path(__file__).resolve().parents[1]
