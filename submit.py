@@ -140,6 +140,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
 
     _require_local(settings)
     parse_uri(settings.source_uri)  # a malformed URI fails here, not in step 1
+    _check_registry(settings)
     if settings.source is None:
         _ensure_sample_data(settings)
     arguments = {
@@ -189,6 +190,13 @@ def _keep_report(artifact: Path, run_id: str, settings: Settings) -> Path:
     return path.resolve()
 
 
+def _check_registry(settings: Settings) -> None:
+    """A malformed registry URI fails here, with one line, not in a pipeline step."""
+    from components.registry import open_registry
+
+    open_registry(settings.registry_uri)
+
+
 def _require_local(settings: Settings) -> None:
     if settings.runs_on_vertex:
         raise ChurnError(
@@ -225,6 +233,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
 
     _require_local(settings)
     parse_uri(settings.source_uri)
+    _check_registry(settings)
     output_uri = settings.predictions_uri
     require_output(output_uri)
     if settings.source is None:

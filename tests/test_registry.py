@@ -1,6 +1,9 @@
 """The registry's numbering, hash check and the promotion gate, on a real directory."""
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,8 @@ from components.features import build_preprocessor
 from components.register import decide_promotion, register_and_promote
 from components.registry import MODEL_FILE, LocalRegistry, open_registry, save_model
 from components.validate import validate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -134,3 +139,21 @@ def test_unknown_versions_are_clear_errors(tmp_path):
         registry.get("champion")
     with pytest.raises(RegistryError, match="model version 7 is not registered"):
         registry.get("v7")
+
+
+def test_a_malformed_vertex_registry_stops_the_cli_before_any_step(tmp_path):
+    env = os.environ | {"CHURN_REGISTRY": "vertex://projects/p/models/churn"}
+    for command in ("train", "score"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "submit.py"), command, "--home", str(tmp_path), "--local"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 1
+        assert done.stderr.splitlines() == [
+            "error: registry 'vertex://projects/p/models/churn' is not of the form "
+            "vertex://projects/P/locations/R/models/ID?artifacts=gs://BUCKET/PATH"
+        ]
+        assert not (tmp_path / "pipeline_root").exists()
