@@ -129,6 +129,6 @@ def deploy_to_endpoint(
         machine_type=machine_type,
         min_replicas=min_replicas,
         max_replicas=max_replicas,
-        api_endpoint=parse_vertex_uri(registry_uri)["endpoint"],
+        api_endpoint=parse_vertex_uri(registry_uri)["api_endpoint"],
     )
     return deployment.endpoint

@@ -43,7 +43,9 @@ def test_train_registers_to_vertex_and_scoring_uses_the_champion_alias(google_cl
     models = VertexModels(google_cloud)
     source = tmp_path / "customers.csv"
     generate_customers(2_000, seed=31).to_csv(source, index=False)
-    registry = f"vertex://{MODEL}?artifacts=gs://churn-models/models&endpoint={google_cloud.url}"
+    registry = (
+        f"vertex://{MODEL}?artifacts=gs://churn-models/models&api_endpoint={google_cloud.url}"
+    )
     with fake_gcs.FakeGCSServer():
         storage.Client("p", credentials=AnonymousCredentials()).create_bucket("churn-models")
         trained = _submit(

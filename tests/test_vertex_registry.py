@@ -44,7 +44,7 @@ def vertex(google_cloud, monkeypatch):
 
 @pytest.fixture
 def uri(google_cloud) -> str:
-    return f"vertex://{MODEL}?artifacts=gs://{BUCKET}/models&endpoint={google_cloud.url}"
+    return f"vertex://{MODEL}?artifacts=gs://{BUCKET}/models&api_endpoint={google_cloud.url}"
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_no_champion_and_unknown_versions_are_clear_errors(vertex, uri, google_c
 def test_registering_without_an_artifacts_location_fails_before_any_upload(
     google_cloud, model_file
 ):
-    uri = f"vertex://{MODEL}?endpoint={google_cloud.url}"
+    uri = f"vertex://{MODEL}?api_endpoint={google_cloud.url}"
     with pytest.raises(RegistryError, match="has no artifacts=gs://BUCKET/PATH"):
         _register(uri, model_file, 0.80, None)
     assert not google_cloud.requests

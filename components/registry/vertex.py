@@ -6,7 +6,7 @@ URI: `vertex://projects/P/locations/R/models/ID?artifacts=gs://BUCKET/PATH`
                 new version under it
     artifacts   where model directories are uploaded (`<artifacts>/<ID>/<time>-<nonce>/`);
                 needed to register, not to read
-    endpoint    optional API endpoint instead of `R-aiplatform.googleapis.com` (Private
+    api_endpoint  optional API host instead of `R-aiplatform.googleapis.com` (Private
                 Service Connect; the tests' stand-in)
 
 A version is its Vertex version id (1, 2, ...). Each carries our serving image as its
@@ -53,7 +53,7 @@ _URI = re.compile(
     r"vertex://projects/(?P<project>[a-z0-9-]+)/locations/(?P<location>[a-z0-9-]+)"
     r"/models/(?P<model>[^/?@]+)"
 )
-_QUERY_KEYS = ("artifacts", "endpoint")
+_QUERY_KEYS = ("artifacts", "api_endpoint")
 _LABEL_INVALID = re.compile(r"[^a-z0-9_-]")
 _OPERATION_TIMEOUT = 600.0
 
@@ -84,7 +84,10 @@ def parse_vertex_uri(uri: str) -> dict[str, str]:
         raise RegistryError(
             f"registry {uri!r}: artifacts must be a gs://BUCKET/PATH URI, got {artifacts!r}"
         )
-    return match.groupdict() | {"artifacts": artifacts, "endpoint": values.get("endpoint", "")}
+    return match.groupdict() | {
+        "artifacts": artifacts,
+        "api_endpoint": values.get("api_endpoint", ""),
+    }
 
 
 def vertex_label(value: str) -> str:
@@ -126,7 +129,7 @@ class VertexRegistry:
         self.location = parts["location"]
         self.model_id = parts["model"]
         self.artifacts = parts["artifacts"]
-        self.api_endpoint = parts["endpoint"] or f"{self.location}-aiplatform.googleapis.com"
+        self.api_endpoint = parts["api_endpoint"] or f"{self.location}-aiplatform.googleapis.com"
         self.model_name = (
             f"projects/{self.project}/locations/{self.location}/models/{self.model_id}"
         )
