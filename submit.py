@@ -16,6 +16,7 @@ import logging
 import shlex
 import signal
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
         settings = load_settings(_overrides(args), config_file=args.config)
+        if args.local:  # clears a project set in the config file or environment
+            settings = replace(settings, project=None)
         return args.command(args, settings)
     except ChurnError as exc:
         if args.verbose:
             console.print_exception()
         console.print(f"[red]error:[/red] {exc}")
+        return 1
+    except OSError as exc:
+        # A full disk, a read-only or unwritable home, a file where a folder should be:
+        # the system's own words and the path, as one line.
+        if args.verbose:
+            console.print_exception()
+        where = f": {exc.filename}" if exc.filename else ""
+        console.print(f"[red]error:[/red] {exc.strerror or exc}{where}", markup=True)
         return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
@@ -129,10 +140,7 @@ _SETTING_FLAGS = (
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    values = {name: getattr(args, name, None) for name in _SETTING_FLAGS}
-    if args.local:
-        values["project"] = ""  # clears a project set in the config file or environment
-    return values
+    return {name: getattr(args, name, None) for name in _SETTING_FLAGS}
 
 
 def _train(args: argparse.Namespace, settings: Settings) -> int:

@@ -95,10 +95,10 @@ def run_streaming(source: Path, model_dir: Path, work: Path, batch_rows: int) ->
     import joblib
 
     from components.drift import load_profile
+    from components.publish import publish_scores
     from components.score import (
         ScoringJob,
         available_cpus,
-        publish_scores,
         read_customers,
         stage_scores,
     )

@@ -2,10 +2,10 @@
 
 Batch scoring streams the customer table in Arrow record batches: each chunk is validated
 for serving, scored and appended to staged Parquet files, so memory stays bounded whatever
-the table's size. Publishing then replaces the as-of date's rows in the warehouse from
-those files in one transaction (see `components.warehouse.replace_rows`): a run that dies
-before or during it leaves the previous predictions as they were, and a rerun of the same
-date replaces its rows instead of adding a second copy.
+the table's size. Publishing (`components.publish`) then replaces the as-of date's rows in
+the warehouse from those files in one transaction: a run that dies before or during it
+leaves the previous predictions as they were, and a rerun of the same date replaces its
+rows instead of adding a second copy.
 
 Every row read ends up either as a prediction or as a reject with its reason, so
 `rows read == rows scored + rows rejected` holds for every chunk and for the run.
@@ -96,10 +96,12 @@ def score_frame(
     contract: DataContract = TELCO_CHURN,
 ) -> pd.DataFrame:
     """Score validated rows: one output row per input row, in order, with `customer_id`,
-    `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`."""
+    `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`;
+    no rows give the same columns, empty (a chunk of only rejects)."""
     from components.predict import predict_probability
 
-    probability = predict_probability(model, frame, contract)
+    # Estimators refuse zero rows.
+    probability = predict_probability(model, frame, contract) if len(frame) else np.empty(0)
     return pd.DataFrame(
         {
             "customer_id": frame[contract.id_column].array,
@@ -165,17 +167,12 @@ def score_chunk(
     rejected_rows = checked.rejects["row_number"].to_numpy(dtype=np.int64)
     kept_rows = np.delete(row_numbers, rejected_rows - first_row)
     tally = DriftTally.empty(profile) if profile else None
-    if len(checked.clean):
-        scored = score_frame(
-            model, checked.clean, threshold=job.threshold, high=job.high, medium=job.medium
-        )
-        if tally:
-            rng = np.random.default_rng([job.seed, first_row])
-            tally.add(checked.clean, scored["churn_probability"].to_numpy(), rng)
-    else:
-        scored = pd.DataFrame(
-            {"customer_id": [], "churn_probability": [], "churn_predicted": [], "risk_tier": []}
-        )
+    scored = score_frame(
+        model, checked.clean, threshold=job.threshold, high=job.high, medium=job.medium
+    )
+    if tally and len(scored):
+        rng = np.random.default_rng([job.seed, first_row])
+        tally.add(checked.clean, scored["churn_probability"].to_numpy(), rng)
     return ChunkResult(
         predictions=_prediction_batch(scored, kept_rows, job),
         rejects=_reject_batch(
@@ -563,46 +560,6 @@ def scoring_summary(
     }
 
 
-def publish_scores(
-    directory: Path, *, output_uri: str, as_of: date, export_dir: Path | None = None
-) -> dict[str, Any]:
-    """Replace the as-of date's predictions and rejects in the warehouse with the staged
-    ones, in one transaction; then, if `export_dir` is given, export both as CSV files."""
-    import pyarrow.parquet as pq
-
-    from components.warehouse import StagedTable, export_csv, related_table, replace_rows
-
-    rejects_uri = related_table(output_uri, "_rejects")
-    repeats = directory / REPEATS_FILE
-    predictions = StagedTable(
-        output_uri,
-        directory / PREDICTIONS_FILE,
-        PREDICTION_COLUMNS,
-        leave_out=repeats
-        if repeats.exists() and pq.ParquetFile(repeats).metadata.num_rows
-        else None,
-    )
-    rejects = StagedTable(rejects_uri, directory / REJECTS_FILE, REJECT_COLUMNS)
-    counts = replace_rows([predictions, rejects], key="as_of_date", value=as_of)
-    exports = {}
-    if export_dir is not None:
-        name = output_uri.rsplit("=", 1)[-1].rsplit(".", 1)[-1]
-        for kind, staged, suffix in (
-            ("predictions", predictions, ""),
-            ("rejects", rejects, "_rejects"),
-        ):
-            target = export_dir / f"{name}{suffix}_{as_of.isoformat()}.csv"
-            export_csv(staged, target)
-            exports[kind] = str(target)
-    return {
-        "output": output_uri,
-        "rejects_output": rejects_uri,
-        "as_of_date": as_of.isoformat(),
-        "rows": {"scored": counts[output_uri], "rejected": counts[rejects_uri]},
-        "exports": exports,
-    }
-
-
 @stage
 def score_customers(
     source_uri: str,
@@ -684,25 +641,3 @@ def score_customers(
         "staged %d predictions and %d rejects of %d rows in %.1fs",
         run.rows_scored, run.rows_rejected, run.rows_read, time.perf_counter() - started,
     )  # fmt: skip
-
-
-@stage
-def publish_predictions(
-    staged: Input[Dataset], output_uri: str, export_dir: str, published: Output[Artifact]
-) -> None:
-    """Replace the as-of date's predictions and rejects in the output warehouse with the
-    staged ones in one transaction, then export them as CSV when `export_dir` is set."""
-    import json
-    from datetime import date
-    from pathlib import Path
-
-    from components.score import publish_scores
-
-    result = publish_scores(
-        Path(staged.path),
-        output_uri=output_uri,
-        as_of=date.fromisoformat(staged.metadata["as_of_date"]),
-        export_dir=Path(export_dir) if export_dir else None,
-    )
-    Path(published.path).write_text(json.dumps(result, indent=2))
-    published.metadata.update(result["rows"] | {"output": output_uri})

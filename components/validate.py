@@ -178,6 +178,8 @@ def _canonical_columns(
     by_key: dict[str, str] = {}
     for name in raw.columns:
         key = column_key(name)
+        if key in by_key and by_key[key] == name:
+            raise ContractError(f"{source}: column {name!r} appears twice; keep one")
         if key in by_key:
             raise ContractError(
                 f"{source}: columns {by_key[key]!r} and {name!r} differ only in case; keep one"

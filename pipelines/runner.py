@@ -51,9 +51,13 @@ class RunRecord:
 class _LogTap(io.TextIOBase):
     """A stdout stand-in that writes to the log file and reports step events."""
 
-    def __init__(self, log_file: io.TextIOBase, on_step: StepEvent) -> None:
+    def __init__(self, log_file: io.TextIOBase, on_step: StepEvent, pipeline_root: Path) -> None:
         self._log = log_file
         self._on_step = on_step
+        # Every step's executor input names its output files under <root>/<run id>/: the
+        # first one tells this run its id (the newest folder may be another run's).
+        self._run_dir = re.compile(re.escape(f'"{pipeline_root}/') + r'(?P<run>[^/"]+)/')
+        self.run_id: str | None = None
         self._partial = ""
         self._step_started: dict[str, float] = {}
         self._current: str | None = None
@@ -76,6 +80,8 @@ class _LogTap(io.TextIOBase):
         self._log.flush()
 
     def _scan(self, line: str) -> None:
+        if self.run_id is None and (run_dir := self._run_dir.search(line)):
+            self.run_id = run_dir["run"]
         if started := _STARTED.search(line):
             task = self._current = started["task"]
             self._step_started[task] = time.perf_counter()
@@ -139,12 +145,11 @@ def run_locally(
     def on_task(task: str, event: str, seconds: float, detail: str) -> None:
         on_step(display_names.get(task, task), event, seconds, detail)
 
-    before = set(pipeline_root.iterdir())
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     log_path = runs_dir / f"pending-{started_at:%Y%m%d-%H%M%S-%f}.log"
     with open(log_path, "w", encoding="utf-8") as log_file:
-        tap = _LogTap(log_file, on_task)
+        tap = _LogTap(log_file, on_task, pipeline_root.resolve())
         with contextlib.redirect_stdout(tap):
             try:
                 task = pipeline_func(**arguments)
@@ -153,8 +158,7 @@ def run_locally(
                 task, outcome = None, "failed"
                 error = tap.error_line() or str(exc)
         tap.flush()
-    new_dirs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
-    run_id = new_dirs[-1].name if new_dirs else log_path.stem.removeprefix("pending-")
+    run_id = tap.run_id or log_path.stem.removeprefix("pending-")
     final_log = log_path.rename(runs_dir / f"{run_id}.log")
     summary = None
     if task is not None:
@@ -176,10 +180,27 @@ def run_locally(
 
 
 def list_runs(home: Path) -> list[RunRecord]:
-    """Local run records, newest first."""
-    records = [
-        RunRecord(**json.loads(path.read_text()))
-        for path in (home / "runs").glob("*.json")
-        if path.is_file()
-    ]
+    """Local run records, newest first. A record that cannot be read (a run killed while
+    writing it, a file edited by hand) is listed as `unreadable` rather than hiding the
+    others."""
+    records = []
+    for path in (home / "runs").glob("*.json"):
+        if path.is_file():
+            try:
+                records.append(RunRecord(**json.loads(path.read_text(encoding="utf-8"))))
+            except (ValueError, TypeError) as exc:
+                records.append(_unreadable(path, exc))
     return sorted(records, key=lambda r: r.started_at, reverse=True)
+
+
+def _unreadable(path: Path, exc: Exception) -> RunRecord:
+    started = datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+    return RunRecord(
+        run_id=path.stem,
+        pipeline="",
+        status="unreadable",
+        started_at=started,
+        seconds=0.0,
+        log=str(path.with_suffix(".log")),
+        error=f"run record {path} cannot be read: {exc}",
+    )

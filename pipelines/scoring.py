@@ -36,7 +36,8 @@ from kfp import dsl
 from components.batch_prediction import batch_prediction_tables, stage_batch_predictions
 from components.champion import load_champion
 from components.drift import scoring_result, summarize_scoring, summary_text
-from components.score import publish_predictions, score_customers
+from components.publish import publish_predictions
+from components.score import score_customers
 from components.settings import Settings
 
 DEFAULTS = Settings()

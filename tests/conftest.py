@@ -29,3 +29,34 @@ def google_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         key = service_account_key(tmp_path / "standin-key.json", f"{standin.url}/token")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
         yield standin
+
+
+@pytest.fixture(scope="session")
+def bq_emulator(tmp_path_factory):
+    """The BigQuery emulator on 127.0.0.1 for this session (see tests/bigquery_emulator.py);
+    the tests that use it are skipped, with the reason, when it cannot start."""
+    import bigquery_emulator
+
+    try:
+        emulator = bigquery_emulator.start(tmp_path_factory.mktemp("bqemulator"))
+    except bigquery_emulator.EmulatorUnavailable as exc:
+        pytest.skip(f"BigQuery emulator unavailable: {exc}")
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def bq_dataset(bq_emulator, monkeypatch) -> str:
+    """A fresh dataset in the emulator, as PROJECT.DATASET, with the warehouse's BigQuery
+    endpoints pointed at the emulator for this test (and the kfp.local steps it starts)."""
+    import uuid
+
+    import bigquery_emulator
+
+    from components.warehouse import bigquery, parse_uri
+
+    for name, value in bq_emulator.environment.items():
+        monkeypatch.setenv(name, value)
+    dataset = f"{bigquery_emulator.PROJECT}.t_{uuid.uuid4().hex[:8]}"
+    bigquery.client(parse_uri(f"bq://{dataset}.any")).create_dataset(dataset)
+    return dataset

@@ -18,6 +18,7 @@ from sklearn.pipeline import Pipeline
 from components.contract import TELCO_CHURN
 from components.drift import reference_profile
 from components.errors import ChurnError, ContractError, SettingsError, SourceError
+from components.publish import publish_scores
 from components.sample_data import generate_customers
 from components.score import (
     PREDICTION_COLUMNS,
@@ -26,7 +27,6 @@ from components.score import (
     REPEATS_FILE,
     ScoringJob,
     available_cpus,
-    publish_scores,
     read_customers,
     resolve_as_of,
     stage_scores,
@@ -116,6 +116,19 @@ def test_every_row_read_is_scored_or_rejected_on_messy_input(model, tmp_path: Pa
     assert rejects.loc[901, "reason"] == f"duplicate customerID {first_id} (first at row 21)"
     assert predictions["customer_id"].is_unique
     assert set(predictions.columns) >= set(PREDICTION_COLUMNS)
+
+
+def test_a_chunk_of_only_unscorable_rows_is_staged_as_rejects(model, tmp_path: Path):
+    frame = _messy(400)
+    last_chunk = len(frame) - 100
+    frame.iloc[last_chunk:, frame.columns.get_loc("customerID")] = None  # every row, no id
+    run = stage_scores(_batches(frame, 100), model, _job(), tmp_path, tolerance=0.3)
+
+    assert run.rows_read == len(frame) == run.rows_scored + run.rows_rejected
+    rejects = _staged_frame(tmp_path, REJECTS_FILE).set_index("source_row")
+    blank = rejects.loc[last_chunk + 1 : len(frame), "reason"]
+    assert len(blank) == 100 and (blank == "`customerID` is blank").all()
+    assert len(_staged_frame(tmp_path, PREDICTIONS_FILE)) == run.rows_scored
 
 
 def test_unseen_categories_and_missing_values_are_scored_and_counted(model, tmp_path: Path):

@@ -79,3 +79,13 @@ def test_unreadable_source_fails_before_the_pipeline(tmp_path: Path):
     result = _submit("train", "--source", "customers.xlsx", home=tmp_path / "h")
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1].startswith("error: cannot read 'customers.xlsx'")
+
+
+def test_a_home_that_cannot_be_written_is_one_line(tmp_path: Path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = _submit("train", home=blocker / "home")
+
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == f"error: Not a directory: {blocker}/home"
+    assert "Traceback" not in result.stderr

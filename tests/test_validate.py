@@ -120,3 +120,18 @@ def test_a_single_bad_row_is_a_bad_row_not_a_wrong_type(customers):
     result = validate(one, source="request", mode="serving", tolerance=1.0)
     assert result.rows_rejected == 1
     assert result.rejects.loc[0, "reason"] == "`tenure` value soon is not a number"
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ("tenure", "column 'tenure' appears twice"),
+        ("TENURE", "columns 'tenure' and 'TENURE' differ only in case"),
+    ],
+)
+def test_a_column_given_twice_is_named(customers, second: str, message: str):
+    frame = customers.copy()
+    frame.insert(len(frame.columns), "__extra", frame["tenure"])
+    frame.columns = [*frame.columns[:-1], second]
+    with pytest.raises(ContractError, match=f"t.csv: {message}"):
+        validate(frame, source="t.csv")

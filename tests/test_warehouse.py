@@ -7,9 +7,12 @@ import pytest
 
 from components.errors import SourceError
 from components.warehouse import (
+    check_output,
+    check_source,
     iter_batches,
     parse_uri,
     read_table,
+    related_table,
     table_exists,
     with_bigquery_job,
     write_table,
@@ -32,6 +35,10 @@ def test_malformed_uris_say_what_is_expected(uri: str, message: str):
 
 def test_bigquery_uri_names_the_table():
     assert parse_uri("bq://p.d.t").bigquery_table == "p.d.t"
+
+
+def test_a_related_bigquery_table_keeps_the_job_options():
+    assert related_table("bq://p.d.t?location=EU", "_rejects") == "bq://p.d.t_rejects?location=EU"
 
 
 @pytest.mark.parametrize("name", ["c.csv", "c.parquet", "w.duckdb"])
@@ -87,3 +94,27 @@ def test_bigquery_uris_carry_the_job_project_and_location():
     assert with_bigquery_job("c.csv", "billing", "EU") == "c.csv"
     with pytest.raises(SourceError, match="unknown option"):
         parse_uri("bq://data.telco.customers?region=EU")
+
+
+def test_bigquery_responses_are_regrouped_into_batches_of_the_asked_size():
+    from components.warehouse.bigquery import _rebatched
+
+    responses = [pa.record_batch({"id": pa.array(range(n), pa.int64())}) for n in (3, 4, 0, 9, 1)]
+    batches = list(_rebatched(iter(responses), 5))
+    assert [b.num_rows for b in batches] == [5, 5, 5, 2]
+    ids = pa.Table.from_batches(batches).column("id").to_pylist()
+    assert ids == [i for r in responses for i in r.column("id").to_pylist()]
+
+
+def test_sources_and_outputs_are_checked_without_reading_rows(customers, tmp_path: Path):
+    with pytest.raises(SourceError, match=r"file .*missing.csv does not exist"):
+        check_source(str(tmp_path / "missing.csv"))
+    warehouse = f"duckdb://{tmp_path}/w.duckdb"
+    write_table(customers, f"{warehouse}?table=customers")
+    check_source(f"{warehouse}?table=customers")
+    with pytest.raises(SourceError, match=r"no table 'other' .*tables: customers"):
+        check_source(f"{warehouse}?table=other")
+    check_output(f"{warehouse}?table=churn_predictions")  # created when publishing
+    check_output(f"duckdb://{tmp_path}/new.duckdb?table=churn_predictions")
+    with pytest.raises(SourceError, match=r"cannot write predictions to 'out.csv'"):
+        check_output("out.csv")

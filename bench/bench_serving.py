@@ -1,0 +1,158 @@
+"""Serving benchmark: latency of one-instance prediction requests per model family.
+
+    python bench/bench_serving.py                    # every family, 300 requests each
+    python bench/bench_serving.py --family gradient_boosting --requests 1000
+
+For each family a model is fitted on generated customers (`fit_final`, as training does),
+registered in a throwaway registry and served by the real model server
+(`components.serving.start_model_server`, what `submit.py serve` and the serving image
+run) on 127.0.0.1. One client then sends one-instance requests back to back, each a
+different generated customer, and records the round trip; 16 clients at once measure
+throughput. The baseline, measured in the same run against the same server, is the health
+route's round trip: the HTTP and server floor that a prediction cannot go below, so
+"prediction / health" is what validating and scoring one customer adds.
+"""
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from components.contract import TELCO_CHURN  # noqa: E402
+from components.registry import LocalRegistry, save_model  # noqa: E402
+from components.sample_data import generate_customers  # noqa: E402
+from components.serving import start_model_server  # noqa: E402
+from components.train import FAMILIES, CandidateResult, fit_final  # noqa: E402
+from components.validate import validate  # noqa: E402
+
+# What the default training run picked on generated data, per family.
+FAMILY_PARAMS: dict[str, dict[str, Any]] = {
+    "logistic_regression": {"C": 0.1},
+    "random_forest": {"max_depth": 12, "min_samples_leaf": 10},
+    "gradient_boosting": {"learning_rate": 0.05, "max_leaf_nodes": 15, "l2_regularization": 1.0},
+    "extra_trees": {"max_depth": 12, "min_samples_leaf": 10},
+    "k_nearest_neighbors": {"n_neighbors": 50, "weights": "uniform"},
+}
+CONCURRENT_CLIENTS = 16
+
+
+def register(family: str, root: Path) -> Path:
+    """Fit `family` on 21,096 generated customers and register it; its model directory."""
+    train = validate(generate_customers(21_096, seed=1), source="bench").clean
+    best = CandidateResult(family, FAMILY_PARAMS[family], [], [], np.empty(0), 0.0)
+    model = fit_final(train, best, seed=1)
+    registry = LocalRegistry(root / "registry")
+    entry = registry.register(
+        save_model(model, root / family).parent,
+        best_model=family,
+        threshold=0.4,
+        metrics={},
+        data_fingerprint="bench",
+        run_id="bench",
+    )
+    return registry.model_path(entry.version).parent
+
+
+def round_trip(request: urllib.request.Request | str) -> float:
+    started = time.perf_counter()
+    with urllib.request.urlopen(request, timeout=60) as response:
+        response.read()
+        assert response.status == 200
+    return time.perf_counter() - started
+
+
+def predict_request(url: str, instance: dict[str, Any]) -> urllib.request.Request:
+    body = json.dumps({"instances": [instance]}).encode()
+    return urllib.request.Request(url, body, {"Content-Type": "application/json"})
+
+
+def measure(family: str, requests: int, root: Path) -> dict[str, float]:
+    customers = generate_customers(requests, seed=2).drop(columns=TELCO_CHURN.label_column)
+    customers = customers.astype(object)
+    instances = customers.where(customers.notna(), None).to_dict("records")
+    with start_model_server(register(family, root), _free_port()) as server:
+        health = server.url + "/health"
+        for instance in instances[:20]:  # warm both routes
+            round_trip(health)
+            round_trip(predict_request(server.predict_url, instance))
+        health_times, predict_times = [], []
+        for instance in instances:  # alternated, so both see the same machine
+            health_times.append(round_trip(health))
+            predict_times.append(round_trip(predict_request(server.predict_url, instance)))
+        started = time.perf_counter()
+        with ThreadPoolExecutor(CONCURRENT_CLIENTS) as pool:
+            list(
+                pool.map(
+                    lambda i: round_trip(predict_request(server.predict_url, i)),
+                    instances,
+                    timeout=600,
+                )
+            )
+        concurrent_seconds = time.perf_counter() - started
+    return {
+        "predict_p50_ms": statistics.median(predict_times) * 1000,
+        "predict_p95_ms": float(np.percentile(predict_times, 95)) * 1000,
+        "health_p50_ms": statistics.median(health_times) * 1000,
+        "concurrent_rps": len(instances) / concurrent_seconds,
+    }
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    names = [family.name for family in FAMILIES]
+    parser.add_argument("--family", choices=names, action="append", help="default: all")
+    parser.add_argument("--requests", type=int, default=300, help="per family (default 300)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    console = Console(stderr=True)
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as scratch:
+        for family in args.family or names:
+            with console.status(f"{family}: fitting, serving, {args.requests} requests"):
+                results[family] = measure(family, args.requests, Path(scratch))
+    table = Table(
+        "model",
+        "one instance p50",
+        "p95",
+        "health p50 (baseline)",
+        "p50 vs baseline",
+        f"{CONCURRENT_CLIENTS} clients",
+    )
+    for family, r in results.items():
+        table.add_row(
+            family,
+            f"{r['predict_p50_ms']:.1f} ms",
+            f"{r['predict_p95_ms']:.1f} ms",
+            f"{r['health_p50_ms']:.2f} ms",
+            f"{r['predict_p50_ms'] / r['health_p50_ms']:.1f}x",
+            f"{r['concurrent_rps']:.0f} requests/s",
+        )
+    Console().print(table)
+    if args.json:
+        print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
