@@ -193,6 +193,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.parameters import pipeline_arguments
 
     parse_uri(settings.source_uri)  # a malformed URI fails here, not in step 1
+    _check_registry(settings)
     if settings.runs_on_vertex:
         return _on_vertex("training", {}, settings, args, _print_training)
     from pipelines.training import training_pipeline
@@ -251,6 +252,13 @@ def _keep_report(artifact: Path, run_id: str, settings: Settings) -> Path:
     return path.resolve()
 
 
+def _check_registry(settings: Settings) -> None:
+    """A malformed registry URI fails here, with one line, not in a pipeline step."""
+    from components.registry import open_registry
+
+    open_registry(settings.registry_uri)
+
+
 def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
     keys = ("run_id", "status", "model_version", "promoted", "promotion_reason", "best_model")
     return {k: summary[k] for k in keys} | {
@@ -283,6 +291,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     from pipelines.parameters import pipeline_arguments
 
     parse_uri(settings.source_uri)
+    _check_registry(settings)
     require_output(settings.predictions_uri)
     run = {"model_ref": args.model, "as_of": args.as_of}
     if settings.runs_on_vertex:
@@ -628,8 +637,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from components.registry import open_registry
 
     registry = open_registry(settings.registry_uri)
-    entry = registry.get(args.model)
-    model_dir = registry.model_path(entry.version).parent
+    version = registry.get(args.model).version
+    # A copy (a download from a Vertex registry), hash-checked as it is written.
+    model_dir = settings.home / "serving" / f"v{version:04d}"
+    entry = registry.fetch(version, model_dir)
     # Imported once there is a model to serve: the model server's libraries take seconds.
     from components.serving import start_model_server
 

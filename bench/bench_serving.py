@@ -56,7 +56,7 @@ def register(family: str, root: Path) -> Path:
     model = fit_final(train, best, seed=1)
     registry = LocalRegistry(root / "registry")
     entry = registry.register(
-        save_model(model, root / family),
+        save_model(model, root / family).parent,
         best_model=family,
         threshold=0.4,
         metrics={},

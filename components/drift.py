@@ -415,3 +415,23 @@ def summarize_scoring(
     # The whole summary as metadata: `submit.py score --wait` reads it from the run's task
     # details on Vertex, where the JSON file is in GCS.
     summary.metadata.update(result)
+
+
+@stage
+def summary_text(summary: Input[Artifact]) -> str:
+    """The run summary as text, the form a pipeline can take from whichever scoring
+    branch ran (kfp.local's `dsl.OneOf` selects parameters, not artifacts)."""
+    from pathlib import Path
+
+    return Path(summary.path).read_text()
+
+
+@stage
+def scoring_result(summary_json: str, summary: Output[Artifact]) -> None:
+    """The scoring run's summary artifact (JSON, key figures as metadata)."""
+    import json
+    from pathlib import Path
+
+    result = json.loads(summary_json)
+    Path(summary.path).write_text(json.dumps(result, indent=2))
+    summary.metadata.update(result)  # whole, as `summarize_scoring` does

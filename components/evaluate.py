@@ -296,6 +296,7 @@ def evaluate_model(
     champion never trained on. Bootstrap 95% intervals of the test metric and of the
     paired difference."""
     import json
+    import tempfile
     from pathlib import Path
 
     import pandas as pd
@@ -313,7 +314,7 @@ def evaluate_model(
     )
     from components.lineage import load_training_customers
     from components.predict import predict_probability
-    from components.registry import open_registry
+    from components.registry import load_model_directory, open_registry
 
     frame = pd.read_parquet(test.path)
     label = frame[TELCO_CHURN.label_column].to_numpy()
@@ -335,7 +336,11 @@ def evaluate_model(
         {"label": label, "probability": probability, "raw_probability": raw_probability}
     )
     if champion is not None:
-        champion_model, entry = registry.load_model(champion.version)
+        # The whole version directory (a download from a Vertex registry): the model file,
+        # hash-checked, and the ids of the customers it trained on.
+        champion_dir = Path(tempfile.mkdtemp(prefix="churn-champion-"))
+        entry = registry.fetch(champion.version, champion_dir)
+        champion_model, _ = load_model_directory(champion_dir)
         out["champion_probability"] = predict_probability(champion_model, frame)
         comparison = compare_with_champion(
             metric=promotion_metric,
@@ -345,9 +350,7 @@ def evaluate_model(
             threshold=threshold,
             champion_probability=out["champion_probability"].to_numpy(),
             champion_threshold=entry.threshold,
-            champion_training_customers=load_training_customers(
-                registry.model_path(entry.version).parent
-            ),
+            champion_training_customers=load_training_customers(champion_dir),
             samples=bootstrap_samples,
             seed=seed,
         )

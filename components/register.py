@@ -1,20 +1,82 @@
 """Register the new model and promote it to champion only if it earns it."""
 
+import json
+import shutil
+import tempfile
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.drift import ReferenceProfile, save_profile
 from components.lineage import save_training_customers
-from components.registry import (
-    ModelVersion,
-    decide_promotion,
-    library_versions,
-    open_registry,
-)
+from components.model_files import EVALUATION_FILE, MODEL_FILE
+from components.registry import ModelVersion, library_versions, open_registry
 from components.stage import stage
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promote: bool
+    reason: str
+
+
+def decide_promotion(
+    *,
+    metric: str,
+    candidate: float,
+    champion: float | None,
+    margin: float,
+    floor: float,
+    interval: list[float] | None = None,
+    candidate_on_champion_rows: float | None = None,
+    difference_interval: list[float] | None = None,
+    require_significance: bool = False,
+    comparison: str = "",
+) -> PromotionDecision:
+    """Promote only a model that clears `floor` and beats the champion (scored on the same
+    test rows) by at least `margin`.
+
+    `candidate` is the test metric on all test rows (judged against the floor, with its
+    bootstrap 95% `interval`); `candidate_on_champion_rows` the new model's metric on the
+    rows the champion was scored on (default: `candidate`), `difference_interval` the
+    paired difference's 95% interval, and `comparison` says which rows those are. With
+    `require_significance`, the difference's interval must also lie above zero.
+    """
+    shown = f"test {metric} {candidate:.4f}" + (
+        f" (95% CI {interval[0]:.4f} to {interval[1]:.4f})" if interval else ""
+    )
+    if candidate < floor:
+        return PromotionDecision(False, f"{shown} is below the floor {floor:.4f}")
+    if champion is None:
+        return PromotionDecision(True, f"no champion yet; {shown} clears the floor {floor:.4f}")
+    paired = candidate if candidate_on_champion_rows is None else candidate_on_champion_rows
+    where = f"{shown}; {comparison}: {paired:.4f}" if comparison else shown
+    difference = ""
+    if difference_interval:
+        low, high = difference_interval
+        difference = f" (difference {paired - champion:+.4f}, 95% CI {low:+.4f} to {high:+.4f})"
+    if paired < champion + margin:
+        return PromotionDecision(
+            False,
+            f"{where} does not beat the champion's {champion:.4f} by the margin "
+            f"{margin:.4f}{difference}",
+        )
+    if require_significance and not (difference_interval and difference_interval[0] > 0):
+        return PromotionDecision(
+            False,
+            f"{where} beats the champion's {champion:.4f} by the margin {margin:.4f}, but "
+            f"the 95% interval of the difference does not exclude zero{difference} "
+            "(promotion_requires_significance)",
+        )
+    return PromotionDecision(
+        True,
+        f"{where} beats the champion's {champion:.4f} by at least the margin "
+        f"{margin:.4f}{difference}",
+    )
 
 
 def register_and_promote(
@@ -31,13 +93,14 @@ def register_and_promote(
     profile: ReferenceProfile | None = None,
     training_customers: Iterable[object] | None = None,
     require_significance: bool = False,
+    serving_image: str = "",
 ) -> ModelVersion:
     """Add the model as a new version; move the `champion` alias to it if it clears the
     floor and beats the champion's score on the same test rows by `margin` (and, with
-    `require_significance`, the 95% interval of the difference lies above zero).
-    `profile` (the training data's distributions) and the hashed ids of
-    `training_customers` are stored beside it, for scoring's drift report and for later
-    runs to compare it only on customers it never saw."""
+    `require_significance`, the 95% interval of the difference lies above zero). The
+    evaluation, `profile` (the training data's distributions, for scoring's drift report)
+    and the hashed ids of `training_customers` (so later runs compare it only on customers
+    it never saw) are registered beside the model file."""
     champion_metrics = evaluation.get("champion_metrics")
     comparison = evaluation.get("comparison") or {}
     decision = decide_promotion(
@@ -56,23 +119,27 @@ def register_and_promote(
         decision_reason = f"{decision.reason} (champion: v{evaluation['champion_version']})"
     else:
         decision_reason = decision.reason
-    registry = open_registry(registry_uri)
-    entry = registry.register(
-        model_file,
-        best_model=model_info["best_model"],
-        params=model_info.get("params", {}),
-        threshold=float(model_info["threshold"]),
-        metrics=evaluation["metrics"],
-        data_fingerprint=data_fingerprint,
-        library_versions=library_versions(),
-        run_id=run_id,
-        promoted=decision.promote,
-        promotion_reason=decision_reason,
-    )
-    if profile is not None:
-        save_profile(profile, registry.model_path(entry.version).parent)
-    if training_customers is not None:
-        save_training_customers(training_customers, registry.model_path(entry.version).parent)
+    registry = open_registry(registry_uri, serving_image=serving_image)
+    with tempfile.TemporaryDirectory(prefix="churn-register-") as staging:
+        directory = Path(staging)
+        shutil.copyfile(model_file, directory / MODEL_FILE)
+        (directory / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
+        if profile is not None:
+            save_profile(profile, directory)
+        if training_customers is not None:
+            save_training_customers(training_customers, directory)
+        entry = registry.register(
+            directory,
+            best_model=model_info["best_model"],
+            params=model_info.get("params", {}),
+            threshold=float(model_info["threshold"]),
+            metrics=evaluation["metrics"],
+            data_fingerprint=data_fingerprint,
+            library_versions=library_versions(),
+            run_id=run_id,
+            promoted=decision.promote,
+            promotion_reason=decision_reason,
+        )
     if decision.promote:
         registry.promote(entry.version)
     return entry
@@ -90,10 +157,14 @@ def register_model(
     promotion_margin: float,
     promotion_floor: float,
     promotion_requires_significance: bool,
+    serving_image: str,
     registration: Output[Artifact],
-) -> None:
-    """Register the model with its training-data profile; promote it to champion if it
-    beats the current one."""
+    registered_model: Output[VertexModel],
+) -> NamedTuple("Registered", [("promoted", bool)]):
+    """Register the model with its evaluation and training-data profile; promote it to
+    champion if it beats the current one. `registered_model` names the version (a Vertex
+    model version's resource name, or the local version directory) for lineage and for
+    Google Cloud Pipeline Components that take a model."""
     import json
     from dataclasses import asdict
     from pathlib import Path
@@ -102,8 +173,9 @@ def register_model(
 
     from components.contract import TELCO_CHURN
     from components.drift import reference_profile
+    from components.model_files import MODEL_FILE
     from components.register import register_and_promote
-    from components.registry import MODEL_FILE, data_fingerprint
+    from components.registry import data_fingerprint, open_registry
 
     train_frame = pd.read_parquet(train.path)
     # Held-out scores as the reference: a model's scores on its own training rows are
@@ -122,8 +194,12 @@ def register_model(
         profile=reference_profile(train_frame, held_out_scores),
         training_customers=train_frame[TELCO_CHURN.id_column],
         require_significance=promotion_requires_significance,
+        serving_image=serving_image,
     )
     Path(registration.path).write_text(json.dumps(asdict(entry), indent=2))
     registration.metadata.update(
         {"version": entry.version, "promoted": entry.promoted, "reason": entry.promotion_reason}
     )
+    resource = open_registry(registry_uri).resource_name(entry.version)
+    registered_model.metadata.update({"resourceName": resource, "version": entry.version})
+    return (entry.promoted,)

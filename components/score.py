@@ -326,6 +326,21 @@ def stage_scores(
     within a chunk, and its staged prediction listed in `REPEATS_FILE` for publishing to
     leave out.
     """
+    chunks = _score_chunks(_numbered(batches), model, job, profile, workers)
+    return stage_chunks(chunks, job, directory, tolerance=tolerance, on_chunk=on_chunk)
+
+
+def stage_chunks(
+    chunks: Iterable[ChunkResult],
+    job: ScoringJob,
+    directory: Path,
+    *,
+    tolerance: float,
+    on_chunk: Callable[[StagedRun], None] | None = None,
+) -> StagedRun:
+    """Write scored chunks, in order, as the staged files publishing reads (see
+    `stage_scores`): the checks on the whole run and the repeated customers are the same
+    whichever way the chunks were scored."""
     import pyarrow.parquet as pq
 
     from components.validate import duplicate_reasons
@@ -335,7 +350,7 @@ def stage_scores(
     run = StagedRun()
     with pq.ParquetWriter(directory / REJECTS_FILE, STAGED_REJECTS, **_STAGING) as rejects:
         with pq.ParquetWriter(predictions_path, STAGED_PREDICTIONS, **_STAGING) as predictions:
-            for chunk in _score_chunks(_numbered(batches), model, job, profile, workers):
+            for chunk in chunks:
                 predictions.write_batch(chunk.predictions)
                 rejects.write_batch(chunk.rejects)
                 run.add(chunk)
@@ -611,40 +626,6 @@ def scoring_summary(
         "unseen_categories": {k: int(v) for k, v in staged["unseen_categories"].items()},
         "drift": drift,
     }
-
-
-def fetch_model(registry_uri: str, ref: str, directory: Path) -> Any:
-    """Copy a registered model (hash-checked by the registry) and its reference profile
-    into `directory`; return its registry record."""
-    from components.drift import load_profile, save_profile
-    from components.registry import open_registry
-
-    registry = open_registry(registry_uri)
-    entry = registry.copy_model(ref, directory)
-    profile = load_profile(registry.model_path(entry.version).parent)
-    if profile is not None:
-        save_profile(profile, directory)
-    return entry
-
-
-@stage
-def load_champion(registry_uri: str, model_ref: str, model: Output[Model]) -> None:
-    """Copy the model to score with out of the registry, refusing a file whose SHA-256
-    differs from the one recorded when it was registered."""
-    from pathlib import Path
-
-    from components.score import fetch_model
-
-    entry = fetch_model(registry_uri, model_ref, Path(model.path))
-    model.metadata.update(
-        {
-            "version": entry.version,
-            "threshold": entry.threshold,
-            "best_model": entry.best_model,
-            "sha256": entry.sha256,
-            "registry": registry_uri,
-        }
-    )
 
 
 @stage

@@ -103,6 +103,17 @@ class Settings:
     scoring_memory: str = "16G"
     poll_seconds: float = 10.0
     """How often `--wait` asks Vertex AI how a run is doing."""
+
+    # --- Vertex AI endpoint: online serving of the champion (off by default) -------------
+    deploy_endpoint: bool = False
+    """After a training run promotes a new champion, deploy it to a Vertex AI endpoint and
+    undeploy the previous one. An endpoint bills while it is up, used or not (README)."""
+    endpoint_id: str = "churn"
+    """Endpoint resource id: projects/<project>/locations/<region>/endpoints/<id>, created
+    with that id if missing (found by resource name, never by display name)."""
+    endpoint_machine_type: str = "n1-standard-2"
+    endpoint_min_replicas: int = 1
+    endpoint_max_replicas: int = 1
     seed: int = 42
     sample_rows: int = 21_096
     """Rows of generated sample data loaded into an empty embedded warehouse."""
@@ -180,6 +191,12 @@ class Settings:
         if self.candidates_per_family < 1:
             raise SettingsError(
                 f"candidates_per_family must be at least 1, got {self.candidates_per_family}"
+            )
+        if not 1 <= self.endpoint_min_replicas <= self.endpoint_max_replicas:
+            raise SettingsError(
+                "endpoint replicas must satisfy 1 <= endpoint_min_replicas <= "
+                f"endpoint_max_replicas, got {self.endpoint_min_replicas} and "
+                f"{self.endpoint_max_replicas}"
             )
         if self.sample_rows < 100:
             raise SettingsError(f"sample_rows must be at least 100, got {self.sample_rows}")

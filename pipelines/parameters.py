@@ -36,6 +36,11 @@ SOURCES: dict[str, Source] = {
     # CSV copies of the predictions land in the local home; on Vertex the table is the
     # output (a Vertex run never carries a local path).
     "export_dir": lambda s, vertex: "" if vertex else str((s.home / "predictions").resolve()),
+    # The image a Vertex model version is registered with; a local registry has none.
+    "serving_image": lambda s, vertex: s.serving_image_uri if vertex else (s.serving_image or ""),
+    # Where Vertex jobs started by a step (batch prediction) run.
+    "project": lambda s, _vertex: s.project or "",
+    "location": lambda s, _vertex: s.region,
 }
 
 

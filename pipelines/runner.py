@@ -137,10 +137,10 @@ def run_locally(
     # Both warnings are expected here: display names and images only matter on Vertex.
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner")
     warnings.filterwarnings("ignore", message=".*custom or non-Python base image")
-    display_names = {
-        name: task.task_info.name
-        for name, task in pipeline_func.pipeline_spec.root.dag.tasks.items()
-    }
+    # Tasks inside dsl.If branches live in their branch's DAG, not the root's.
+    spec = pipeline_func.pipeline_spec
+    dags = [spec.root.dag, *(c.dag for c in spec.components.values() if c.HasField("dag"))]
+    display_names = {name: task.task_info.name for dag in dags for name, task in dag.tasks.items()}
 
     def on_task(task: str, event: str, seconds: float, detail: str) -> None:
         on_step(display_names.get(task, task), event, seconds, detail)

@@ -13,10 +13,16 @@ Steps:
     to champion only if it beats the champion by the margin (and, if required, with an
     interval of the difference above zero) and clears the floor.
  7. Summarize: run summary and self-contained HTML report.
+ 8. Deploy (only with `deploy_endpoint`, and only when step 6 promoted the model): the new
+    champion to a Vertex AI endpoint, all traffic to it, the previous model undeployed.
+
+`serving_image` is the container a Vertex model version is registered with ("" means the
+project's serving image in Artifact Registry); a local registry ignores it.
 """
 
 from kfp import dsl
 
+from components.endpoint import deploy_to_endpoint
 from components.evaluate import evaluate_model
 from components.ingest import ingest
 from components.register import register_model
@@ -51,6 +57,12 @@ def training_pipeline(
     calibration: str = DEFAULTS.calibration,
     promotion_requires_significance: bool = DEFAULTS.promotion_requires_significance,
     bootstrap_samples: int = DEFAULTS.bootstrap_samples,
+    serving_image: str = "",
+    deploy_endpoint: bool = DEFAULTS.deploy_endpoint,
+    endpoint_id: str = DEFAULTS.endpoint_id,
+    endpoint_machine_type: str = DEFAULTS.endpoint_machine_type,
+    endpoint_min_replicas: int = DEFAULTS.endpoint_min_replicas,
+    endpoint_max_replicas: int = DEFAULTS.endpoint_max_replicas,
 ) -> dsl.Artifact:
     """Returns the run summary artifact (JSON, with the key figures as metadata)."""
     raw = ingest(source_uri=source_uri).set_display_name("1. Ingest customers")
@@ -92,6 +104,7 @@ def training_pipeline(
         promotion_margin=promotion_margin,
         promotion_floor=promotion_floor,
         promotion_requires_significance=promotion_requires_significance,
+        serving_image=serving_image,
     ).set_display_name("6. Register and promote")
     summarized = summarize_training(
         raw=raw.outputs["raw"],
@@ -105,4 +118,16 @@ def training_pipeline(
         registration=registered.outputs["registration"],
         run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
     ).set_display_name("7. Summary and report")
+    with (
+        dsl.If(deploy_endpoint == True, name="deploy-endpoint"),  # noqa: E712 (a KFP condition)
+        dsl.If(registered.outputs["promoted"] == True, name="promoted"),  # noqa: E712
+    ):
+        deploy_to_endpoint(
+            registered_model=registered.outputs["registered_model"],
+            registry_uri=registry_uri,
+            endpoint_id=endpoint_id,
+            machine_type=endpoint_machine_type,
+            min_replicas=endpoint_min_replicas,
+            max_replicas=endpoint_max_replicas,
+        ).set_display_name("8. Deploy champion to endpoint")
     return summarized.outputs["summary"]

@@ -272,7 +272,7 @@ def test_a_local_scoring_run_reads_from_and_publishes_to_bigquery(bq_dataset, mo
 
     registry = LocalRegistry(home / "registry")
     entry = registry.register(
-        save_model(model, home / "fitted"),
+        save_model(model, home / "fitted").parent,
         best_model="gradient_boosting",
         threshold=0.5,
         metrics={"roc_auc": 0.84},

@@ -1,5 +1,9 @@
 """The registry's numbering, hash check and the promotion gate, on a real directory."""
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,9 +13,11 @@ from sklearn.pipeline import Pipeline
 from components.errors import RegistryError
 from components.features import build_preprocessor
 from components.lineage import load_training_customers, trained_on
-from components.register import register_and_promote
-from components.registry import MODEL_FILE, LocalRegistry, decide_promotion, save_model
+from components.register import decide_promotion, register_and_promote
+from components.registry import MODEL_FILE, LocalRegistry, open_registry, save_model
 from components.validate import validate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -152,17 +158,45 @@ def test_tampered_model_file_is_refused(model_file, tmp_path):
     with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
         registry.load_model(1)
     with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
-        registry.copy_model(1, tmp_path / "copy")
+        registry.fetch(1, tmp_path / "copy")
     assert not (tmp_path / "copy").exists()
 
 
-def test_copied_model_is_the_registered_file(model_file, tmp_path):
+def test_fetched_directory_is_the_registered_one(model_file, tmp_path):
     registry = LocalRegistry(tmp_path / "registry")
     _register(registry, model_file, 0.8, None)
-    entry = registry.copy_model("champion", tmp_path / "copy")
+    entry = registry.fetch("champion", tmp_path / "copy")
     copied = tmp_path / "copy" / MODEL_FILE
     assert entry.version == 1
     assert copied.read_bytes() == registry.model_path(1).read_bytes()
+    # The evaluation registered beside the model travels with it.
+    assert (
+        {p.name for p in (tmp_path / "copy").iterdir()}
+        == {p.name for p in registry.model_path(1).parent.iterdir()}
+        >= {MODEL_FILE, "version.json", "evaluation.json"}
+    )
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("vertex://projects/p/models/churn", "is not of the form vertex://projects/P/"),
+        ("vertex://projects/p/locations/us-central1/models/Churn!", "model id 'Churn!'"),
+        (
+            "vertex://projects/p/locations/us-central1/models/churn?artifact=gs://b",
+            "unknown parameter",
+        ),
+        (
+            "vertex://projects/p/locations/us-central1/models/churn?artifacts=/tmp/models",
+            "artifacts must be a gs://BUCKET/PATH URI",
+        ),
+        ("s3://bucket/registry", "expected a local directory or vertex://"),
+    ],
+)
+def test_malformed_registry_uris_fail_with_one_line_before_any_request(uri, message):
+    with pytest.raises(RegistryError, match=re.escape(message)) as failure:
+        open_registry(uri)
+    assert len(str(failure.value).splitlines()) == 1
 
 
 def test_unknown_versions_are_clear_errors(tmp_path):
@@ -171,3 +205,21 @@ def test_unknown_versions_are_clear_errors(tmp_path):
         registry.get("champion")
     with pytest.raises(RegistryError, match="model version 7 is not registered"):
         registry.get("v7")
+
+
+def test_a_malformed_vertex_registry_stops_the_cli_before_any_step(tmp_path):
+    env = os.environ | {"CHURN_REGISTRY": "vertex://projects/p/models/churn"}
+    for command in ("train", "score"):
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "submit.py"), command, "--home", str(tmp_path), "--local"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+        assert done.returncode == 1
+        assert done.stderr.splitlines() == [
+            "error: registry 'vertex://projects/p/models/churn' is not of the form "
+            "vertex://projects/P/locations/R/models/ID?artifacts=gs://BUCKET/PATH"
+        ]
+        assert not (tmp_path / "pipeline_root").exists()

@@ -32,12 +32,26 @@ def test_scoring_pipeline_compiles_to_a_valid_spec_with_numbered_steps(tmp_path:
     compiler.Compiler().compile(scoring_pipeline, str(path))
     spec = yaml.safe_load(path.read_text())
     json_format.ParseDict(spec, PipelineSpec())
-    names = sorted(task["taskInfo"]["name"] for task in spec["root"]["dag"]["tasks"].values())
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    names = sorted(
+        task["taskInfo"]["name"]
+        for dag in dags
+        for task in dag["tasks"].values()
+        if not task["componentRef"]["name"].startswith("comp-condition-")  # dsl.If groups
+    )
     assert names == [
         "1. Load champion model",
         "2. Validate and score in chunks",
+        "2a. Batch prediction tables",
+        "2b. Vertex batch prediction",
+        "2c. Stage batch predictions",
+        "3. Publish predictions",
         "3. Publish predictions",
         "4. Summary and drift report",
+        "4. Summary and drift report",
+        "4. Summary text",
+        "4. Summary text",
+        "5. Run summary",
     ]
     # A scheduled run must not freeze a date: the default is decided when step 2 runs.
     assert spec["root"]["inputDefinitions"]["parameters"]["as_of"]["defaultValue"] == ""
@@ -51,18 +65,18 @@ def champion_home(home: Path) -> Path:
     train, test = split_train_test(clean, test_size=0.2, seed=21)
     best = CandidateResult("logistic_regression", {"C": 0.1}, [], [], np.empty(0), 0.0)
     model = fit_final(train, best, seed=21)
-    model_file = save_model(model, home / "fitted")
+    model_dir = save_model(model, home / "fitted").parent
+    held_out = model.predict_proba(test[TELCO_CHURN.feature_names])[:, 1]
+    save_profile(reference_profile(train, held_out), model_dir)
     registry = LocalRegistry(home / "registry")
     entry = registry.register(
-        model_file,
+        model_dir,
         best_model=best.family,
         threshold=0.35,
         metrics={"roc_auc": 0.84},
         data_fingerprint="fixture",
         run_id="fixture",
     )
-    held_out = model.predict_proba(test[TELCO_CHURN.feature_names])[:, 1]
-    save_profile(reference_profile(train, held_out), registry.model_path(entry.version).parent)
     registry.promote(entry.version)
     return home
 

@@ -66,7 +66,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> LocalRegistry:
     model = Pipeline([("preprocess", preprocess), ("model", CalibratedModel(trees, calibrator))])
     registry = LocalRegistry(root / "registry")
     entry = registry.register(
-        save_model(model, root / "build"),
+        save_model(model, root / "build").parent,
         best_model="gradient_boosting",
         threshold=THRESHOLD,
         metrics={},

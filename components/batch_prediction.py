@@ -1,0 +1,248 @@
+"""Scoring by a Vertex AI batch prediction job, for tables one machine should not score.
+
+The scoring pipeline's batch branch runs Google's `ModelBatchPredictOp` on the champion
+version (our serving image, BigQuery in and out, each row sent as a JSON object). Vertex
+writes a dataset with two tables: `predictions` (the instance's columns plus `prediction`,
+our predictor's answer: `churn_probability`, ... or the `error` that says why a customer
+could not be scored) and `errors` (the instance's columns plus `errors`, a
+`STRUCT<code, message>` for instances the service failed). `stage_batch_output` turns
+both into the staged files chunked scoring writes, so publishing, the row accounting
+(read == scored + rejected), the partition replace and the drift report are the same steps
+whichever way the rows were scored.
+"""
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from google_cloud_pipeline_components.types.artifact_types import BQTable
+from kfp.dsl import Artifact, Dataset, Input, Model, Output
+
+from components.contract import TELCO_CHURN, DataContract
+from components.drift import DriftTally, ReferenceProfile
+from components.errors import SourceError
+from components.score import (
+    ChunkResult,
+    ScoringJob,
+    StagedRun,
+    _numbered,
+    _prediction_batch,
+    _reject_batch,
+    _validate_serving,
+    risk_tier,
+    stage_chunks,
+)
+from components.stage import stage
+
+PREDICTION_COLUMN = "prediction"
+ERRORS_COLUMN = "errors"
+
+
+def bigquery_job_tables(source_uri: str, output_uri: str) -> tuple[str, str]:
+    """The batch prediction job's BigQuery input table and output project, as the job
+    takes them (`bq://PROJECT.DATASET.TABLE`, `bq://PROJECT`: Vertex makes a dataset of
+    its own per job there, so a job never writes into our tables)."""
+    from components.warehouse import parse_uri
+
+    for role, uri in (("source", source_uri), ("output", output_uri)):
+        if parse_uri(uri).kind != "bigquery":
+            raise SourceError(
+                f"batch prediction reads and writes BigQuery: the {role} {uri!r} is not "
+                "bq://PROJECT.DATASET.TABLE"
+            )
+    source = parse_uri(source_uri).bigquery_table
+    output_project = parse_uri(output_uri).bigquery_table.split(".")[0]
+    return f"bq://{source}", f"bq://{output_project}"
+
+
+def errors_table(predictions_table: str) -> str:
+    """The errors table beside a batch prediction job's predictions table
+    (`predictions` -> `errors`, `predictions_2026_...` -> `errors_2026_...`)."""
+    project_dataset, _, table = predictions_table.rpartition(".")
+    if not table.startswith("predictions"):
+        raise SourceError(f"{predictions_table!r} is not a batch prediction output table")
+    return f"{project_dataset}.errors{table.removeprefix('predictions')}"
+
+
+def batch_output_chunk(
+    batch: pa.RecordBatch,
+    first_row: int,
+    job: ScoringJob,
+    profile: ReferenceProfile | None = None,
+    contract: DataContract = TELCO_CHURN,
+) -> ChunkResult:
+    """One chunk of batch prediction output, staged as `score_chunk` stages a scored
+    chunk: rows the serving validator refuses, and rows the job failed or our predictor
+    answered with an error, become rejects with their reason; the rest are predictions,
+    their yes/no call and risk tier derived from the probability with this run's
+    threshold and cut-offs, exactly as chunked scoring derives them."""
+    frame = batch.to_pandas()
+    outcomes = [
+        _outcome(prediction, error)
+        for prediction, error in zip(
+            _column(frame, PREDICTION_COLUMN), _column(frame, ERRORS_COLUMN), strict=True
+        )
+    ]
+    instances = frame.drop(columns=[PREDICTION_COLUMN, ERRORS_COLUMN], errors="ignore")
+    checked = _validate_serving(instances, job.source, first_row)
+    row_numbers = np.arange(first_row, first_row + checked.rows_read)
+    rejected_rows = checked.rejects["row_number"].to_numpy(dtype=np.int64)
+    kept_rows = np.delete(row_numbers, rejected_rows - first_row)
+    failures = [outcomes[row - first_row][1] for row in kept_rows]
+    scored_mask = np.array([reason is None for reason in failures], dtype=bool)
+    clean = checked.clean[scored_mask].reset_index(drop=True)
+    probability = np.array(
+        [outcomes[row - first_row][0] for row in kept_rows[scored_mask]], dtype=np.float64
+    )
+    scored = pd.DataFrame(
+        {
+            "customer_id": clean[contract.id_column].array,
+            "churn_probability": probability,
+            "churn_predicted": probability >= job.threshold,
+            "risk_tier": risk_tier(probability, high=job.high, medium=job.medium),
+        }
+    )
+    tally = DriftTally.empty(profile) if profile else None
+    if tally and len(clean):
+        tally.add(clean, probability, np.random.default_rng([job.seed, first_row]))
+    failed_ids = checked.clean[contract.id_column][~scored_mask]
+    return ChunkResult(
+        predictions=_prediction_batch(scored, kept_rows[scored_mask], job),
+        rejects=_reject_batch(
+            np.concatenate([rejected_rows, kept_rows[~scored_mask]]),
+            [*checked.rejects[contract.id_column], *failed_ids],
+            [*checked.rejects["reason"], *(r for r in failures if r is not None)],
+            job,
+        ),
+        rows_read=checked.rows_read,
+        duplicates=checked.duplicates,
+        missing_values=checked.missing_values,
+        unseen_categories=checked.unseen_categories,
+        tally=tally,
+    )
+
+
+def stage_batch_output(
+    batches: Iterable[pa.RecordBatch],
+    job: ScoringJob,
+    directory: Path,
+    *,
+    tolerance: float,
+    profile: ReferenceProfile | None = None,
+) -> StagedRun:
+    """Stage batch prediction output (the predictions table's batches, then the errors
+    table's) into `directory` as `stage_scores` stages chunked scoring."""
+    chunks = (
+        batch_output_chunk(batch, first_row, job, profile)
+        for first_row, batch in _numbered(batches)
+    )
+    return stage_chunks(chunks, job, directory, tolerance=tolerance)
+
+
+def _column(frame: pd.DataFrame, name: str) -> list[Any]:
+    return frame[name].tolist() if name in frame.columns else [None] * len(frame)
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _outcome(prediction: Any, error: Any) -> tuple[float | None, str | None]:
+    """(churn probability, None) for a scored instance, or (None, why it was not)."""
+    if not _missing(error):
+        status = json.loads(error) if isinstance(error, str) else dict(error)
+        return None, (
+            f"batch prediction failed: {status.get('message') or 'no message'} "
+            f"(code {status.get('code')})"
+        )
+    if _missing(prediction):
+        return None, "batch prediction returned no prediction for this row"
+    answer = json.loads(prediction) if isinstance(prediction, str) else prediction
+    if not isinstance(answer, dict):
+        return None, f"batch prediction returned {answer!r}, not a prediction"
+    if answer.get("error"):
+        return None, str(answer["error"])
+    probability = answer.get("churn_probability")
+    if _missing(probability):
+        return None, "batch prediction returned no churn_probability"
+    return float(probability), None
+
+
+@stage
+def batch_prediction_tables(source_uri: str, output_uri: str) -> NamedTuple(
+    "BatchTables", [("source", str), ("destination", str)]
+):
+    """The batch prediction job's BigQuery input table and output project."""
+    from components.batch_prediction import bigquery_job_tables
+
+    return bigquery_job_tables(source_uri, output_uri)
+
+
+@stage
+def stage_batch_predictions(
+    predictions: Input[BQTable],
+    model: Input[Model],
+    source_uri: str,
+    as_of: str,
+    run_id: str,
+    batch_rows: int,
+    high_risk_cutoff: float,
+    medium_risk_cutoff: float,
+    invalid_row_tolerance: float,
+    time_zone: str,
+    staged: Output[Dataset],
+    observed: Output[Artifact],
+) -> None:
+    """Read the batch prediction job's output tables in chunks and stage predictions and
+    rejects as chunked scoring does; tally the inputs for the drift report."""
+    import itertools
+    from datetime import UTC, datetime
+    from pathlib import Path
+
+    from components.batch_prediction import errors_table, stage_batch_output
+    from components.drift import load_profile
+    from components.score import ScoringJob, resolve_as_of
+    from components.warehouse import iter_batches, table_exists
+
+    table = ".".join(
+        str(predictions.metadata[key]) for key in ("projectId", "datasetId", "tableId")
+    )
+    tables = [f"bq://{table}"]
+    if table_exists(f"bq://{errors_table(table)}"):
+        tables.append(f"bq://{errors_table(table)}")
+    job = ScoringJob(
+        source=source_uri,
+        threshold=float(model.metadata["threshold"]),
+        high=high_risk_cutoff,
+        medium=medium_risk_cutoff,
+        model_version=int(model.metadata["version"]),
+        as_of=resolve_as_of(as_of, time_zone=time_zone),
+        scored_at=datetime.now(UTC),
+        run_id=run_id,
+    )
+    run = stage_batch_output(
+        itertools.chain.from_iterable(iter_batches(uri, batch_rows) for uri in tables),
+        job,
+        Path(staged.path),
+        tolerance=invalid_row_tolerance,
+        profile=load_profile(Path(model.path)),
+    )
+    staged.metadata.update(
+        run.metadata()
+        | {
+            "source": source_uri,
+            "as_of_date": job.as_of.isoformat(),
+            "scored_at": job.scored_at.isoformat(),
+            "run_id": run_id,
+            "model_version": job.model_version,
+            "batch_prediction_output": tables,
+        }
+    )
+    Path(observed.path).write_text(
+        run.tally.to_json() if run.tally else '{"counts": {}, "sample": {}}'
+    )

@@ -1,0 +1,199 @@
+"""The scoring pipeline's Vertex batch prediction branch: the job request the compiled
+pipeline makes, and its BigQuery output staged with chunked scoring's row accounting."""
+
+import json
+import re
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from google.cloud import aiplatform_v1
+from google.protobuf import json_format
+from kfp import compiler
+from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
+
+from components.batch_prediction import bigquery_job_tables, errors_table, stage_batch_output
+from components.errors import SourceError
+from components.sample_data import generate_customers
+from components.score import PREDICTIONS_FILE, REJECTS_FILE, REPEATS_FILE, ScoringJob
+from components.settings import Settings
+from pipelines.scoring import scoring_pipeline
+
+SOURCE = "bq://p.churn.customers?billing_project=jobs&location=EU"
+OUTPUT = "bq://p.churn.churn_predictions"
+CHAMPION = "projects/p/locations/us-central1/models/churn@3"
+
+
+def _batch_predict_task(spec: dict[str, Any]) -> tuple[dict, dict]:
+    """The batch prediction task and the task of the dsl.If branch that holds it."""
+    dags = [spec["root"]["dag"]] + [c["dag"] for c in spec["components"].values() if "dag" in c]
+    for name, component in spec["components"].items():
+        for task in component.get("dag", {}).get("tasks", {}).values():
+            if task["componentRef"]["name"] == "comp-model-batch-predict":
+                (branch,) = [
+                    t for dag in dags for t in dag["tasks"].values()
+                    if t["componentRef"]["name"] == name
+                ]  # fmt: skip
+                return task, branch
+    raise AssertionError("no batch prediction task in the compiled pipeline")
+
+
+def _resolve(template: Any, values: dict[str, Any]) -> str:
+    """A GCPC payload template (Concat / IfPresent / placeholders) with input values."""
+    if isinstance(template, dict) and "Concat" in template:
+        return "".join(_resolve(part, values) for part in template["Concat"])
+    if isinstance(template, dict) and "IfPresent" in template:
+        present = template["IfPresent"]["InputName"] in values
+        return _resolve(template["IfPresent"]["Then"], values) if present else ""
+
+    def value(match: re.Match[str]) -> str:
+        found = values[match["name"]]
+        return found if isinstance(found, str) else json.dumps(found)
+
+    return re.sub(
+        r"\{\{\$\.inputs\.(?:parameters|artifacts)\['(?P<name>\w+)'\](?:\.metadata\['resourceName'\])?\}\}",
+        value,
+        template,
+    )
+
+
+def test_compiled_scoring_pipeline_requests_a_bigquery_batch_prediction_job(
+    tmp_path: Path, google_cloud
+):
+    path = tmp_path / "scoring.yaml"
+    compiler.Compiler().compile(scoring_pipeline, str(path))
+    spec = yaml.safe_load(path.read_text())
+    json_format.ParseDict(spec, PipelineSpec())  # it validates
+    task, branch = _batch_predict_task(spec)
+    condition = branch["triggerPolicy"]["condition"]
+    assert "pipelinechannel--batch_prediction" in condition and "true" in condition
+    defaults = Settings()
+    pipeline_parameters = {
+        "project": "p",
+        "location": "us-central1",
+        "batch_machine_type": defaults.batch_machine_type,
+        "batch_starting_replicas": defaults.batch_starting_replicas,
+        "batch_max_replicas": defaults.batch_max_replicas,
+    }
+    source, destination = bigquery_job_tables(SOURCE, OUTPUT)
+    component = spec["components"]["comp-model-batch-predict"]["inputDefinitions"]
+    values: dict[str, Any] = {
+        name: definition["defaultValue"]
+        for name, definition in component["parameters"].items()
+        if "defaultValue" in definition
+    }
+    for name, wiring in task["inputs"]["parameters"].items():
+        if "runtimeValue" in wiring:
+            values[name] = wiring["runtimeValue"]["constant"]
+        elif "componentInputParameter" in wiring:
+            key = wiring["componentInputParameter"].removeprefix("pipelinechannel--")
+            values[name] = pipeline_parameters[key]
+        else:
+            values[name] = {"source": source, "destination": destination}[
+                wiring["taskOutputParameter"]["outputParameterKey"]
+            ]
+    # The model is the champion version the load-champion step names.
+    artifact = task["inputs"]["artifacts"]["model"]["componentInputArtifact"]
+    assert artifact == "pipelinechannel--load-champion-vertex_model"
+    values["model"] = CHAMPION
+    executor = spec["deploymentSpec"]["executors"]["exec-model-batch-predict"]["container"]
+    payload = executor["args"][executor["args"].index("--payload") + 1]
+
+    # Google's own launcher turns the payload into the request, as on Vertex.
+    from google_cloud_pipeline_components.container.v1.batch_prediction_job import remote_runner
+    from google_cloud_pipeline_components.container.v1.gcp_launcher.utils import json_util
+
+    parent = "projects/p/locations/us-central1"
+    google_cloud.respond(
+        "POST", f"/v1/{parent}/batchPredictionJobs", {"name": f"{parent}/batchPredictionJobs/7"}
+    )
+    client = aiplatform_v1.JobServiceClient(
+        transport="rest", client_options={"api_endpoint": google_cloud.url}
+    )
+    job_spec = json_util.recursive_remove_empty(json.loads(_resolve(json.loads(payload), values)))
+    remote_runner.create_batch_prediction_job_with_client(client, parent, job_spec)
+    (request,) = google_cloud.requests_to("POST", f"/v1/{parent}/batchPredictionJobs")
+    job = aiplatform_v1.BatchPredictionJob.from_json(request.raw)
+
+    assert job.model == CHAMPION
+    assert job.input_config.instances_format == "bigquery"
+    assert job.input_config.bigquery_source.input_uri == "bq://p.churn.customers"
+    assert job.instance_config.instance_type == "object"
+    assert job.output_config.predictions_format == "bigquery"
+    assert job.output_config.bigquery_destination.output_uri == "bq://p"
+    resources = job.dedicated_resources
+    assert resources.machine_spec.machine_type == defaults.batch_machine_type
+    assert resources.starting_replica_count == defaults.batch_starting_replicas
+    assert resources.max_replica_count == defaults.batch_max_replicas
+
+
+def test_batch_prediction_needs_bigquery_on_both_sides():
+    with pytest.raises(SourceError, match=re.escape("the source 'customers.csv' is not bq://")):
+        bigquery_job_tables("customers.csv", OUTPUT)
+    assert errors_table("p.prediction_churn_2026_12_02.predictions") == (
+        "p.prediction_churn_2026_12_02.errors"
+    )
+
+
+def _job() -> ScoringJob:
+    return ScoringJob(
+        source=SOURCE,
+        threshold=0.5,
+        high=0.7,
+        medium=0.4,
+        model_version=3,
+        as_of=date(2026, 12, 2),
+        scored_at=datetime(2026, 12, 2, 2, 0, tzinfo=UTC),
+        run_id="run-1",
+    )
+
+
+def test_batch_output_is_staged_with_chunked_scorings_row_accounting(tmp_path: Path):
+    """A table shaped like batch prediction's BigQuery output: the instance's columns plus
+    `prediction` (our predictor's JSON answer) and, in the errors table, `errors`."""
+    customers = generate_customers(40, seed=5, messy=False)
+    customers.loc[3, "customerID"] = None  # the serving validator rejects it
+    customers.loc[7, "customerID"] = customers.loc[6, "customerID"]  # a repeated customer
+    answers = []
+    for position, customer_id in enumerate(customers["customerID"]):
+        if position == 3:
+            answers.append({"customer_id": None, "error": "column `customerID` is empty"})
+        elif position == 10:
+            answers.append({"customer_id": customer_id, "error": "could not score this row"})
+        else:
+            answers.append({"customer_id": customer_id, "churn_probability": position / 40})
+    predictions = pa.Table.from_pandas(
+        customers.assign(prediction=[json.dumps(a) for a in answers]), preserve_index=False
+    )
+    failed = generate_customers(2, seed=6, messy=False)
+    errors = pa.Table.from_pandas(failed, preserve_index=False).append_column(
+        "errors",
+        pa.array(
+            [{"code": 3, "message": "instance too large"}] * 2,
+            pa.struct([("code", pa.int64()), ("message", pa.string())]),
+        ),
+    )
+    batches = [*predictions.to_batches(max_chunksize=16), *errors.to_batches()]
+
+    run = stage_batch_output(batches, _job(), tmp_path, tolerance=0.5)
+
+    assert run.rows_read == 42 == run.rows_scored + run.rows_rejected
+    assert (run.rows_rejected, run.duplicates) == (5, 1)
+    staged = pq.read_table(tmp_path / PREDICTIONS_FILE).to_pandas()
+    repeats = pq.read_table(tmp_path / REPEATS_FILE).to_pandas()
+    published = staged[~staged["source_row"].isin(repeats["source_row"])]
+    assert len(published) == run.rows_scored == 37
+    # The yes/no call and tier come from this run's threshold and cut-offs.
+    row = published.set_index("customer_id").loc[customers.loc[30, "customerID"]]
+    assert row["churn_probability"] == 30 / 40
+    assert bool(row["churn_predicted"]) and row["risk_tier"] == "high"
+    assert set(published["model_version"]) == {3}
+    reasons = pq.read_table(tmp_path / REJECTS_FILE).to_pandas().set_index("source_row")["reason"]
+    assert reasons[11] == "could not score this row"
+    assert reasons[41] == reasons[42] == "batch prediction failed: instance too large (code 3)"
+    assert "customerID" in reasons[4]
+    assert "repeat" in reasons[8] or "duplicate" in reasons[8]
