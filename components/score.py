@@ -96,10 +96,12 @@ def score_frame(
     contract: DataContract = TELCO_CHURN,
 ) -> pd.DataFrame:
     """Score validated rows: one output row per input row, in order, with `customer_id`,
-    `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`."""
+    `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`;
+    no rows give the same columns, empty (a chunk of only rejects)."""
     from components.predict import predict_probability
 
-    probability = predict_probability(model, frame, contract)
+    # Estimators refuse zero rows.
+    probability = predict_probability(model, frame, contract) if len(frame) else np.empty(0)
     return pd.DataFrame(
         {
             "customer_id": frame[contract.id_column].array,
@@ -165,17 +167,12 @@ def score_chunk(
     rejected_rows = checked.rejects["row_number"].to_numpy(dtype=np.int64)
     kept_rows = np.delete(row_numbers, rejected_rows - first_row)
     tally = DriftTally.empty(profile) if profile else None
-    if len(checked.clean):
-        scored = score_frame(
-            model, checked.clean, threshold=job.threshold, high=job.high, medium=job.medium
-        )
-        if tally:
-            rng = np.random.default_rng([job.seed, first_row])
-            tally.add(checked.clean, scored["churn_probability"].to_numpy(), rng)
-    else:
-        scored = pd.DataFrame(
-            {"customer_id": [], "churn_probability": [], "churn_predicted": [], "risk_tier": []}
-        )
+    scored = score_frame(
+        model, checked.clean, threshold=job.threshold, high=job.high, medium=job.medium
+    )
+    if tally and len(scored):
+        rng = np.random.default_rng([job.seed, first_row])
+        tally.add(checked.clean, scored["churn_probability"].to_numpy(), rng)
     return ChunkResult(
         predictions=_prediction_batch(scored, kept_rows, job),
         rejects=_reject_batch(

@@ -16,6 +16,7 @@ not fail the others.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -30,8 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from fastapi import HTTPException
+from fastapi import HTTPException, Request, Response
+from google.cloud.aiplatform.prediction import handler_utils
+from google.cloud.aiplatform.prediction.handler import PredictionHandler
 from google.cloud.aiplatform.prediction.predictor import Predictor
+from google.cloud.aiplatform.prediction.serializer import DefaultSerializer
 
 from components.contract import TELCO_CHURN
 from components.errors import ChurnError, ContractError, RegistryError
@@ -142,6 +146,60 @@ class ChurnPredictor(Predictor):
                 raise ValueError(f"fields {spelled[name]!r} and {key!r} differ only in case")
             record[name], spelled[name] = value, key
         return record
+
+
+class ChurnHandler(PredictionHandler):
+    """The model server's request handler: Vertex's default one, plus what a server open to
+    clients needs: bodies over `serving_max_request_bytes` are refused with 413 before they
+    are read whole, and a body that is not UTF-8 JSON, or nests too deeply to parse, gets a
+    400 naming the problem (the default answers 500 to both, and echoes a bad body back)."""
+
+    def __init__(self, artifacts_uri: str, predictor: type[Predictor] | None = None) -> None:
+        super().__init__(artifacts_uri, predictor)
+        self._max_bytes = load_settings().serving_max_request_bytes
+
+    async def handle(self, request: Request) -> Response:
+        body = await self._read_body(request)
+        content_type = handler_utils.get_content_type_from_headers(request.headers)
+        if content_type not in (None, "application/json"):
+            raise HTTPException(
+                status_code=415, detail=f"content type {content_type!r}: send application/json"
+            )
+        predictor = self._predictor
+        results = predictor.postprocess(predictor.predict(predictor.preprocess(_json(body))))
+        accept = handler_utils.get_accept_from_headers(request.headers)
+        return Response(content=DefaultSerializer.serialize(results, accept), media_type=accept)
+
+    async def _read_body(self, request: Request) -> bytes:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > self._max_bytes:
+            raise _too_large(self._max_bytes)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > self._max_bytes:
+                raise _too_large(self._max_bytes)
+        return bytes(body)
+
+
+def _too_large(limit: int) -> HTTPException:
+    return HTTPException(
+        status_code=413,
+        detail=f"request body is larger than {limit:,} bytes: send fewer instances per request",
+    )
+
+
+def _json(body: bytes) -> Any:
+    """The request's JSON; a client's malformed body is a 400 that says what is wrong."""
+    try:
+        return json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        problem = f"is not UTF-8 (byte {exc.start})"
+    except json.JSONDecodeError as exc:
+        problem = f"is not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})"
+    except RecursionError:
+        problem = "nests too deeply"
+    raise HTTPException(status_code=400, detail=f"request body {problem}")
 
 
 def _instances(prediction_input: Any) -> list[Any]:
@@ -296,8 +354,8 @@ def start_model_server(
         log_path = Path(name)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = os.environ | {
-        "HANDLER_MODULE": "google.cloud.aiplatform.prediction.handler",
-        "HANDLER_CLASS": "PredictionHandler",
+        "HANDLER_MODULE": ChurnHandler.__module__,
+        "HANDLER_CLASS": ChurnHandler.__name__,
         "PREDICTOR_MODULE": ChurnPredictor.__module__,
         "PREDICTOR_CLASS": ChurnPredictor.__name__,
         "AIP_HTTP_PORT": str(port),
@@ -306,6 +364,7 @@ def start_model_server(
         "AIP_STORAGE_URI": str(Path(model_dir).resolve()),
         "CHURN_HIGH_RISK_CUTOFF": str(settings.high_risk_cutoff),
         "CHURN_MEDIUM_RISK_CUTOFF": str(settings.medium_risk_cutoff),
+        "CHURN_SERVING_MAX_REQUEST_BYTES": str(settings.serving_max_request_bytes),
         "PYTHONUNBUFFERED": "1",
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", SERVER_APP]

@@ -97,6 +97,8 @@ class Settings:
     """Rows read, scored and written per chunk by batch scoring (bounds memory)."""
     score_workers: int = 0
     """Processes scoring chunks side by side; 0: one per CPU the scoring step may use."""
+    serving_max_request_bytes: int = 8 * 1024 * 1024
+    """Largest prediction request body the model server reads (larger: HTTP 413)."""
 
     def __post_init__(self) -> None:
         _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
@@ -105,11 +107,18 @@ class Settings:
         _check_range("promotion_margin", self.promotion_margin, -1.0, 1.0)
         _check_range("medium_risk_cutoff", self.medium_risk_cutoff, 0.0, 1.0)
         _check_range("high_risk_cutoff", self.high_risk_cutoff, self.medium_risk_cutoff, 1.0)
+        if not 0 <= self.seed < 2**32:
+            raise SettingsError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.score_batch_rows < 1:
             raise SettingsError(f"score_batch_rows must be positive, got {self.score_batch_rows}")
         if self.score_workers < 0:
             raise SettingsError(
                 f"score_workers must be 0 (automatic) or more, got {self.score_workers}"
+            )
+        if self.serving_max_request_bytes < 1024:
+            raise SettingsError(
+                "serving_max_request_bytes must be at least 1024, "
+                f"got {self.serving_max_request_bytes}"
             )
         if not 2 <= self.cv_folds <= 20:
             raise SettingsError(f"cv_folds must be between 2 and 20, got {self.cv_folds}")
@@ -226,19 +235,32 @@ def load_settings(
     (CLI flags; `None` values are ignored), later sources winning."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    config_path = config_file or Path(environ.get("CHURN_CONFIG", "churn.toml"))
-    if config_path.exists():
+    named = config_file or environ.get("CHURN_CONFIG")
+    config_path = Path(named or "churn.toml")
+    if named and not config_path.is_file():
+        # Only the default file may be absent: a named one that is not there is a typo
+        # that would otherwise run with every setting at its default.
+        raise SettingsError(f"config file {config_path} does not exist")
+    if config_path.is_file():
         try:
-            values.update(tomllib.loads(config_path.read_text()))
-        except tomllib.TOMLDecodeError as exc:
+            values.update(tomllib.loads(config_path.read_text(encoding="utf-8")))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
+        except OSError as exc:
+            raise SettingsError(f"config file {config_path} cannot be read: {exc}") from None
     names = {f.name for f in fields(Settings)}
     for name in names:
         for key in (f"CHURN_{name.upper()}", _ENV_ALIASES.get(name)):
             if key and key in environ:
                 values[name] = environ[key]
                 break
-    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for name, value in (overrides or {}).items():
+        if isinstance(value, str) and not value.strip():
+            # An empty flag would quietly mean "the default" (for --source: sample data).
+            flag = "--" + name.replace("_", "-")
+            raise SettingsError(f"{flag} is empty: give a value or leave it out")
+        if value is not None:
+            values[name] = value
     unknown = sorted(set(values) - names)
     if unknown:
         raise SettingsError(

@@ -17,3 +17,15 @@ def customers() -> pd.DataFrame:
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
     return tmp_path / "home"
+
+
+@pytest.fixture
+def google_cloud(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A recording stand-in for Google's REST APIs, with a service-account key whose
+    tokens it issues set as the application default credentials."""
+    from google_standin import GoogleStandIn, service_account_key
+
+    with GoogleStandIn() as standin:
+        key = service_account_key(tmp_path / "standin-key.json", f"{standin.url}/token")
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key))
+        yield standin

@@ -118,6 +118,19 @@ def test_every_row_read_is_scored_or_rejected_on_messy_input(model, tmp_path: Pa
     assert set(predictions.columns) >= set(PREDICTION_COLUMNS)
 
 
+def test_a_chunk_of_only_unscorable_rows_is_staged_as_rejects(model, tmp_path: Path):
+    frame = _messy(400)
+    last_chunk = len(frame) - 100
+    frame.iloc[last_chunk:, frame.columns.get_loc("customerID")] = None  # every row, no id
+    run = stage_scores(_batches(frame, 100), model, _job(), tmp_path, tolerance=0.3)
+
+    assert run.rows_read == len(frame) == run.rows_scored + run.rows_rejected
+    rejects = _staged_frame(tmp_path, REJECTS_FILE).set_index("source_row")
+    blank = rejects.loc[last_chunk + 1 : len(frame), "reason"]
+    assert len(blank) == 100 and (blank == "`customerID` is blank").all()
+    assert len(_staged_frame(tmp_path, PREDICTIONS_FILE)) == run.rows_scored
+
+
 def test_unseen_categories_and_missing_values_are_scored_and_counted(model, tmp_path: Path):
     frame = _messy()
     run = stage_scores(_batches(frame, 250), model, _job(), tmp_path, tolerance=0.05)

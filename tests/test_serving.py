@@ -39,7 +39,9 @@ from components.validate import validate
 ROOT = Path(__file__).resolve().parents[1]
 # Not the defaults, so the tests show where each comes from: the cut-offs from the caller's
 # settings, the threshold from the model's version.json.
-SETTINGS = Settings(high_risk_cutoff=0.6, medium_risk_cutoff=0.3)
+SETTINGS = Settings(
+    high_risk_cutoff=0.6, medium_risk_cutoff=0.3, serving_max_request_bytes=256 * 1024
+)
 THRESHOLD = 0.35
 ID = TELCO_CHURN.id_column
 
@@ -94,9 +96,17 @@ def _instances(customers: pd.DataFrame) -> list[dict[str, Any]]:
 
 
 def _post(url: str, body: Any) -> tuple[int, dict[str, Any]]:
-    request = urllib.request.Request(
-        url, json.dumps(body).encode(), {"Content-Type": "application/json"}
-    )
+    return _post_bytes(url, json.dumps(body).encode())
+
+
+def _post_bytes(
+    url: str, data: bytes | Iterator[bytes], content_type: str = "application/json"
+) -> tuple[int, dict[str, Any]]:
+    """POST raw bytes (an iterator is sent chunked, with no Content-Length)."""
+    headers = {"Content-Type": content_type}
+    if not isinstance(data, bytes):
+        headers["Transfer-Encoding"] = "chunked"
+    request = urllib.request.Request(url, data, headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             return response.status, json.load(response)
@@ -244,6 +254,51 @@ def test_a_request_without_instances_is_a_client_error(server: ModelServer) -> N
 
     assert status == 400
     assert "instances" in body["detail"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("body", "problem"),
+    [
+        (b'{"instances": [{"customerID": "\xff\xfe"}]}', "is not UTF-8 (byte 31)"),
+        (b'{"instances": [' + b"[" * 100_000 + b"]" * 100_000 + b"]}", "nests too deeply"),
+        (b'{"instances": [{"customerID": "A"', "is not JSON"),
+        (b"", "is not JSON"),
+    ],
+)
+def test_malformed_bodies_are_client_errors(server: ModelServer, body: bytes, problem: str):
+    status, answer = _post_bytes(server.predict_url, body)
+
+    assert status == 400
+    assert answer["detail"].startswith(f"request body {problem}")
+
+
+@pytest.mark.slow
+def test_a_body_over_the_size_limit_is_refused_unread(server: ModelServer) -> None:
+    limit = SETTINGS.serving_max_request_bytes
+    instance = _instances(generate_customers(1, seed=2, messy=False))[0]
+    big = json.dumps({"instances": [instance] * (limit // 400)}).encode()
+    assert len(big) > limit
+
+    declared = _post_bytes(server.predict_url, big)
+    # Without a Content-Length, the server stops reading once the limit is passed.
+    streamed = _post_bytes(
+        server.predict_url, (big[i : i + 8192] for i in range(0, len(big), 8192))
+    )
+
+    for status, answer in (declared, streamed):
+        assert status == 413
+        assert f"larger than {limit:,} bytes" in answer["detail"]
+        assert instance["customerID"] not in json.dumps(answer)
+    assert _predict(server, [instance])[0]["customer_id"] == instance["customerID"]
+
+
+@pytest.mark.slow
+def test_a_body_that_is_not_json_by_content_type_is_refused(server: ModelServer) -> None:
+    status, answer = _post_bytes(server.predict_url, b"customerID=A", "text/plain")
+
+    assert status == 415
+    assert "application/json" in answer["detail"]
 
 
 @pytest.mark.slow

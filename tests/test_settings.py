@@ -24,7 +24,8 @@ def test_precedence(tmp_path: Path):
 
 
 def test_defaults_run_locally_on_the_embedded_warehouse(tmp_path: Path):
-    settings = load_settings(environ={"CHURN_HOME": str(tmp_path)}, config_file=tmp_path / "no")
+    environ = {"CHURN_HOME": str(tmp_path)}
+    settings = load_settings(environ=environ, config_file=_empty_config(tmp_path))
     assert not settings.runs_on_vertex
     assert settings.source_uri == f"duckdb://{tmp_path}/warehouse.duckdb?table=customers"
     assert settings.registry_uri == str(tmp_path / "registry")
@@ -40,7 +41,7 @@ def test_defaults_run_locally_on_the_embedded_warehouse(tmp_path: Path):
 )
 def test_bad_values_name_the_setting(tmp_path: Path, environ, message):
     with pytest.raises(SettingsError, match=message):
-        load_settings(environ=environ, config_file=tmp_path / "none.toml")
+        load_settings(environ=environ, config_file=_empty_config(tmp_path))
 
 
 def test_unknown_config_keys_are_rejected(tmp_path: Path):
@@ -51,9 +52,8 @@ def test_unknown_config_keys_are_rejected(tmp_path: Path):
 
 
 def test_a_project_and_region_alone_configure_every_cloud_value(tmp_path: Path):
-    settings = load_settings(
-        {"project": "acme", "region": "europe-west4"}, environ={}, config_file=tmp_path / "no"
-    )
+    flags = {"project": "acme", "region": "europe-west4"}
+    settings = load_settings(flags, environ={}, config_file=_empty_config(tmp_path))
     assert settings.source_uri == "bq://acme.churn.customers"
     assert settings.predictions_uri == "bq://acme.churn.churn_predictions"
     assert settings.registry_uri == (
@@ -67,7 +67,7 @@ def test_a_project_and_region_alone_configure_every_cloud_value(tmp_path: Path):
 
 
 def test_cloud_values_without_a_project_name_the_missing_setting(tmp_path: Path):
-    settings = load_settings(environ={}, config_file=tmp_path / "no")
+    settings = load_settings(environ={}, config_file=_empty_config(tmp_path))
     with pytest.raises(SettingsError, match="no Google Cloud project set"):
         _ = settings.pipeline_root_uri
 
@@ -75,4 +75,29 @@ def test_cloud_values_without_a_project_name_the_missing_setting(tmp_path: Path)
 @pytest.mark.parametrize(("text", "value"), [("true", True), ("0", False), ("yes", True)])
 def test_boolean_settings_from_the_environment(tmp_path: Path, text: str, value: bool):
     environ = {"CHURN_BATCH_PREDICTION": text}
-    assert load_settings(environ=environ, config_file=tmp_path / "no").batch_prediction is value
+    settings = load_settings(environ=environ, config_file=_empty_config(tmp_path))
+    assert settings.batch_prediction is value
+
+
+def test_a_named_config_file_that_does_not_exist_is_an_error(tmp_path: Path):
+    with pytest.raises(SettingsError, match=r"config file .*typo.toml does not exist"):
+        load_settings(environ={}, config_file=tmp_path / "typo.toml")
+    with pytest.raises(SettingsError, match="does not exist"):
+        load_settings(environ={"CHURN_CONFIG": str(tmp_path / "typo.toml")})
+
+
+def test_an_empty_flag_is_an_error_not_the_default(tmp_path: Path):
+    with pytest.raises(SettingsError, match="--source is empty"):
+        load_settings({"source": ""}, environ={}, config_file=None)
+
+
+def test_a_negative_seed_is_refused(tmp_path: Path):
+    with pytest.raises(SettingsError, match="seed must be between 0"):
+        load_settings({"seed": -1}, environ={})
+
+
+def _empty_config(directory: Path) -> Path:
+    """A config file that sets nothing, so a churn.toml in the working directory can't."""
+    path = directory / "empty.toml"
+    path.touch()
+    return path
