@@ -189,15 +189,14 @@ def _ensure_base_image(work: Path) -> None:
     _run(["chroot", str(rootfs), "update-ca-certificates"], "update-ca-certificates")
     # What debian:bookworm-slim, under python:3.11-slim, leaves out too: the image sizes
     # measured here should be the Dockerfiles' doing, not the stand-in's.
-    for leftover in (
-        "var/cache/apt",
-        "var/lib/apt/lists",
-        "usr/share/doc",
-        "usr/share/man",
-        "usr/share/locale",
-    ):
-        for path in (rootfs / leftover).glob("*"):
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    leftovers = ("var/cache/apt/*.bin", "var/cache/apt/archives/*.deb", "var/lib/apt/lists/*")
+    leftovers += ("usr/share/doc/*", "usr/share/man/*", "usr/share/locale/*")
+    for pattern in leftovers:
+        for path in rootfs.glob(pattern):
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     imported = subprocess.run(
         [*_PODMAN, "import", "--change", "ENV LANG=C.UTF-8", "-", BASE_IMAGE],
