@@ -29,6 +29,7 @@ import csv
 import json
 import math
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -223,6 +224,9 @@ def _podman(*args: str, check: bool = True, **kwargs: Any) -> subprocess.Complet
     return result
 
 
+_STEP = re.compile(r"(\[\d+/\d+\] )?STEP ")  # "[2/2] STEP 3/8: ..." in a multi-stage build
+
+
 def _build(name: str, log_path: Path) -> None:
     """Build one image from the repository root, printing its STEP lines."""
     command = [
@@ -244,7 +248,7 @@ def _build(name: str, log_path: Path) -> None:
         assert process.stdout is not None
         for line in process.stdout:
             log.write(line)
-            if line.startswith("STEP "):
+            if _STEP.match(line):
                 print(f"   {line.rstrip()[:110]}", flush=True)
         process.wait()
     if process.returncode != 0:
