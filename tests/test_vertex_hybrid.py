@@ -1,6 +1,7 @@
-"""A laptop run registering to Vertex AI: `submit.py train` and `score` under kfp.local with
-the registry at the Vertex stand-in and model directories in fake GCS (the steps run as
-subprocesses and reach both through the environment, as steps on Vertex would reach
+"""A laptop run on Google Cloud's backends: `submit.py train` and `score` under kfp.local
+reading customers from a BigQuery table (the emulator), with the registry at the Vertex
+stand-in and model directories in fake GCS, scoring BigQuery to BigQuery (the steps run as
+subprocesses and reach all three through the environment, as steps on Vertex would reach
 Google)."""
 
 import json
@@ -15,6 +16,7 @@ from google.cloud import aiplatform_v1
 from vertex_standin import LOCATION, MODEL, VertexModels
 
 from components.sample_data import generate_customers
+from components.warehouse import read_table, write_table
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -36,26 +38,30 @@ def _submit(*args: str, home: Path, registry: str) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def test_train_registers_to_vertex_and_scoring_uses_the_champion_alias(google_cloud, tmp_path):
+def test_train_from_bigquery_registers_to_vertex_and_scoring_uses_the_champion_alias(
+    google_cloud, bq_dataset: str, tmp_path: Path
+):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     models = VertexModels(google_cloud)
-    source = tmp_path / "customers.csv"
-    generate_customers(2_000, seed=31).to_csv(source, index=False)
+    source = f"bq://{bq_dataset}.customers"
+    output = f"bq://{bq_dataset}.churn_predictions"
+    write_table(generate_customers(2_000, seed=31), source)
     registry = (
         f"vertex://{MODEL}?artifacts=gs://churn-models/models&api_endpoint={google_cloud.url}"
     )
     with fake_gcs.FakeGCSServer():
         storage.Client("p", credentials=AnonymousCredentials()).create_bucket("churn-models")
         trained = _submit(
-            "train", "--source", str(source), "--cv-folds", "3", "--candidates-per-family",
+            "train", "--source", source, "--cv-folds", "3", "--candidates-per-family",
             "1", home=tmp_path / "home", registry=registry,
         )  # fmt: skip
         google_cloud_requests_after_training = len(google_cloud.requests)
         scored = _submit(
-            "score", "--source", str(source), home=tmp_path / "home", registry=registry
-        )
+            "score", "--source", source, "--output", output, "--as-of", "2026-12-01",
+            home=tmp_path / "home", registry=registry,
+        )  # fmt: skip
 
     assert trained["status"] == "succeeded" and trained["promoted"] is True
     assert trained["model_version"] == 1
@@ -74,3 +80,8 @@ def test_train_registers_to_vertex_and_scoring_uses_the_champion_alias(google_cl
         if r.method == "GET"
     ]
     assert scoring_gets == [f"/v1/{MODEL}@champion"]
+    assert scored["output"].startswith(output)
+    published = read_table(output)
+    assert len(published) == rows["scored"] and published["customer_id"].is_unique
+    assert set(published["model_version"]) == {1}
+    assert len(read_table(f"bq://{bq_dataset}.churn_predictions_rejects")) == rows["rejected"]

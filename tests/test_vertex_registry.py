@@ -69,6 +69,8 @@ def _register(uri: str, model_file: Path, roc_auc: float, champion: float | None
             "confusion_matrix": [[700, 80], [90, 130]],
             "champion_metrics": {"roc_auc": champion} if champion else None,
             "champion_version": 1 if champion else None,
+            # As evaluation writes it: both models on the rows the champion never saw.
+            "comparison": {"champion": champion, "candidate": roc_auc} if champion else None,
         },
         data_fingerprint="9F3a0c",
         run_id=f"churn-training-2026/12/0{next(_runs)} Weekly",

@@ -50,7 +50,9 @@ CLASS_NAMES = ("stays", "churns")
 SERVING_PORT = 8080
 _MODEL_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _URI = re.compile(
-    r"vertex://projects/(?P<project>[a-z0-9-]+)/locations/(?P<location>[a-z0-9-]+)"
+    # Project and region as given: Vertex checks them, and placeholders (`--project P`
+    # for a dry run) must pass here.
+    r"vertex://projects/(?P<project>[^/?]+)/locations/(?P<location>[^/?]+)"
     r"/models/(?P<model>[^/?@]+)"
 )
 _QUERY_KEYS = ("artifacts", "api_endpoint")
@@ -80,7 +82,7 @@ def parse_vertex_uri(uri: str) -> dict[str, str]:
         )
     values = {key: query[key][-1] for key in query}
     artifacts = values.get("artifacts", "").rstrip("/")
-    if artifacts and not re.fullmatch(r"gs://[a-z0-9][a-z0-9._-]{1,220}(/.*)?", artifacts):
+    if artifacts and not re.fullmatch(r"gs://[^/\s]+(/.*)?", artifacts):
         raise RegistryError(
             f"registry {uri!r}: artifacts must be a gs://BUCKET/PATH URI, got {artifacts!r}"
         )
