@@ -201,12 +201,11 @@ def stage_batch_predictions(
     """Read the batch prediction job's output tables in chunks and stage predictions and
     rejects as chunked scoring does; tally the inputs for the drift report."""
     import itertools
-    from datetime import UTC, datetime
     from pathlib import Path
 
     from components.batch_prediction import errors_table, stage_batch_output
     from components.drift import load_profile
-    from components.score import ScoringJob, resolve_as_of
+    from components.score import ScoringJob
     from components.warehouse import iter_batches, table_exists
 
     table = ".".join(
@@ -215,15 +214,14 @@ def stage_batch_predictions(
     tables = [f"bq://{table}"]
     if table_exists(f"bq://{errors_table(table)}"):
         tables.append(f"bq://{errors_table(table)}")
-    job = ScoringJob(
+    job = ScoringJob.for_champion(
+        model.metadata,
         source=source_uri,
-        threshold=float(model.metadata["threshold"]),
+        as_of=as_of,
+        time_zone=time_zone,
+        run_id=run_id,
         high=high_risk_cutoff,
         medium=medium_risk_cutoff,
-        model_version=int(model.metadata["version"]),
-        as_of=resolve_as_of(as_of, time_zone=time_zone),
-        scored_at=datetime.now(UTC),
-        run_id=run_id,
     )
     run = stage_batch_output(
         itertools.chain.from_iterable(iter_batches(uri, batch_rows) for uri in tables),

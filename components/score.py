@@ -15,11 +15,11 @@ import math
 import multiprocessing
 import os
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -139,6 +139,31 @@ class ScoringJob:
     scored_at: datetime
     run_id: str
     seed: int = 0
+
+    @classmethod
+    def for_champion(
+        cls,
+        model_metadata: Mapping[str, Any],
+        *,
+        source: str,
+        as_of: str,
+        time_zone: str,
+        run_id: str,
+        high: float,
+        medium: float,
+    ) -> "ScoringJob":
+        """A scoring step's job with the champion whose model artifact has `model_metadata`
+        (threshold, version); the as-of date ("" = today in `time_zone`) is decided now."""
+        return cls(
+            source=source,
+            threshold=float(model_metadata["threshold"]),
+            high=high,
+            medium=medium,
+            model_version=int(model_metadata["version"]),
+            as_of=resolve_as_of(as_of, time_zone=time_zone),
+            scored_at=datetime.now(UTC),
+            run_id=run_id,
+        )
 
 
 @dataclass
@@ -651,7 +676,6 @@ def score_customers(
     capacity (`high_risk_top_n` or `high_risk_top_share`), tier the staged day by rank."""
     import logging
     import time
-    from datetime import UTC, datetime
     from pathlib import Path
 
     from components.drift import load_profile
@@ -661,7 +685,6 @@ def score_customers(
         apply_capacity_tiers,
         available_cpus,
         read_customers,
-        resolve_as_of,
         stage_scores,
     )
     from components.warehouse import require_output
@@ -669,15 +692,14 @@ def score_customers(
     logging.basicConfig(level=logging.INFO)
     log = logging.getLogger("score")
     require_output(output_uri)  # fail before scoring, not after
-    job = ScoringJob(
+    job = ScoringJob.for_champion(
+        model.metadata,
         source=source_uri,
-        threshold=float(model.metadata["threshold"]),
+        as_of=as_of,
+        time_zone=time_zone,
+        run_id=run_id,
         high=high_risk_cutoff,
         medium=medium_risk_cutoff,
-        model_version=int(model.metadata["version"]),
-        as_of=resolve_as_of(as_of, time_zone=time_zone),
-        scored_at=datetime.now(UTC),
-        run_id=run_id,
     )
     started = time.perf_counter()
 
