@@ -11,6 +11,17 @@ different generated customer, and records the round trip; 16 clients at once mea
 throughput. The baseline, measured in the same run against the same server, is the health
 route's round trip: the HTTP and server floor that a prediction cannot go below, so
 "prediction / health" is what validating and scoring one customer adds.
+
+"In process" is the predictor's own work per request, `postprocess(predict(preprocess(
+body)))` on a `ChurnPredictor` loaded in this process from the same model directory, with
+no HTTP or JSON: the part this code controls. The gap between it and the round trip is the
+model server's (FastAPI, uvicorn, JSON, the client).
+
+How to read it: on a busy machine every absolute time is inflated, and by different amounts
+from one minute to the next, so compare runs by "p50 vs baseline" (requests and health
+checks alternate, so both see the same machine), and compare two versions of the code by
+running both in one session, one after the other. The target (issue 10) is one instance
+under 10 ms p50 on a quiet 2-CPU machine, where the health round trip is about 1 ms.
 """
 
 import argparse
@@ -34,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 from components.contract import TELCO_CHURN  # noqa: E402
 from components.registry import LocalRegistry, save_model  # noqa: E402
 from components.sample_data import generate_customers  # noqa: E402
-from components.serving import start_model_server  # noqa: E402
+from components.serving import ChurnPredictor, start_model_server  # noqa: E402
 from components.train import FAMILIES, CandidateResult, fit_final  # noqa: E402
 from components.validate import validate  # noqa: E402
 
@@ -83,7 +94,8 @@ def measure(family: str, requests: int, root: Path) -> dict[str, float]:
     customers = generate_customers(requests, seed=2).drop(columns=TELCO_CHURN.label_column)
     customers = customers.astype(object)
     instances = customers.where(customers.notna(), None).to_dict("records")
-    with start_model_server(register(family, root), _free_port()) as server:
+    server_model_dir = register(family, root)
+    with start_model_server(server_model_dir, _free_port()) as server:
         health = server.url + "/health"
         for instance in instances[:20]:  # warm both routes
             round_trip(health)
@@ -102,12 +114,31 @@ def measure(family: str, requests: int, root: Path) -> dict[str, float]:
                 )
             )
         concurrent_seconds = time.perf_counter() - started
+        in_process_times = in_process(server_model_dir, instances)
     return {
         "predict_p50_ms": statistics.median(predict_times) * 1000,
         "predict_p95_ms": float(np.percentile(predict_times, 95)) * 1000,
         "health_p50_ms": statistics.median(health_times) * 1000,
         "concurrent_rps": len(instances) / concurrent_seconds,
+        "in_process_p50_ms": statistics.median(in_process_times) * 1000,
     }
+
+
+def in_process(model_dir: Path, instances: list[dict[str, Any]]) -> list[float]:
+    """Seconds per one-instance request through the predictor's calls, without the server."""
+    predictor = ChurnPredictor()
+    predictor.load(str(model_dir))
+
+    # Bodies as the server hands them to the predictor: parsed JSON.
+    bodies = [json.loads(json.dumps({"instances": [instance]})) for instance in instances]
+    for body in bodies[:20]:  # warm up
+        predictor.postprocess(predictor.predict(predictor.preprocess(body)))
+    times = []
+    for body in bodies:
+        started = time.perf_counter()
+        predictor.postprocess(predictor.predict(predictor.preprocess(body)))
+        times.append(time.perf_counter() - started)
+    return times
 
 
 def _free_port() -> int:
@@ -138,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         "health p50 (baseline)",
         "p50 vs baseline",
         f"{CONCURRENT_CLIENTS} clients",
+        "in process p50",
     )
     for family, r in results.items():
         table.add_row(
@@ -147,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{r['health_p50_ms']:.2f} ms",
             f"{r['predict_p50_ms'] / r['health_p50_ms']:.1f}x",
             f"{r['concurrent_rps']:.0f} requests/s",
+            f"{r['in_process_p50_ms']:.1f} ms",
         )
     Console().print(table)
     if args.json:

@@ -29,11 +29,13 @@ import numba
 import numpy as np
 import pandas as pd
 from scipy.special import expit
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
 from components.calibration import CalibratedModel
 from components.contract import TELCO_CHURN, DataContract
+from components.features import SMALL_FRAME_ROWS, SmallFramePreprocessor
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,9 @@ def predict_probability(
 ) -> np.ndarray:
     """Churn probability per row of a validated frame; with `calibrated=False`, the score
     of a calibrated model's estimator before its calibrator (for the report's comparison)."""
+    small = small_frame_path(model) if calibrated and len(frame) <= SMALL_FRAME_ROWS else None
+    if small is not None:
+        return small.probability(frame)
     features = frame[contract.feature_names]
     final = model[-1]
     calibration = final if isinstance(final, CalibratedModel) else None
@@ -72,6 +77,80 @@ def tree_kernel(model: Pipeline) -> "CompiledTrees | None":
     inherit the kernel, or when a server starts, not on its first request."""
     final = model[-1]
     return compiled_trees(final.estimator if isinstance(final, CalibratedModel) else final)
+
+
+@dataclass(frozen=True)
+class SmallFramePath:
+    """A model's probabilities for a few rows without `ColumnTransformer`'s pandas work:
+    its first step redone by `SmallFramePreprocessor`, then the rest of the pipeline
+    (an estimator, a calibrated one, any further steps) on the feature matrix."""
+
+    preprocess: SmallFramePreprocessor
+    rest: Pipeline
+
+    def probability(self, frame: pd.DataFrame) -> np.ndarray:
+        features = self.preprocess.transform(frame)
+        trees = compiled_trees(self.rest[-1])
+        if trees is None:
+            return self.rest.predict_proba(features)[:, 1]
+        if len(self.rest) > 1:
+            features = self.rest[:-1].transform(features)
+        return trees.probability(features)
+
+
+_SMALL: "weakref.WeakKeyDictionary[object, SmallFramePath | None]" = weakref.WeakKeyDictionary()
+
+
+def small_frame_path(model: Pipeline) -> SmallFramePath | None:
+    """The fast path for few-row frames, or None when the pipeline is not one it knows (a
+    preprocessor of another shape) or its output differs from the pipeline's own on probe
+    rows. Built and checked once per model object: call it when the model is loaded."""
+    if model in _SMALL:
+        return _SMALL[model]
+    path = None
+    try:
+        path = SmallFramePath(SmallFramePreprocessor.from_fitted(model[0]), model[1:])
+        probe = probe_frame(model[0])
+        agree = np.array_equal(
+            path.preprocess.transform(probe), model[0].transform(probe)
+        ) and np.array_equal(path.probability(probe), model.predict_proba(probe)[:, 1])
+    except Exception as error:  # whatever fails here, the pipeline itself still scores
+        log.info("few-row frames scored by the whole pipeline: %s", error)
+        path = None
+    else:
+        if not agree:
+            log.warning(
+                "the few-row preprocessing disagrees with this scikit-learn's "
+                "ColumnTransformer; scoring few-row frames with the whole pipeline"
+            )
+            path = None
+    _SMALL[model] = path
+    return path
+
+
+def probe_frame(step: ColumnTransformer, rows: int = _PROBE_ROWS, seed: int = 0) -> pd.DataFrame:
+    """Rows shaped like serving-mode `validate` output, for the fitted preprocessor `step`:
+    numbers around each column's statistics with missing ones; every learned category, a
+    missing value and an unseen one in each category column, as Categorical and as
+    object columns (a frame concatenated from chunks holds the latter)."""
+    rng = np.random.default_rng(seed)
+    columns: dict[str, object] = {}
+    for _, transformer, names in step.transformers_:
+        if transformer == "drop":
+            continue
+        categories = getattr(transformer, "categories_", None)
+        for j, name in enumerate(names):
+            if categories is None:
+                values = rng.normal(size=rows) * 10.0 ** rng.integers(-2, 4, size=rows)
+                values[rng.random(rows) < 0.1] = np.nan
+                values[rng.random(rows) < 0.1] = 0.0
+                columns[name] = values
+                continue
+            known = [c for c in categories[j] if not pd.isna(c)]
+            choices = np.array([*known, None, "unseen probe value"], dtype=object)
+            values = rng.choice(choices, size=rows)
+            columns[name] = pd.Categorical(values) if j % 2 == 0 else values
+    return pd.DataFrame(columns)[list(step.feature_names_in_)]
 
 
 @dataclass(frozen=True)

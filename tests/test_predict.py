@@ -1,19 +1,32 @@
 """The compiled tree kernel gives `predict_proba`'s probabilities bit for bit, and models it
 cannot take are scored by `predict_proba` itself."""
 
+import logging
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from components.calibration import CalibratedModel, ProbabilityCalibrator
 from components.contract import TELCO_CHURN
-from components.predict import CompiledTrees, compiled_trees, predict_probability, tree_kernel
+from components.features import SMALL_FRAME_ROWS, SmallFramePreprocessor, build_preprocessor
+from components.predict import (
+    CompiledTrees,
+    compiled_trees,
+    predict_probability,
+    probe_frame,
+    small_frame_path,
+    tree_kernel,
+)
 from components.sample_data import generate_customers
-from components.train import CandidateResult, fit_final
+from components.train import FAMILIES, CandidateResult, fit_final
 from components.validate import validate
 
 
@@ -112,3 +125,96 @@ def test_the_probe_catches_a_comparison_off_by_one_value():
     expected = estimator.predict_proba(probe)[:, 1]
     np.testing.assert_array_equal(trees.probability(probe), expected)
     assert not np.array_equal(wrong.probability(probe), expected)
+
+
+def _serving_rows(rows: int, seed: int) -> pd.DataFrame:
+    """Serving-mode validated rows with missing numbers and categories, unseen categories,
+    and one object column (as concatenated chunks have)."""
+    clean = validate(generate_customers(rows, seed=seed), source="messy", mode="serving").clean
+    clean = clean.astype({"Contract": object})
+    clean.loc[clean.index[::5], "Contract"] = "Five year"
+    clean.loc[clean.index[::7], "tenure"] = np.nan
+    clean["PaymentMethod"] = clean["PaymentMethod"].cat.add_categories("Cheque")
+    clean.loc[clean.index[::3], "PaymentMethod"] = "Cheque"
+    clean.loc[clean.index[1::4], "OnlineBackup"] = np.nan
+    return clean
+
+
+@pytest.mark.parametrize("family", [f.name for f in FAMILIES])
+def test_few_row_frames_take_the_fast_path_with_the_pipelines_scores(
+    customers: pd.DataFrame, family: str
+):
+    """Serving's few-row path is taken for every family's saved pipeline, and gives
+    `predict_proba`'s probabilities bit for bit."""
+    train = validate(customers, source="fixture").clean
+    model = fit_final(train, CandidateResult(family, {}, [], [], np.empty(0), 0.0), seed=0)
+    path = small_frame_path(model)
+    assert path is not None
+    rows = _serving_rows(300, seed=4)
+    for start in range(0, 300, SMALL_FRAME_ROWS // 4):
+        frame = rows.iloc[start : start + SMALL_FRAME_ROWS // 8 + 1]
+        expected = model.predict_proba(frame[TELCO_CHURN.feature_names])[:, 1]
+        np.testing.assert_array_equal(path.probability(frame), expected)
+        np.testing.assert_array_equal(predict_probability(model, frame), expected)
+
+
+def test_a_calibrated_model_after_the_preprocessor_takes_the_fast_path(customers: pd.DataFrame):
+    train = validate(customers, source="fixture").clean
+    model = Pipeline(
+        [
+            ("preprocess", build_preprocessor()),
+            ("model", CalibratedClassifierCV(LogisticRegression(max_iter=500), cv=3)),
+        ]
+    ).fit(train[TELCO_CHURN.feature_names], train[TELCO_CHURN.label_column].astype(int))
+    assert small_frame_path(model) is not None
+    frame = _serving_rows(40, seed=5)
+    np.testing.assert_array_equal(
+        predict_probability(model, frame),
+        model.predict_proba(frame[TELCO_CHURN.feature_names])[:, 1],
+    )
+
+
+def test_the_probe_catches_a_few_row_preprocessor_off_by_one_ulp(customers: pd.DataFrame):
+    """The check run when a model is loaded would notice a preprocessor a rounding step
+    away from scikit-learn's, a wrong fill value, or a category or missing value in the
+    wrong column."""
+    train = validate(customers, source="fixture").clean
+    step = build_preprocessor().fit(train[TELCO_CHURN.feature_names])
+    fast = SmallFramePreprocessor.from_fitted(step)
+    probe = probe_frame(step)
+    np.testing.assert_array_equal(fast.transform(probe), step.transform(probe))
+    shifted = [dict(zip(p, reversed(list(p.values())), strict=True)) for p in fast.positions]
+    wrong = [
+        replace(fast, scale=np.nextafter(fast.scale, np.inf)),
+        replace(fast, statistics=fast.statistics + 1),
+        replace(fast, positions=shifted),
+        replace(fast, missing=[min(p.values()) for p in fast.positions]),  # NaN as a category
+    ]
+    for preprocessor in wrong:
+        assert not np.array_equal(preprocessor.transform(probe), step.transform(probe))
+
+
+def test_pipelines_of_another_shape_are_scored_whole(
+    customers: pd.DataFrame, caplog: pytest.LogCaptureFixture
+):
+    train = validate(customers, source="fixture").clean
+    features, label = train[TELCO_CHURN.feature_names], train[TELCO_CHURN.label_column]
+    numeric = [c.name for c in TELCO_CHURN.numeric]
+    categorical = [c.name for c in TELCO_CHURN.categorical]
+    other = ColumnTransformer(
+        [
+            ("numeric", StandardScaler(), numeric),  # no imputer
+            ("categorical", OneHotEncoder(handle_unknown="ignore"), categorical),
+        ]
+    )
+    model = Pipeline([("preprocess", other), ("model", LogisticRegression())])
+    model.fit(features.dropna(), label[features.notna().all(axis=1)].astype(int))
+    with caplog.at_level(logging.INFO, logger="components.predict"):
+        assert small_frame_path(model) is None
+    assert "scored by the whole pipeline" in caplog.text
+    frame = validate(generate_customers(20, seed=6, messy=False), source="x", mode="serving").clean
+    frame = frame.dropna()
+    np.testing.assert_array_equal(
+        predict_probability(model, frame),
+        model.predict_proba(frame[TELCO_CHURN.feature_names])[:, 1],
+    )

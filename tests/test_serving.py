@@ -25,6 +25,7 @@ from components.calibration import CalibratedModel, ProbabilityCalibrator
 from components.contract import TELCO_CHURN
 from components.errors import ChurnError, RegistryError
 from components.features import build_preprocessor
+from components.predict import small_frame_path
 from components.registry import LocalRegistry, save_model
 from components.sample_data import generate_customers
 from components.score import score_frame
@@ -399,6 +400,14 @@ def test_a_lone_instance_with_an_unseen_category_is_scored(
     served = _in_process(predictor, _instances(customer))
 
     _assert_same_scores(served, _batch_scores(registry, customer))
+
+
+def test_the_served_model_takes_the_few_row_path(model_dir: Path) -> None:
+    """Requests skip `ColumnTransformer`'s pandas work (what makes them fast): the probe
+    passed on the model the server loaded, so it did not fall back silently."""
+    predictor = ChurnPredictor()
+    predictor.load(str(model_dir))
+    assert small_frame_path(predictor._model) is not None
 
 
 def test_loads_a_model_directory_from_cloud_storage(model_dir: Path) -> None:
