@@ -338,22 +338,23 @@ def evaluate_model(
     if champion is not None:
         # The whole version directory (a download from a Vertex registry): the model file,
         # hash-checked, and the ids of the customers it trained on.
-        champion_dir = Path(tempfile.mkdtemp(prefix="churn-champion-"))
-        entry = registry.fetch(champion.version, champion_dir)
-        champion_model, _ = load_model_directory(champion_dir)
-        out["champion_probability"] = predict_probability(champion_model, frame)
-        comparison = compare_with_champion(
-            metric=promotion_metric,
-            label=label,
-            customer_ids=frame[TELCO_CHURN.id_column].to_numpy(),
-            probability=probability,
-            threshold=threshold,
-            champion_probability=out["champion_probability"].to_numpy(),
-            champion_threshold=entry.threshold,
-            champion_training_customers=load_training_customers(champion_dir),
-            samples=bootstrap_samples,
-            seed=seed,
-        )
+        with tempfile.TemporaryDirectory(prefix="churn-champion-") as scratch:
+            champion_dir = Path(scratch)
+            entry = registry.fetch(champion.version, champion_dir)
+            champion_model, _ = load_model_directory(champion_dir)
+            out["champion_probability"] = predict_probability(champion_model, frame)
+            comparison = compare_with_champion(
+                metric=promotion_metric,
+                label=label,
+                customer_ids=frame[TELCO_CHURN.id_column].to_numpy(),
+                probability=probability,
+                threshold=threshold,
+                champion_probability=out["champion_probability"].to_numpy(),
+                champion_threshold=entry.threshold,
+                champion_training_customers=load_training_customers(champion_dir),
+                samples=bootstrap_samples,
+                seed=seed,
+            )
         champion_version = entry.version
         metrics.log_metric(f"champion_v{entry.version}_{promotion_metric}", comparison["champion"])
         metrics.log_metric("champion_comparison_rows", comparison["rows"])
