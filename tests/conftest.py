@@ -1,17 +1,36 @@
 """Shared fixtures: small generated customer tables and a throwaway local home."""
 
+import os
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, settings
+from reliability import ReliabilityLog
 
 from components.sample_data import generate_customers
+
+# The `hostile` tests' randomized part: few examples in the everyday suite, many on demand
+# (HYPOTHESIS_PROFILE=thorough, as tests/reliability_report.py runs it).
+settings.register_profile(
+    "ci", max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.register_profile(
+    "thorough", max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture(scope="session")
 def customers() -> pd.DataFrame:
     """2,000 clean generated customers (read-only: copy before changing)."""
     return generate_customers(2_000, seed=7, messy=False)
+
+
+@pytest.fixture
+def reliability(request: pytest.FixtureRequest) -> ReliabilityLog:
+    """Records the cases a hostile-input or fault test tried (see tests/reliability.py)."""
+    return ReliabilityLog(request.node.nodeid)
 
 
 @pytest.fixture
