@@ -18,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ MODEL_FILE = "model.joblib"
 RECORD_FILE = "version.json"
 EVALUATION_FILE = "evaluation.json"
 """The test-set evaluation (metrics, confusion matrix), registered beside the model."""
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def save_model(model: Pipeline, directory: Path) -> Path:
@@ -49,41 +51,76 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_record(directory: Path, record: dict[str, Any]) -> Path:
-    """Write-then-rename, so a reader never sees half a record."""
-    path = directory / RECORD_FILE
-    handle, tmp = tempfile.mkstemp(dir=directory, suffix=".tmp")
-    with os.fdopen(handle, "w") as out:
-        json.dump(record, out, indent=2, default=str)
-    os.replace(tmp, path)
+def write_json(path: Path, content: dict[str, Any]) -> Path:
+    """Write-then-rename, so a reader never sees half a file; on a failed write (a full
+    disk) the previous file stays and no temporary file is left beside it."""
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w") as out:
+            json.dump(content, out, indent=2, default=str)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path
 
 
-def read_record(directory: Path) -> dict[str, Any]:
+def write_record(directory: Path, record: dict[str, Any]) -> Path:
+    return write_json(directory / RECORD_FILE, record)
+
+
+def read_json(path: Path, what: str, *, source: str = "") -> Any:
+    """A JSON file's content, or RegistryError naming the file (or `source`) when it is
+    not JSON."""
+    try:
+        return json.loads(path.read_bytes())
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise RegistryError(
+            f"{source or path} is not valid JSON ({exc}): the {what} is damaged"
+        ) from None
+
+
+def read_record(directory: Path, *, source: str = "") -> dict[str, Any]:
+    """A version's record, refused unless it is a JSON object with a SHA-256. `source`:
+    where the record came from, for messages (default: the file read)."""
     path = directory / RECORD_FILE
     if not path.is_file():
         raise RegistryError(f"{directory} has no {RECORD_FILE}: not a registered model version")
-    return json.loads(path.read_text())
+    record = read_json(path, "model version's record", source=source)
+    if not isinstance(record, dict) or not _SHA256.fullmatch(str(record.get("sha256", ""))):
+        raise RegistryError(
+            f"{source or path} is not a model version record (no SHA-256 of {MODEL_FILE}): "
+            "the record is damaged"
+        )
+    return record
 
 
-def checked_model_bytes(directory: Path) -> tuple[bytes, dict[str, Any]]:
+def checked_model_bytes(
+    directory: Path, *, sha256: str | None = None, source: str = ""
+) -> tuple[bytes, dict[str, Any]]:
     """The model file's bytes and its record, refusing bytes whose SHA-256 differs from
-    the one recorded at registration."""
-    record = read_record(directory)
+    the one recorded at registration, or from `sha256` when given (the registry's record
+    of a version copied out of it: a copied record proves nothing on its own). `source`:
+    where the record came from, for messages."""
+    record = read_record(directory, source=source)
     path = directory / MODEL_FILE
     if not path.is_file():
         raise RegistryError(f"{directory} has no {MODEL_FILE}: not a registered model version")
     content = path.read_bytes()
     actual = hashlib.sha256(content).hexdigest()
-    if actual != record["sha256"]:
-        raise RegistryError(
-            f"{path} has SHA-256 {actual[:12]}…, registry records {record['sha256'][:12]}…: "
-            "refusing to load a model file that changed after registration"
-        )
+    for expected, whose in ((record["sha256"], "registry records"), (sha256, "its run fetched")):
+        if expected is not None and actual != expected:
+            raise RegistryError(
+                f"{path} has SHA-256 {actual[:12]}…, {whose} {expected[:12]}…: "
+                "refusing to load a model file that changed after registration"
+            )
     return content, record
 
 
-def load_checked_model(directory: Path) -> tuple[Pipeline, dict[str, Any]]:
-    """The fitted pipeline in a model directory and its record, after the hash check."""
-    content, record = checked_model_bytes(directory)
+def load_checked_model(
+    directory: Path, *, sha256: str | None = None
+) -> tuple[Pipeline, dict[str, Any]]:
+    """The fitted pipeline in a model directory and its record, after the hash check
+    (see `checked_model_bytes`)."""
+    content, record = checked_model_bytes(directory, sha256=sha256)
     return joblib.load(io.BytesIO(content)), record

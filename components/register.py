@@ -100,7 +100,11 @@ def register_and_promote(
     `require_significance`, the 95% interval of the difference lies above zero). The
     evaluation, `profile` (the training data's distributions, for scoring's drift report)
     and the hashed ids of `training_customers` (so later runs compare it only on customers
-    it never saw) are registered beside the model file."""
+    it never saw) are registered beside the model file.
+
+    The alias moves only if the champion is still the one `evaluation` compared against
+    (`champion_version`): when another run promoted meanwhile, the model was never compared
+    with the new champion, so it is registered unpromoted, saying so."""
     champion_metrics = evaluation.get("champion_metrics")
     comparison = evaluation.get("comparison") or {}
     decision = decide_promotion(
@@ -128,21 +132,22 @@ def register_and_promote(
             save_profile(profile, directory)
         if training_customers is not None:
             save_training_customers(training_customers, directory)
-        entry = registry.register(
-            directory,
-            best_model=model_info["best_model"],
-            params=model_info.get("params", {}),
-            threshold=float(model_info["threshold"]),
-            metrics=evaluation["metrics"],
-            data_fingerprint=data_fingerprint,
-            library_versions=library_versions(),
-            run_id=run_id,
-            promoted=decision.promote,
-            promotion_reason=decision_reason,
+        record = {
+            "best_model": model_info["best_model"],
+            "params": model_info.get("params", {}),
+            "threshold": float(model_info["threshold"]),
+            "metrics": evaluation["metrics"],
+            "data_fingerprint": data_fingerprint,
+            "library_versions": library_versions(),
+            "run_id": run_id,
+            "promotion_reason": decision_reason,
+        }
+        if not decision.promote:
+            return registry.register(directory, promoted=False, **record)
+        # A compare-and-set: another run may have promoted since this one evaluated.
+        return registry.register_as_champion(
+            directory, replacing=evaluation.get("champion_version"), **record
         )
-    if decision.promote:
-        registry.promote(entry.version)
-    return entry
 
 
 @stage

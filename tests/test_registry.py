@@ -52,7 +52,8 @@ def _register(
             "metrics": {"roc_auc": roc_auc},
             "interval": {"metric": "roc_auc", "low_high": [roc_auc - 0.02, roc_auc + 0.02]},
             "champion_metrics": champion,
-            "champion_version": 1 if champion else None,
+            # As evaluation writes it: the champion when the run evaluated.
+            "champion_version": champion and registry.champion().version,
             "comparison": comparison,
         },
         data_fingerprint="abc",

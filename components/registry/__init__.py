@@ -10,12 +10,16 @@
 Both store and return a model directory (components/model_files.py): the model file, its
 record with SHA-256 and the files registration writes beside them, and both refuse a model
 file whose SHA-256 differs from the record.
+
+Promotion is a compare-and-set: `register_as_champion` moves the alias only if the champion
+is still the version the new model was evaluated against, so of two runs that evaluated at
+once only the first promotes and the second is registered unpromoted, saying why.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Protocol
@@ -40,6 +44,7 @@ __all__ = [
     "ModelVersion",
     "Registry",
     "RegistryError",
+    "champion_changed",
     "data_fingerprint",
     "file_sha256",
     "library_versions",
@@ -69,6 +74,21 @@ class ModelVersion:
     promoted: bool = False
     promotion_reason: str = ""
 
+    @classmethod
+    def from_record(cls, record: dict[str, Any], source: object) -> ModelVersion:
+        """The version a record read from `source` describes, or RegistryError naming it."""
+        known = {f.name for f in fields(cls)}
+        required = {
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        }
+        unknown, missing = sorted(set(record) - known), sorted(required - set(record))
+        if unknown or missing or type(record["version"]) is not int:
+            raise RegistryError(
+                f"{source} is not a model version record (unknown fields: {unknown}, "
+                f"missing: {missing}, version {record.get('version')!r}): it is damaged"
+            )
+        return cls(**record)
+
 
 class Registry(Protocol):
     """What every registry backend offers. `ref` is a version number (`3`, `"3"`, `"v3"`)
@@ -83,6 +103,15 @@ class Registry(Protocol):
     def get(self, ref: int | str) -> ModelVersion: ...
 
     def champion(self) -> ModelVersion | None: ...
+
+    def register_as_champion(
+        self, directory: Path, *, replacing: int | None, **record: Any
+    ) -> ModelVersion:
+        """Register as `register` does and move the `champion` alias to the new version,
+        if the champion is still `replacing` (the version the promotion gate compared the
+        model with; None: there was none). If another run moved the alias meanwhile, the
+        version is registered with `promoted=False` and `champion_changed`'s reason."""
+        ...
 
     def promote(self, version: int) -> None:
         """Move the `champion` alias to `version`."""
@@ -120,11 +149,25 @@ def open_registry(uri: str, *, serving_image: str = "") -> Registry:
     return LocalRegistry(uri)
 
 
-def load_model_directory(directory: Path) -> tuple[Pipeline, ModelVersion]:
+def champion_changed(reason: str, current: int | None, replacing: int | None) -> str:
+    """Why a model that passed the gate was not promoted: the champion it was compared
+    with is no longer the champion. Re-evaluating here would need the test set, which the
+    register step does not have: the next run compares it honestly."""
+    was = f"v{replacing}" if replacing is not None else "no champion"
+    now = f"v{current}" if current is not None else "none"
+    return (
+        f"not promoted: the champion changed to {now} while this run evaluated against "
+        f"{was} ({reason}); it was not compared with {now}: re-run training to compare"
+    )
+
+
+def load_model_directory(
+    directory: Path, *, sha256: str | None = None
+) -> tuple[Pipeline, ModelVersion]:
     """The model in a registry version's directory (`model.joblib` + `version.json`),
-    unpickled only if its SHA-256 matches the record."""
-    model, record = load_checked_model(Path(directory))
-    return model, ModelVersion(**record)
+    unpickled only if its SHA-256 matches the record (and `sha256`, when given)."""
+    model, record = load_checked_model(Path(directory), sha256=sha256)
+    return model, ModelVersion.from_record(record, Path(directory) / RECORD_FILE)
 
 
 def data_fingerprint(frame: pd.DataFrame) -> str:

@@ -5,7 +5,8 @@ URI: `vertex://projects/P/locations/R/models/ID?artifacts=gs://BUCKET/PATH`
                 lowercase letter, then up to 62 of a-z 0-9 _ -); every later one uploads a
                 new version under it
     artifacts   where model directories are uploaded (`<artifacts>/<ID>/<time>-<nonce>/`);
-                needed to register, not to read
+                needed to register; when given, a version whose files lie elsewhere is
+                refused before anything is downloaded
     api_endpoint  optional API host instead of `R-aiplatform.googleapis.com` (Private
                 Service Connect; the tests' stand-in)
 
@@ -40,7 +41,12 @@ from components.model_files import (
     read_record,
     write_record,
 )
-from components.registry import CHAMPION, ModelVersion, load_model_directory
+from components.registry import (
+    CHAMPION,
+    ModelVersion,
+    champion_changed,
+    load_model_directory,
+)
 
 CLASSIFICATION_METRICS_SCHEMA = (
     "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
@@ -160,6 +166,25 @@ class VertexRegistry:
     def register(self, directory: Path, **record: Any) -> ModelVersion:
         """Upload the directory to `artifacts`, then upload a model version pointing at it
         (creating the model on first use) and import its evaluation."""
+        return self._register(directory, record)
+
+    def register_as_champion(
+        self, directory: Path, *, replacing: int | None, **record: Any
+    ) -> ModelVersion:
+        """See `Registry.register_as_champion`."""
+        record["promoted"] = True
+        return self._register(directory, record, promote=True, replacing=replacing)
+
+    def _register(
+        self,
+        directory: Path,
+        record: dict[str, Any],
+        *,
+        promote: bool = False,
+        replacing: int | None = None,
+    ) -> ModelVersion:
+        """With `promote`, move the alias to the new version if the champion is still
+        `replacing`."""
         if not self.artifacts:
             raise RegistryError(
                 f"registry {self.uri!r} has no artifacts=gs://BUCKET/PATH: nowhere to upload "
@@ -181,6 +206,18 @@ class VertexRegistry:
         )
         _upload_directory(directory, artifact_uri, project=self.project)
         entry.version = self._upload_version(artifact_uri, entry)
+        if promote:
+            # Vertex has no lock across processes, so the champion is re-read right before
+            # the alias moves. Left open: another run moving the alias between this read
+            # and the move (one request apart; without the re-check, a whole training run).
+            current = self._champion_version()
+            if current == replacing:
+                self.promote(entry.version)
+            else:
+                entry.promoted = False
+                entry.promotion_reason = champion_changed(
+                    entry.promotion_reason, current, replacing
+                )
         write_record(directory, asdict(entry))
         _upload_directory(directory, artifact_uri, project=self.project, only=RECORD_FILE)
         if (directory / EVALUATION_FILE).is_file():
@@ -258,32 +295,36 @@ class VertexRegistry:
     def get(self, ref: int | str) -> ModelVersion:
         model = self._model(ref)
         with tempfile.TemporaryDirectory(prefix="churn-record-") as scratch:
-            _download_directory(
-                model.artifact_uri, Path(scratch), project=self.project, only=RECORD_FILE
-            )
-            return self._entry(read_record(Path(scratch)), model)
+            uri = self._artifact_uri(model)
+            _download_directory(uri, Path(scratch), project=self.project, only=RECORD_FILE)
+            record = read_record(Path(scratch), source=f"{uri}/{RECORD_FILE}")
+            return self._entry(record, model, uri)
 
     def champion(self) -> ModelVersion | None:
+        return None if self._champion_version() is None else self.get(CHAMPION)
+
+    def _champion_version(self) -> int | None:
         from google.api_core import exceptions
 
         try:
-            self.client.get_model(name=f"{self.model_name}@{CHAMPION}")
+            model = self.client.get_model(name=f"{self.model_name}@{CHAMPION}")
         except exceptions.NotFound:
             return None
-        return self.get(CHAMPION)
+        return int(model.version_id)
 
     def fetch(self, ref: int | str, directory: Path) -> ModelVersion:
         """Download the version's directory into `directory`, then check the model file's
         SHA-256 against the record."""
         model = self._model(ref)
-        _download_directory(model.artifact_uri, directory, project=self.project)
-        _, record = checked_model_bytes(directory)
-        return self._entry(record, model)
+        uri = self._artifact_uri(model)
+        _download_directory(uri, directory, project=self.project)
+        _, record = checked_model_bytes(directory, source=f"{uri}/{RECORD_FILE}")
+        return self._entry(record, model, uri)
 
     def load_model(self, ref: int | str) -> tuple[Pipeline, ModelVersion]:
         with tempfile.TemporaryDirectory(prefix="churn-model-") as scratch:
             entry = self.fetch(ref, Path(scratch))
-            model, _ = load_model_directory(Path(scratch))
+            model, _ = load_model_directory(Path(scratch), sha256=entry.sha256)
         return model, entry
 
     def resource_name(self, version: int) -> str:
@@ -306,10 +347,23 @@ class VertexRegistry:
                 f"model {ref!r} is neither a version nor an alias of {self.model_name}"
             ) from None
 
+    def _artifact_uri(self, model: Any) -> str:
+        """Where a version's files are, refused (before any download) unless under this
+        registry's `artifacts` (when set: a registry read-only to this run may omit it)."""
+        uri = model.artifact_uri.rstrip("/")
+        inside = f"{self.artifacts}/{self.model_id}/" if self.artifacts else "gs://"
+        if not uri.startswith(inside) or ".." in uri.split("/"):
+            raise RegistryError(
+                f"model version {model.version_id} of {self.model_name} has its files at "
+                f"{uri!r}, outside {inside}: refusing to load a model from elsewhere"
+            )
+        return uri
+
     @staticmethod
-    def _entry(record: dict[str, Any], model: Any) -> ModelVersion:
+    def _entry(record: dict[str, Any], model: Any, uri: str) -> ModelVersion:
         # Vertex's version id is the truth: the record is written before Vertex numbers it.
-        return ModelVersion(**(record | {"version": int(model.version_id)}))
+        version = {"version": int(model.version_id)}
+        return ModelVersion.from_record(record | version, f"{uri}/{RECORD_FILE}")
 
 
 def _bucket_and_prefix(uri: str) -> tuple[str, str]:
