@@ -253,10 +253,13 @@ def _keep_report(artifact: Path, run_id: str, settings: Settings) -> Path:
 
 
 def _check_registry(settings: Settings) -> None:
-    """A malformed registry URI fails here, with one line, not in a pipeline step."""
-    from components.registry import open_registry
+    """A malformed registry URI, or a damaged local alias file or champion record, fails
+    here, with one line, not in a pipeline step."""
+    from components.registry import LocalRegistry, open_registry
 
-    open_registry(settings.registry_uri)
+    registry = open_registry(settings.registry_uri)
+    if isinstance(registry, LocalRegistry):
+        registry.champion()
 
 
 def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
