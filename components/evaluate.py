@@ -341,7 +341,7 @@ def evaluate_model(
         with tempfile.TemporaryDirectory(prefix="churn-champion-") as scratch:
             champion_dir = Path(scratch)
             entry = registry.fetch(champion.version, champion_dir)
-            champion_model, _ = load_model_directory(champion_dir)
+            champion_model, _ = load_model_directory(champion_dir, sha256=entry.sha256)
             out["champion_probability"] = predict_probability(champion_model, frame)
             comparison = compare_with_champion(
                 metric=promotion_metric,

@@ -678,8 +678,8 @@ def score_customers(
     import time
     from pathlib import Path
 
+    from components.champion import load_fetched_model
     from components.drift import load_profile
-    from components.evaluate import load_model_dir
     from components.score import (
         ScoringJob,
         apply_capacity_tiers,
@@ -711,7 +711,7 @@ def score_customers(
     profile = load_profile(Path(model.path))
     run = stage_scores(
         read_customers(source_uri, batch_rows),
-        load_model_dir(model.path),
+        load_fetched_model(Path(model.path), model.metadata["sha256"]),
         job,
         Path(staged.path),
         tolerance=invalid_row_tolerance,
