@@ -4,6 +4,7 @@ clients against the recording stand-in (Vertex) and fake GCS, request bodies par
 
 import itertools
 import json
+import re
 from pathlib import Path
 from urllib.parse import unquote
 
@@ -224,3 +225,76 @@ def test_registering_without_an_artifacts_location_fails_before_any_upload(
     with pytest.raises(RegistryError, match="has no artifacts=gs://BUCKET/PATH"):
         _register(uri, model_file, 0.80, None)
     assert not google_cloud.requests
+
+
+def test_a_gate_passed_against_a_champion_that_changed_moves_no_alias(
+    vertex, uri, model_file, google_cloud, reliability
+):
+    """Another run promoted version 1 while this one evaluated with no champion: the
+    champion is re-read right before the alias move, and the alias stays."""
+    _register(uri, model_file, 0.80, None)
+    stale = _register(uri, model_file, 0.85, None)
+
+    assert (stale.version, stale.promoted) == (2, False)
+    assert stale.promotion_reason.startswith(
+        "not promoted: the champion changed to v1 while this run evaluated against no champion"
+    )
+    assert _alias_moves(google_cloud) == [(f"{MODEL}@1", ["champion"])]
+    stored = open_registry(uri).get(2)
+    assert (stored.promoted, stored.promotion_reason) == (False, stale.promotion_reason)
+    reliability.record(
+        "fault",
+        "training",
+        "Vertex: champion promoted by another run during evaluation",
+        outcome="handled",
+    )
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        f"gs://{BUCKET}/elsewhere/churn/1",
+        f"gs://{BUCKET}/models/churn-other/1",
+        f"gs://{BUCKET}/models/churn/../../elsewhere/churn/1",
+        "gs://another-bucket/models/churn/1",
+    ],
+)
+def test_a_version_whose_files_lie_outside_the_registry_is_refused_before_download(
+    vertex, uri, model_file, google_cloud, tmp_path, elsewhere, reliability
+):
+    from google.cloud import storage
+
+    _register(uri, model_file, 0.80, None)
+    bucket = storage.Client("p").bucket(BUCKET)
+    registered = vertex.versions["1"]["artifactUri"].removeprefix(f"gs://{BUCKET}/")
+    if elsewhere.startswith(f"gs://{BUCKET}/"):  # a faithful copy: only its place is wrong
+        for blob in bucket.list_blobs(prefix=f"{registered}/"):
+            name = blob.name.rsplit("/", 1)[-1]
+            target = f"{elsewhere.removeprefix(f'gs://{BUCKET}/')}/{name}"
+            bucket.copy_blob(blob, bucket, target)
+    vertex.versions["1"]["artifactUri"] = elsewhere
+
+    message = f"has its files at '{elsewhere}', outside gs://{BUCKET}/models/churn/: refusing"
+    with pytest.raises(RegistryError, match=re.escape(message)):
+        fetch_model(uri, "champion", tmp_path / "model")
+    assert not (tmp_path / "model").exists()
+    with pytest.raises(RegistryError, match=re.escape(message)):
+        open_registry(uri).get(1)
+    reliability.record("input", "registry", f"Vertex artifact URI {elsewhere}", outcome="refused")
+
+
+def test_a_damaged_record_in_cloud_storage_is_one_line_naming_it(
+    vertex, uri, model_file, google_cloud, reliability
+):
+    from google.cloud import storage
+
+    _register(uri, model_file, 0.80, None)
+    artifact_uri = vertex.versions["1"]["artifactUri"]
+    record = f"{artifact_uri.removeprefix(f'gs://{BUCKET}/')}/{RECORD_FILE}"
+    storage.Client("p").bucket(BUCKET).blob(record).upload_from_string(b'{"sha256": "ab')
+
+    with pytest.raises(RegistryError) as failure:
+        open_registry(uri).champion()
+    assert str(failure.value).startswith(f"{artifact_uri}/{RECORD_FILE} is not valid JSON (")
+    assert len(str(failure.value).splitlines()) == 1
+    reliability.record("input", "registry", "Vertex: truncated version.json", outcome="refused")
