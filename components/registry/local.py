@@ -196,9 +196,13 @@ class LocalRegistry:
         directory = self._directory(version)
         path = directory / RECORD_FILE
         if not path.is_file():
-            alias = isinstance(ref, str) and ref in self._aliases()
-            named = f"alias {ref!r} in {self.root / ALIASES_FILE} names " if alias else ""
-            raise RegistryError(f"{named}model version {version} is not registered in {self.root}")
+            if isinstance(ref, str) and ref in self._aliases():
+                raise RegistryError(
+                    f"alias {ref!r} in {self.root / ALIASES_FILE} names model version "
+                    f"{version}, which is not registered in {self.root}: the alias file is "
+                    "damaged"
+                )
+            raise RegistryError(f"model version {version} is not registered in {self.root}")
         self._refuse_links_out(directory)
         entry = ModelVersion.from_record(read_record(directory), path)
         if entry.version != version:

@@ -20,6 +20,7 @@ the version's directory from its `artifactUri` and apply the local hash check to
 from __future__ import annotations
 
 import json
+import logging
 import re
 import tempfile
 import uuid
@@ -64,6 +65,8 @@ _URI = re.compile(
 _QUERY_KEYS = ("artifacts", "api_endpoint")
 _LABEL_INVALID = re.compile(r"[^a-z0-9_-]")
 _OPERATION_TIMEOUT = 600.0
+
+log = logging.getLogger(__name__)
 
 
 def parse_vertex_uri(uri: str) -> dict[str, str]:
@@ -218,6 +221,7 @@ class VertexRegistry:
                 entry.promotion_reason = champion_changed(
                     entry.promotion_reason, current, replacing
                 )
+                log.warning("%s", entry.promotion_reason)
         write_record(directory, asdict(entry))
         _upload_directory(directory, artifact_uri, project=self.project, only=RECORD_FILE)
         if (directory / EVALUATION_FILE).is_file():
@@ -294,8 +298,8 @@ class VertexRegistry:
 
     def get(self, ref: int | str) -> ModelVersion:
         model = self._model(ref)
+        uri = self._artifact_uri(model)
         with tempfile.TemporaryDirectory(prefix="churn-record-") as scratch:
-            uri = self._artifact_uri(model)
             _download_directory(uri, Path(scratch), project=self.project, only=RECORD_FILE)
             record = read_record(Path(scratch), source=f"{uri}/{RECORD_FILE}")
             return self._entry(record, model, uri)
