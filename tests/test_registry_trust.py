@@ -239,7 +239,7 @@ def test_a_run_waits_for_the_lock_and_gives_up_with_one_line(
         impatient.register(model_file.parent, **_record())
     assert str(failure.value) == (
         f"registry {registry.root} is still locked by another run (pid {holder.pid}) after "
-        "0.2s: nothing was registered; re-run when that run has finished"
+        "0.2s: nothing was changed; re-run when that run has finished"
     )
     assert registry.versions() == [1]
 

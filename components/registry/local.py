@@ -153,7 +153,7 @@ class LocalRegistry:
                     if time.monotonic() >= deadline:
                         raise RegistryError(
                             f"registry {self.root} is still locked by {holder} after "
-                            f"{self.lock_timeout:g}s: nothing was registered; re-run when "
+                            f"{self.lock_timeout:g}s: nothing was changed; re-run when "
                             "that run has finished"
                         ) from None
                     if not waited:
