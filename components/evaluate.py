@@ -268,14 +268,14 @@ def feature_importance(
     return {name: round(float(value), 5) for name, value in ranked}
 
 
-def load_model_dir(directory: str) -> Pipeline:
-    """The pipeline saved in a Model artifact by the training step. Artifacts move only
-    between steps of one run, so no hash check is needed here (unlike the registry)."""
-    import joblib
+def load_model_dir(directory: str, sha256: str) -> Pipeline:
+    """The pipeline saved in a Model artifact by the training step, unpickled only if its
+    bytes have the SHA-256 that step recorded (`sha256`, from the artifact's metadata)."""
+    from pathlib import Path
 
-    from components.registry import MODEL_FILE
+    from components.model_files import MODEL_FILE, load_model_file
 
-    return joblib.load(f"{directory}/{MODEL_FILE}")
+    return load_model_file(Path(directory) / MODEL_FILE, sha256)
 
 
 @stage
@@ -318,7 +318,7 @@ def evaluate_model(
 
     frame = pd.read_parquet(test.path)
     label = frame[TELCO_CHURN.label_column].to_numpy()
-    candidate = load_model_dir(model.path)
+    candidate = load_model_dir(model.path, model.metadata["sha256"])
     threshold = float(model.metadata["threshold"])
     probability = predict_probability(candidate, frame)
     raw_probability = predict_probability(candidate, frame, calibrated=False)

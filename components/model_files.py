@@ -107,14 +107,27 @@ def checked_model_bytes(
     if not path.is_file():
         raise RegistryError(f"{directory} has no {MODEL_FILE}: not a registered model version")
     content = path.read_bytes()
-    actual = hashlib.sha256(content).hexdigest()
     for expected, whose in ((record["sha256"], "registry records"), (sha256, "its run fetched")):
-        if expected is not None and actual != expected:
-            raise RegistryError(
-                f"{path} has SHA-256 {actual[:12]}…, {whose} {expected[:12]}…: "
-                "refusing to load a model file that changed after registration"
-            )
+        if expected is not None:
+            _refuse_changed(path, content, expected, whose, since="registration")
     return content, record
+
+
+def load_model_file(path: Path, sha256: str) -> Pipeline:
+    """The pipeline in a training step's model file, unpickled only if its bytes have the
+    SHA-256 the step recorded in the artifact's metadata."""
+    content = path.read_bytes()
+    _refuse_changed(path, content, sha256, "its training step recorded", since="training")
+    return joblib.load(io.BytesIO(content))
+
+
+def _refuse_changed(path: Path, content: bytes, expected: str, whose: str, *, since: str) -> None:
+    actual = hashlib.sha256(content).hexdigest()
+    if actual != expected:
+        raise RegistryError(
+            f"{path} has SHA-256 {actual[:12]}…, {whose} {expected[:12]}…: "
+            f"refusing to load a model file that changed after {since}"
+        )
 
 
 def load_checked_model(

@@ -12,8 +12,9 @@ from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.drift import ReferenceProfile, save_profile
+from components.errors import RegistryError
 from components.lineage import save_training_customers
-from components.model_files import EVALUATION_FILE, MODEL_FILE
+from components.model_files import EVALUATION_FILE, MODEL_FILE, file_sha256
 from components.registry import ModelVersion, library_versions, open_registry
 from components.stage import stage
 
@@ -127,6 +128,12 @@ def register_and_promote(
     with tempfile.TemporaryDirectory(prefix="churn-register-") as staging:
         directory = Path(staging)
         shutil.copyfile(model_file, directory / MODEL_FILE)
+        trained = model_info.get("sha256")  # recorded by the training step
+        if trained and (staged := file_sha256(directory / MODEL_FILE)) != trained:
+            raise RegistryError(
+                f"{model_file} has SHA-256 {staged[:12]}…, its training step recorded "
+                f"{trained[:12]}…: refusing to register a model file that changed after training"
+            )
         (directory / EVALUATION_FILE).write_text(json.dumps(evaluation, indent=2))
         if profile is not None:
             save_profile(profile, directory)

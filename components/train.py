@@ -394,7 +394,7 @@ def train_candidates(
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.registry import save_model
+    from components.registry import file_sha256, save_model
     from components.train import (
         choose_threshold,
         fit_calibrator,
@@ -431,9 +431,10 @@ def train_candidates(
     # The threshold is a cut-off on the published (calibrated) probability.
     oof = best.oof_probability if calibrator is None else calibrator.transform(best.oof_probability)
     threshold = choose_threshold(frame[TELCO_CHURN.label_column].to_numpy(), oof)
-    save_model(fit_final(frame, best, seed=seed, calibrator=calibrator), Path(model.path))
+    saved = save_model(fit_final(frame, best, seed=seed, calibrator=calibrator), Path(model.path))
     model.metadata.update(
         {
+            "sha256": file_sha256(saved),  # checked by every later step that reads it
             "best_model": best.family,
             "params": best.params,
             "resampling": best.resampling,
