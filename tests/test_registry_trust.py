@@ -21,6 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from components.champion import fetch_model, load_champion
 from components.errors import RegistryError
+from components.evaluate import load_model_dir
 from components.features import build_preprocessor
 from components.model_files import MODEL_FILE, RECORD_FILE, file_sha256
 from components.register import register_and_promote
@@ -517,6 +518,44 @@ def test_serving_and_evaluation_refuse_a_model_changed_after_fetching(
     )
     reliability.record(
         "input", "training", "champion changed between fetch and comparison", outcome="refused"
+    )
+
+
+def test_evaluation_and_registration_refuse_a_candidate_changed_after_training(
+    model_file, tmp_path, reliability
+):
+    """The training step's model artifact, changed before evaluate or register reads it."""
+    candidate = tmp_path / "candidate"
+    candidate.mkdir()
+    (candidate / MODEL_FILE).write_bytes(model_file.read_bytes())
+    trained = file_sha256(candidate / MODEL_FILE)
+    assert hasattr(load_model_dir(str(candidate), trained), "predict_proba")
+    _tamper(candidate, with_record=False)
+
+    with pytest.raises(RegistryError, match="refusing to load a model file that changed after"):
+        load_model_dir(str(candidate), trained)
+    registry = LocalRegistry(tmp_path / "registry")
+    with pytest.raises(RegistryError, match="refusing to register a model file that changed"):
+        register_and_promote(
+            registry_uri=str(registry.root),
+            model_file=candidate / MODEL_FILE,
+            model_info={"best_model": "logistic_regression", "threshold": 0.4, "sha256": trained},
+            evaluation=_evaluation(0.85, None),
+            data_fingerprint="abc",
+            run_id="run-1",
+            metric="roc_auc",
+            margin=0.01,
+            floor=0.7,
+        )
+    assert registry.versions() == []
+    reliability.record(
+        "input", "training", "candidate changed between training and evaluation", outcome="refused"
+    )
+    reliability.record(
+        "input",
+        "training",
+        "candidate changed between evaluation and registration",
+        outcome="refused",
     )
 
 
