@@ -52,18 +52,19 @@ def _evaluation(roc_auc: float, champion_version: int | None) -> dict:
     }
 
 
-def _register(registry_uri: str, model_file: Path, champion_version: int | None, **kw):
+def _register(
+    registry_uri: str, model_file: Path, champion_version: int | None, run_id: str = "run-1"
+):
     return register_and_promote(
         registry_uri=registry_uri,
         model_file=model_file,
         model_info={"best_model": "logistic_regression", "threshold": 0.4},
         evaluation=_evaluation(0.85, champion_version),
         data_fingerprint="abc",
-        run_id=kw.pop("run_id", "run-1"),
+        run_id=run_id,
         metric="roc_auc",
         margin=0.01,
         floor=0.7,
-        **kw,
     )
 
 
