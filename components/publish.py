@@ -111,32 +111,32 @@ def _publish(
             else Path(target + ".partial")
             for kind, (_, target) in exports.items()
         }
-        journaled = committed = False
         try:
-            for kind, (table, _) in exports.items():
-                write_csv(table, local[kind])
-            entry = {"staged": str(directory), "output": output_uri, "as_of_date": str(as_of)}
-            put_text(journal, json.dumps(entry))
-            journaled = True
-            counts = replace_rows([predictions, rejects], key="as_of_date", value=as_of)
-            committed = True
-            for kind, (_, target) in exports.items():
-                put_file(local[kind], target)
-            remove(journal)
-        except (OSError, GoogleAPIError, SourceError) as exc:
-            reason = _reason(exc)
-            if not committed:
-                if journaled:
-                    remove(journal)  # nothing was published: nothing to complete
+            try:
+                for kind, (table, _) in exports.items():
+                    write_csv(table, local[kind])
+                entry = {"staged": str(directory), "output": output_uri, "as_of_date": day}
+                put_text(journal, json.dumps(entry))
+            except (OSError, GoogleAPIError, SourceError) as exc:
                 raise SourceError(
-                    f"publishing {output_uri} for {as_of} failed, nothing was changed (the "
-                    f"table and the CSV files in {export_dir} are as they were): {reason}"
+                    f"publishing {output_uri} for {as_of} failed and changed nothing (the "
+                    f"table and the CSV files in {export_dir} are as they were): {_reason(exc)}"
                 ) from None
-            raise SourceError(
-                f"{output_uri} holds the new rows for {as_of} but putting their CSV files in "
-                f"{export_dir} failed: {reason}; the next publish to {export_dir} completes "
-                f"them (journal {journal})"
-            ) from None
+            try:
+                counts = replace_rows([predictions, rejects], key="as_of_date", value=as_of)
+            except (OSError, SourceError) as exc:
+                remove(journal)  # rolled back: there is nothing to complete
+                raise SourceError(_reason(exc)) from None
+            try:
+                for kind, (_, target) in exports.items():
+                    put_file(local[kind], target)
+                remove(journal)
+            except (OSError, GoogleAPIError) as exc:
+                raise SourceError(
+                    f"{output_uri} holds the new rows for {as_of} but putting their CSV files "
+                    f"in {export_dir} failed: {_reason(exc)}; the next publish to "
+                    f"{export_dir} completes them (journal {journal})"
+                ) from None
         finally:
             for path in local.values():
                 path.unlink(missing_ok=True)
