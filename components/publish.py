@@ -57,7 +57,6 @@ def _publish(
     directory: Path, output_uri: str, as_of: date, export_dir: str | None
 ) -> dict[str, Any]:
     import pyarrow.parquet as pq
-    from google.api_core.exceptions import GoogleAPIError
 
     from components.score import (
         PREDICTION_COLUMNS,
@@ -117,7 +116,7 @@ def _publish(
                     write_csv(table, local[kind])
                 entry = {"staged": str(directory), "output": output_uri, "as_of_date": day}
                 put_text(journal, json.dumps(entry))
-            except (OSError, GoogleAPIError, SourceError) as exc:
+            except (OSError, SourceError) as exc:
                 raise SourceError(
                     f"publishing {output_uri} for {as_of} failed and changed nothing (the "
                     f"table and the CSV files in {export_dir} are as they were): {_reason(exc)}"
@@ -131,7 +130,7 @@ def _publish(
                 for kind, (_, target) in exports.items():
                     put_file(local[kind], target)
                 remove(journal)
-            except (OSError, GoogleAPIError) as exc:
+            except (OSError, SourceError) as exc:
                 raise SourceError(
                     f"{output_uri} holds the new rows for {as_of} but putting their CSV files "
                     f"in {export_dir} failed: {_reason(exc)}; the next publish to "

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,7 +85,8 @@ def put_file(path: Path, destination: str) -> None:
     finishes, after which `path` is removed). Either way readers see the old file or the
     new one, never part of one."""
     if destination.startswith("gs://"):
-        _blob(destination).upload_from_filename(path, content_type="text/csv")
+        with _cloud(destination):
+            _blob(destination).upload_from_filename(path, content_type="text/csv")
         path.unlink()
     else:
         os.replace(path, destination)
@@ -93,7 +95,8 @@ def put_file(path: Path, destination: str) -> None:
 def put_text(destination: str, text: str) -> None:
     """Write a small text file whole at `destination` (a local path or `gs://`), durably."""
     if destination.startswith("gs://"):
-        _blob(destination).upload_from_string(text, content_type="application/json")
+        with _cloud(destination):
+            _blob(destination).upload_from_string(text, content_type="application/json")
         return
     path = Path(destination)
     partial = path.with_name(path.name + ".partial")
@@ -107,7 +110,8 @@ def put_text(destination: str, text: str) -> None:
 
 def read_text(location: str) -> str:
     if location.startswith("gs://"):
-        return _blob(location).download_as_text()
+        with _cloud(location):
+            return _blob(location).download_as_text()
     return Path(location).read_text(encoding="utf-8")
 
 
@@ -116,7 +120,7 @@ def remove(location: str) -> None:
     if location.startswith("gs://"):
         from google.api_core.exceptions import NotFound
 
-        with contextlib.suppress(NotFound):
+        with _cloud(location), contextlib.suppress(NotFound):
             _blob(location).delete()
     else:
         Path(location).unlink(missing_ok=True)
@@ -131,7 +135,8 @@ def list_files(directory: str, suffix: str) -> list[str]:
     prefix = f"{prefix.rstrip('/')}/" if prefix else ""
     from google.cloud import storage
 
-    blobs = storage.Client().list_blobs(bucket, prefix=prefix, delimiter="/")
+    with _cloud(directory):
+        blobs = list(storage.Client().list_blobs(bucket, prefix=prefix, delimiter="/"))
     return sorted(f"gs://{bucket}/{b.name}" for b in blobs if b.name.endswith(suffix))
 
 
@@ -139,6 +144,17 @@ def _sync(path: Path) -> None:
     """Flush a written file to disk, so that what a later step relies on survives a crash."""
     with open(path, "rb") as handle:
         os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _cloud(uri: str) -> Iterator[None]:
+    """Cloud Storage errors as one `SourceError` line naming `uri`."""
+    from google.api_core.exceptions import GoogleAPIError
+
+    try:
+        yield
+    except GoogleAPIError as exc:
+        raise SourceError(f"{uri}: {' '.join(str(exc).split())}") from None
 
 
 def _blob(uri: str):
