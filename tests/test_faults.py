@@ -13,6 +13,7 @@ nothing here. Both need root (and mount rights); elsewhere those tests are skipp
 """
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -171,12 +172,12 @@ def _phases(home: Path) -> dict[str, Callable[[Path], bool]]:
     }
 
 
-def _kill_during(run: subprocess.Popen, home: Path, phase: str, delay: float) -> str:
-    """SIGKILL the run `delay` seconds after it reaches `phase`; returns what it left in the
-    export folder (the moment the kill landed in), or that it finished first."""
+def _started_until(command: list[str], home: Path, phase: str, delay: float) -> subprocess.Popen:
+    """Start a run and return `delay` seconds after it reaches `phase` (or finishes)."""
     reached = _phases(home)[phase]
     root = home / "pipeline_root"
     before = set(root.glob("churn-scoring-*"))
+    run = _start(command, home.parent)
     folder = None
     deadline = time.monotonic() + 120
     while run.poll() is None and time.monotonic() < deadline:
@@ -185,6 +186,13 @@ def _kill_during(run: subprocess.Popen, home: Path, phase: str, delay: float) ->
             break
         time.sleep(0.001 if phase in ("exporting", "publishing") else 0.02)
     time.sleep(delay)
+    return run
+
+
+def _kill_during(command: list[str], home: Path, phase: str, delay: float) -> str:
+    """SIGKILL a run `delay` seconds after it reaches `phase`; returns what it left in the
+    export folder (the moment the kill landed in), or that it finished first."""
+    run = _started_until(command, home, phase, delay)
     if run.poll() is not None:
         return "finished before the kill"
     os.killpg(run.pid, signal.SIGKILL)
@@ -195,6 +203,22 @@ def _kill_during(run: subprocess.Popen, home: Path, phase: str, delay: float) ->
     if list(exports.glob("*.partial")):
         return "half-written CSV files left"
     return "no publish in progress"
+
+
+def _descendants(pid: int) -> list[int]:
+    """The processes under `pid`, from /proc."""
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            # The command name may hold spaces; the fields after its ")" do not.
+            fields = stat.read_text().rpartition(")")[2].split()
+            parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        children = parents.get(todo.pop(), [])
+        found += children
+        todo += children
+    return found
 
 
 def _killed_and_rerun(
@@ -210,7 +234,7 @@ def _killed_and_rerun(
     # The first kill lands on a home with nothing published yet, each later one on the
     # outputs of the re-run before it.
     for phase, delay in cases:
-        left = _kill_during(_start(command, champion_home.parent), champion_home, phase, delay)
+        left = _kill_during(command, champion_home, phase, delay)
         if left != "a publish journal left":
             # Nothing half done: the table and the CSV files agree right after the kill.
             state = _published(warehouse, exports)
@@ -240,6 +264,42 @@ def test_runs_killed_while_staging_or_publishing_or_at_random_are_made_whole_by_
     cases = [("staging", 0.0), ("publishing", 0.0)]
     cases += [(rng.choice(phases), rng.uniform(0, 0.5)) for _ in range(extra)]
     _killed_and_rerun(champion_home, source, no_config, expected_ids, reliability, cases)
+
+
+def test_a_run_whose_step_is_killed_after_publishing_records_what_it_published(
+    champion_home: Path, source: Path, no_config: Path, expected_ids: set[str], reliability
+):
+    """The summary step's processes SIGKILLed, as the OOM killer picks a process: the run
+    fails, but it had published, and says so in its error line and its run record."""
+    command = _command(champion_home, source, no_config)
+    run = _started_until(command, champion_home, "summarizing", 0.0)
+    for pid in _descendants(run.pid):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    _, stderr = run.communicate(timeout=120)
+    line = _refused_in_one_line(subprocess.CompletedProcess(command, run.returncode, "", stderr))
+    assert f"(after publishing duckdb://{champion_home / 'warehouse.duckdb'}" in line
+    record = json.loads(max((champion_home / "runs").glob("*.json")).read_text())
+    assert record["status"] == "failed"
+    assert [(p["as_of_date"], p["rows"]["scored"]) for p in record["published"]] == [
+        (AS_OF, len(expected_ids))
+    ]
+    listed = subprocess.run(
+        [sys.executable, str(ROOT / "submit.py"), "runs", "--home", str(champion_home), "--json"],
+        capture_output=True, text=True, check=True, cwd=champion_home.parent,
+    )  # fmt: skip
+    assert "after publishing" in json.loads(listed.stdout.splitlines()[-1])[0]["headline"]
+    lost, duplicates = _check_published(
+        champion_home / "warehouse.duckdb", champion_home / "predictions", expected_ids
+    )
+    reliability.record(
+        "fault",
+        "scoring",
+        "the summary step SIGKILLed after publishing: the run record says what was published",
+        outcome="refused",
+        rows_lost=lost,
+        duplicates=duplicates,
+    )
 
 
 # --- Full and read-only file systems ----------------------------------------------------
