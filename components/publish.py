@@ -113,7 +113,9 @@ def _publish(
         try:
             try:
                 for kind, (table, _) in exports.items():
-                    write_csv(table, local[kind])
+                    written, staged = write_csv(table, local[kind]), table.rows()
+                    if written != staged:
+                        raise SourceError(f"{written} rows in {local[kind]}, {staged} staged")
                 entry = {"staged": str(directory), "output": output_uri, "as_of_date": day}
                 put_text(journal, json.dumps(entry))
             except (OSError, SourceError) as exc:
