@@ -7,9 +7,11 @@ the same run's rows, and a refused run said why in one line.
 Each case is recorded for the reliability report (tests/reliability.py), with the rows lost
 and duplicated measured by reading the table and the CSV files back.
 
-Full disks are tmpfs mounts of a few MiB, filled up (ENOSPC); read-only ones are the same
-mounts remounted read-only (EROFS): root ignores permission bits, so a chmod would prove
-nothing here. Both need root (and mount rights); elsewhere those tests are skipped.
+Full disks are tmpfs mounts of a few MiB, filled up (ENOSPC), and read-only ones the same
+mounts remounted read-only (EROFS): both need root with the right to mount, and are skipped
+elsewhere. Unwritable folders (chmod 555, EACCES) are tried where permission bits apply:
+not under root, which ignores them (and here may not run the project's Python as another
+user: the interpreter lives under /root).
 """
 
 import contextlib
@@ -303,7 +305,7 @@ def test_a_run_whose_step_is_killed_after_publishing_records_what_it_published(
     )
 
 
-# --- Full and read-only file systems ----------------------------------------------------
+# --- Full, read-only and unwritable file systems -----------------------------------------
 
 
 def _can_mount() -> bool:
@@ -315,18 +317,23 @@ def _can_mount() -> bool:
         return mounted.returncode == 0 and not subprocess.run(["umount", probe]).returncode
 
 
+CAN_MOUNT = _can_mount()
 needs_mounts = pytest.mark.skipif(
-    not _can_mount(), reason="full and read-only disks are tmpfs mounts: root may mount them"
+    not CAN_MOUNT, reason="full and read-only disks are tmpfs mounts: root may mount them"
 )
 
 
 class Disk:
-    """A tmpfs of its own mounted at a folder, which can be filled up or made read-only."""
+    """A folder on a tmpfs of its own where mounts are possible (else a plain folder), which
+    can be filled up, made read-only or made unwritable by its owner."""
 
     def __init__(self, path: Path, size: str) -> None:
         self.path = path
         path.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path], check=True)
+        self.mounted = CAN_MOUNT
+        if self.mounted:
+            mount = ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", path]
+            subprocess.run(mount, check=True)
 
     @contextlib.contextmanager
     def full(self) -> Iterator[None]:
@@ -345,21 +352,30 @@ class Disk:
         finally:
             subprocess.run(["mount", "-o", "remount,rw", self.path], check=True)
 
+    @contextlib.contextmanager
+    def unwritable(self) -> Iterator[None]:
+        self.path.chmod(0o555)
+        try:
+            yield
+        finally:
+            self.path.chmod(0o755)
+
     def unmount(self) -> None:
-        subprocess.run(["umount", "--lazy", self.path], check=True)
+        if self.mounted:
+            subprocess.run(["umount", "--lazy", self.path], check=True)
 
 
 @pytest.fixture
-def disks() -> Iterator[Callable[[Path, str], Disk]]:
-    mounted: list[Disk] = []
+def disks() -> Iterator[Callable[..., Disk]]:
+    made: list[Disk] = []
 
-    def mount(path: Path, size: str) -> Disk:
-        mounted.append(Disk(path, size))
-        return mounted[-1]
+    def disk(path: Path, size: str) -> Disk:
+        made.append(Disk(path, size))
+        return made[-1]
 
-    yield mount
-    for disk in reversed(mounted):
-        disk.unmount()
+    yield disk
+    for each in reversed(made):
+        each.unmount()
 
 
 def _snapshot(warehouse: Path, exports: Path) -> tuple:
@@ -373,8 +389,18 @@ def _snapshot(warehouse: Path, exports: Path) -> tuple:
     return rows, files
 
 
-@needs_mounts
-def test_a_full_or_read_only_disk_refuses_the_run_and_leaves_the_outputs_as_they_were(
+def _write_faults() -> dict[str, str]:
+    """The faults a folder can be given here, with the words the refusal must name: full
+    (ENOSPC) and read-only (EROFS) where tmpfs mounts are possible; unwritable (EACCES, a
+    chmod 555) where permission bits apply, which they don't to root."""
+    faults = {"full": "No space left", "read_only": "Read-only file system"} if CAN_MOUNT else {}
+    if os.geteuid() != 0:
+        faults["unwritable"] = "Permission denied"
+    return faults
+
+
+@pytest.mark.skipif(not _write_faults(), reason="as root, without the right to mount tmpfs")
+def test_a_full_or_unwritable_folder_refuses_the_run_and_leaves_the_outputs_as_they_were(
     champion_home: Path,
     source: Path,
     no_config: Path,
@@ -394,7 +420,7 @@ def test_a_full_or_read_only_disk_refuses_the_run_and_leaves_the_outputs_as_they
     _succeeded(_score(command, champion_home.parent))
     before = _snapshot(warehouse, exports)
     for where, disk in places.items():
-        for fault, words in (("full", "No space left"), ("read_only", "Read-only file system")):
+        for fault, words in _write_faults().items():
             with getattr(disk, fault)():
                 result = _score(command, champion_home.parent)
             print(_refused_in_one_line(result, words))
@@ -403,7 +429,8 @@ def test_a_full_or_read_only_disk_refuses_the_run_and_leaves_the_outputs_as_they
             reliability.record(
                 "fault",
                 "publishing" if "CSV" in where or "warehouse" in where else "scoring",
-                f"{fault.replace('_', '-')} disk while {where}",
+                f"{fault.replace('_', '-')} {'folder' if fault == 'unwritable' else 'disk'} "
+                f"while {where}",
                 outcome="refused",
                 rows_lost=lost,
                 duplicates=duplicates,
