@@ -38,6 +38,15 @@ LOCK_WAIT_SECONDS = 600.0
 log = logging.getLogger(__name__)
 
 
+class ExportsPendingError(SourceError):
+    """The table rows were replaced but the CSV files could not be put in place (the next
+    publish to the folder completes them); `published` is what the table now holds."""
+
+    def __init__(self, message: str, *, published: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.published = published
+
+
 def publish_scores(
     directory: Path, *, output_uri: str, as_of: date, export_dir: str | Path | None = None
 ) -> dict[str, Any]:
@@ -95,7 +104,7 @@ def _publish(
     }
     if export_dir is None:
         counts = replace_rows([predictions, rejects], key="as_of_date", value=as_of)
-        return result | {"rows": {"scored": counts[output_uri], "rejected": counts[rejects_uri]}}
+        return result | {"rows": _rows(counts, output_uri, rejects_uri)}
 
     table_name, day = require_output(output_uri).table, as_of.isoformat()
     exports = {
@@ -133,18 +142,23 @@ def _publish(
                     put_file(local[kind], target)
                 remove(journal)
             except (OSError, SourceError) as exc:
-                raise SourceError(
+                raise ExportsPendingError(
                     f"{output_uri} holds the new rows for {as_of} but putting their CSV files "
                     f"in {export_dir} failed: {_reason(exc)}; the next publish to "
-                    f"{export_dir} completes them (journal {journal})"
+                    f"{export_dir} completes them (journal {journal})",
+                    published=result | {"rows": _rows(counts, output_uri, rejects_uri)},
                 ) from None
         finally:
             for path in local.values():
                 path.unlink(missing_ok=True)
     return result | {
-        "rows": {"scored": counts[output_uri], "rejected": counts[rejects_uri]},
+        "rows": _rows(counts, output_uri, rejects_uri),
         "exports": {kind: target for kind, (_, target) in exports.items()},
     }
+
+
+def _rows(counts: dict[str, int], output_uri: str, rejects_uri: str) -> dict[str, int]:
+    return {"scored": counts[output_uri], "rejected": counts[rejects_uri]}
 
 
 def _complete_interrupted(export_dir: str) -> list[str]:
@@ -218,13 +232,20 @@ def publish_predictions(
     from datetime import date
     from pathlib import Path
 
-    from components.publish import publish_scores
+    from components.errors import SourceError
+    from components.publish import ExportsPendingError, publish_scores
 
-    result = publish_scores(
-        Path(staged.path),
-        output_uri=output_uri,
-        as_of=date.fromisoformat(staged.metadata["as_of_date"]),
-        export_dir=export_dir or None,
-    )
+    try:
+        result = publish_scores(
+            Path(staged.path),
+            output_uri=output_uri,
+            as_of=date.fromisoformat(staged.metadata["as_of_date"]),
+            export_dir=export_dir or None,
+        )
+    except ExportsPendingError as exc:
+        # The table changed: the run's record must say so though this step fails. Raised
+        # as the plain SourceError it is, whose line the local runner picks out.
+        Path(published.path).write_text(json.dumps(exc.published, indent=2))
+        raise SourceError(str(exc)) from None
     Path(published.path).write_text(json.dumps(result, indent=2))
     published.metadata.update(result["rows"] | {"output": output_uri})
