@@ -46,6 +46,9 @@ class RunRecord:
     error: str | None = None
     failed_step: str | None = None
     step_seconds: dict[str, float] = field(default_factory=dict)
+    published: list[dict[str, Any]] = field(default_factory=list)
+    """What the run's publish steps changed (output, as-of date, rows, CSV files), recorded
+    even when a later step failed."""
 
 
 class _LogTap(io.TextIOBase):
@@ -163,6 +166,10 @@ def run_locally(
     summary = None
     if task is not None:
         summary = json.loads(Path(task.output.path).read_text())
+    published = _published(pipeline_root / run_id)
+    if error is not None and published:
+        changed = "; ".join(f"{p['output']} for {p['as_of_date']}" for p in published)
+        error = f"{error} (after publishing {changed})"
     record = RunRecord(
         run_id=run_id,
         pipeline=getattr(pipeline_func, "name", str(pipeline_func)),
@@ -174,9 +181,23 @@ def run_locally(
         error=error,
         failed_step=tap.failed_step,
         step_seconds=tap.step_seconds,
+        published=published,
     )
-    (runs_dir / f"{run_id}.json").write_text(json.dumps(asdict(record), indent=2))
+    # Whole or not at all: `runs` lists a half-written record as unreadable.
+    pending = runs_dir / f"{run_id}.json.partial"
+    pending.write_text(json.dumps(asdict(record), indent=2))
+    pending.replace(runs_dir / f"{run_id}.json")
     return record
+
+
+def _published(run_root: Path) -> list[dict[str, Any]]:
+    """The results of the run's publish steps that finished (kfp.local writes each task's
+    outputs under `<run root>/<task>/`; a branch's copy of a step has a numbered name)."""
+    return [
+        json.loads(path.read_text())
+        for path in sorted(run_root.glob("publish-predictions*/published"))
+        if path.is_file()
+    ]
 
 
 def list_runs(home: Path) -> list[RunRecord]:

@@ -39,6 +39,39 @@ def home(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def champion_home(home: Path) -> Path:
+    """A home whose registry has a champion with its reference profile, registered as the
+    training pipeline does (fit, register, promote), on small generated data."""
+    import numpy as np
+
+    from components.contract import TELCO_CHURN
+    from components.drift import reference_profile, save_profile
+    from components.registry import LocalRegistry, save_model
+    from components.split import split_train_test
+    from components.train import CandidateResult, fit_final
+    from components.validate import validate
+
+    clean = validate(generate_customers(2_000, seed=21), source="fixture").clean
+    train, test = split_train_test(clean, test_size=0.2, seed=21)
+    best = CandidateResult("logistic_regression", {"C": 0.1}, [], [], np.empty(0), 0.0)
+    model = fit_final(train, best, seed=21)
+    model_dir = save_model(model, home / "fitted").parent
+    held_out = model.predict_proba(test[TELCO_CHURN.feature_names])[:, 1]
+    save_profile(reference_profile(train, held_out), model_dir)
+    registry = LocalRegistry(home / "registry")
+    entry = registry.register(
+        model_dir,
+        best_model=best.family,
+        threshold=0.35,
+        metrics={"roc_auc": 0.84},
+        data_fingerprint="fixture",
+        run_id="fixture",
+    )
+    registry.promote(entry.version)
+    return home
+
+
+@pytest.fixture
 def no_config(tmp_path: Path) -> Path:
     """A config file that sets nothing, so a churn.toml in the working directory can't."""
     path = tmp_path / "empty.toml"

@@ -4,6 +4,8 @@ reads a table in Arrow batches and publishes into a date-partitioned `churn_pred
 a rerun replaces its date, a failed publish leaves the previous rows, and CSV exports go
 to Cloud Storage (fake-gcs-server)."""
 
+import io
+import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -248,18 +250,36 @@ def test_csv_exports_go_to_cloud_storage_whole(bq_dataset, model, tmp_path: Path
         blob.download_to_filename(tmp_path / "exported.csv")
         names = sorted(b.name for b in gcs.list_blobs("exports"))
 
-        with pytest.raises(SourceError, match=r"to gs://missing/churn_predictions_2026-11-26.csv"):
+        # A run stopped inside its publish leaves its journal; the next publish, of another
+        # date, first completes it: the stopped run's rows reach the table and the CSV.
+        _score(model, source, tmp_path / "stopped", "stopped")
+        journal = gcs.bucket("exports").blob("daily/.churn_predictions_2026-11-26.publish.json")
+        entry = {"staged": str(tmp_path / "stopped"), "output": output, "as_of_date": "2026-11-26"}
+        journal.upload_from_string(json.dumps(entry))
+        later = date(2026, 11, 27)
+        _score(model, source, tmp_path / "later", "later", as_of=later)
+        result = publish_scores(
+            tmp_path / "later", output_uri=output, as_of=later, export_dir="gs://exports/daily"
+        )
+        assert result["completed"] == [f"gs://exports/{journal.name}"]
+        export = gcs.bucket("exports").blob(blob.name)  # the newest generation
+        completed = pd.read_csv(io.BytesIO(export.download_as_bytes()))
+        assert set(completed["run_id"]) == {"stopped"} and not journal.exists()
+        assert {r["run_id"] for r in _rows(output).to_pylist() if r["as_of_date"] == AS_OF} == {
+            "stopped"
+        }
+
+        with pytest.raises(SourceError, match=r"^gs://missing: .*Not Found"):
             publish_scores(tmp_path / "staged", output_uri=output, as_of=AS_OF,
                            export_dir="gs://missing")  # fmt: skip
     assert names == [
         "daily/churn_predictions_2026-11-26.csv",
         "daily/churn_predictions_rejects_2026-11-26.csv",
-    ]
+    ]  # and no journal
     exported = pd.read_csv(tmp_path / "exported.csv")
     assert list(exported.columns) == list(PREDICTION_COLUMNS)
-    assert sorted(exported["customer_id"]) == sorted(
-        _rows(output).column("customer_id").to_pylist()
-    )
+    published = [r for r in _rows(output).to_pylist() if r["as_of_date"] == AS_OF]
+    assert sorted(exported["customer_id"]) == sorted(r["customer_id"] for r in published)
 
 
 @pytest.mark.slow

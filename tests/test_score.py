@@ -18,7 +18,7 @@ from sklearn.pipeline import Pipeline
 from components.contract import TELCO_CHURN
 from components.drift import reference_profile
 from components.errors import ChurnError, ContractError, SettingsError, SourceError
-from components.publish import publish_scores
+from components.publish import ExportsPendingError, publish_scores
 from components.sample_data import generate_customers
 from components.score import (
     PREDICTION_COLUMNS,
@@ -331,6 +331,48 @@ def test_csv_exports_hold_the_published_rows(model, tmp_path: Path):
     assert not list(path.parent.glob("*.partial"))
     rejects = Path(result["exports"]["rejects"])
     assert rejects.name == "churn_predictions_rejects_2026-11-26.csv"
+
+
+@pytest.mark.faults
+def test_csv_files_not_put_in_place_after_the_commit_are_completed_by_the_next_publish(
+    model, tmp_path: Path, reliability
+):
+    output = f"duckdb://{tmp_path / 'warehouse.duckdb'}?table=churn_predictions"
+    exports = tmp_path / "exports"
+    _stage(model, tmp_path / "old", seed=1, run_id="old")
+    publish_scores(tmp_path / "old", output_uri=output, as_of=AS_OF, export_dir=exports)
+    # A folder where the rejects CSV goes: its rename fails after the table commit.
+    blocked = exports / "churn_predictions_rejects_2026-11-26.csv"
+    blocked.unlink()
+    blocked.mkdir()
+    _stage(model, tmp_path / "new", seed=2, run_id="new")
+    with pytest.raises(ExportsPendingError, match=r"holds the new rows .* completes them") as e:
+        publish_scores(tmp_path / "new", output_uri=output, as_of=AS_OF, export_dir=exports)
+    assert set(_table(output)["run_id"]) == {"new"}
+    assert e.value.published["rows"]["scored"] == len(_table(output))
+
+    blocked.rmdir()
+    later = date(2026, 11, 27)
+    _stage(model, tmp_path / "later", seed=3, run_id="later", as_of=later)
+    result = publish_scores(tmp_path / "later", output_uri=output, as_of=later, export_dir=exports)
+    assert result["completed"] == [str(exports / ".churn_predictions_2026-11-26.publish.json")]
+    table = _table(output)
+    exported = pd.read_csv(exports / "churn_predictions_2026-11-26.csv")
+    rejects = pd.read_csv(blocked)
+    assert set(exported["run_id"]) == set(rejects["run_id"]) == {"new"}
+    today = table[table["as_of_date"].astype(str) == "2026-11-26"]
+    lost = len(set(today["customer_id"]) ^ set(exported["customer_id"]))
+    duplicates = len(exported) - exported["customer_id"].nunique()
+    assert (lost, duplicates) == (0, 0)
+    assert not list(exports.glob(".*.publish.json")) and not list(exports.glob("*.partial"))
+    reliability.record(
+        "fault",
+        "publishing",
+        "a CSV file that cannot be renamed into place after the table commit",
+        outcome="refused",
+        rows_lost=lost,
+        duplicates=duplicates,
+    )
 
 
 def test_predictions_go_to_a_warehouse_table_not_a_file():

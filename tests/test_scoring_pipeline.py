@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -17,13 +16,7 @@ from kfp import compiler
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
 
 import submit
-from components.contract import TELCO_CHURN
-from components.drift import reference_profile, save_profile
-from components.registry import LocalRegistry, save_model
 from components.sample_data import generate_customers
-from components.split import split_train_test
-from components.train import CandidateResult, fit_final
-from components.validate import validate
 from pipelines.scoring import scoring_pipeline
 
 
@@ -55,30 +48,6 @@ def test_scoring_pipeline_compiles_to_a_valid_spec_with_numbered_steps(tmp_path:
     ]
     # A scheduled run must not freeze a date: the default is decided when step 2 runs.
     assert spec["root"]["inputDefinitions"]["parameters"]["as_of"]["defaultValue"] == ""
-
-
-@pytest.fixture
-def champion_home(home: Path) -> Path:
-    """A home whose registry has a champion with its reference profile, registered as the
-    training pipeline does (fit, register, promote), on small generated data."""
-    clean = validate(generate_customers(2_000, seed=21), source="fixture").clean
-    train, test = split_train_test(clean, test_size=0.2, seed=21)
-    best = CandidateResult("logistic_regression", {"C": 0.1}, [], [], np.empty(0), 0.0)
-    model = fit_final(train, best, seed=21)
-    model_dir = save_model(model, home / "fitted").parent
-    held_out = model.predict_proba(test[TELCO_CHURN.feature_names])[:, 1]
-    save_profile(reference_profile(train, held_out), model_dir)
-    registry = LocalRegistry(home / "registry")
-    entry = registry.register(
-        model_dir,
-        best_model=best.family,
-        threshold=0.35,
-        metrics={"roc_auc": 0.84},
-        data_fingerprint="fixture",
-        run_id="fixture",
-    )
-    registry.promote(entry.version)
-    return home
 
 
 def _score(home: Path, *args: str) -> dict:

@@ -7,8 +7,9 @@ Supported URIs:
   (`bigquery.py`); jobs run in (and are billed to) `billing_project`, by default the
   table's own project.
 
-This module parses URIs and hands each call to the backend the URI names; staged
-publishing (`StagedTable`, `export_csv`) is in `staged.py`.
+This module parses URIs and hands each call to the backend the URI names; staged rows
+(`StagedTable`), their CSV files and the file operations publishing needs are in
+`staged.py`.
 """
 
 from __future__ import annotations
@@ -26,7 +27,16 @@ import pyarrow as pa
 
 from components.errors import SourceError
 from components.warehouse.duckdb import local_duckdb, sql_literal
-from components.warehouse.staged import STAGED_ROW, StagedTable, export_csv
+from components.warehouse.staged import (
+    STAGED_ROW,
+    StagedTable,
+    list_files,
+    put_file,
+    put_text,
+    read_text,
+    remove,
+    write_csv,
+)
 
 __all__ = [
     "OUTPUT_FORMS",
@@ -36,17 +46,22 @@ __all__ = [
     "TableUri",
     "check_output",
     "check_source",
-    "export_csv",
     "iter_batches",
+    "list_files",
     "local_duckdb",
     "parse_uri",
+    "put_file",
+    "put_text",
     "read_table",
+    "read_text",
     "related_table",
+    "remove",
     "replace_rows",
     "require_output",
     "sql_literal",
     "table_exists",
     "with_bigquery_job",
+    "write_csv",
     "write_table",
 ]
 

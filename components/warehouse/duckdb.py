@@ -3,7 +3,9 @@ that works on staged Parquet files."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Collection, Iterator
 from datetime import date
 from pathlib import Path
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
 # DuckDB's default memory limit is 80% of RAM; publishing millions of rows needs far less,
 # and a lower limit makes it spill to disk instead of growing the scoring step's footprint.
 _WRITE_MEMORY = "256MB"
+_LOCK_WAIT_SECONDS = 120.0
 
 
 def read_table(location: TableUri) -> pd.DataFrame:
@@ -85,12 +88,21 @@ def _require_file(location: TableUri) -> None:
 
 
 def _connect(location: TableUri, *, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting up to `_LOCK_WAIT_SECONDS` while another process holds it:
+    DuckDB lets one process open a file for writing and none beside it, and another run
+    publishing to this warehouse holds it for seconds."""
     import duckdb
 
-    try:
-        return duckdb.connect(str(location.path), read_only=read_only)
-    except duckdb.Error as exc:
-        raise SourceError(f"{location.uri}: cannot open DuckDB file: {exc}") from None
+    deadline = time.monotonic() + _LOCK_WAIT_SECONDS
+    while True:
+        try:
+            return duckdb.connect(str(location.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            if "Could not set lock" not in str(exc) or time.monotonic() > deadline:
+                raise SourceError(f"{location.uri}: cannot open DuckDB file: {exc}") from None
+            time.sleep(0.2)
+        except duckdb.Error as exc:
+            raise SourceError(f"{location.uri}: cannot open DuckDB file: {exc}") from None
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
@@ -145,7 +157,9 @@ def replace_rows(
                     )
             con.execute("COMMIT")
         except (duckdb.Error, SourceError) as exc:
-            con.execute("ROLLBACK")
+            # A COMMIT that failed (a full disk) has ended the transaction already.
+            with contextlib.suppress(duckdb.TransactionException):
+                con.execute("ROLLBACK")
             raise SourceError(
                 f"{staged[0].uri}: replacing the rows of {key} = {value} failed and was rolled "
                 f"back, the previous rows are intact: {exc}"

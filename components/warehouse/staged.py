@@ -1,11 +1,12 @@
 """Rows staged in Parquet files by a stage, for publishing: the `StagedTable` description
-that every warehouse backend replaces rows from, and CSV exports of the same rows to a
-local directory or `gs://`."""
+that every warehouse backend replaces rows from; CSV files of the same rows; and the few
+file operations publishing needs, on a local directory or `gs://` alike."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,51 +55,114 @@ class StagedTable:
         return self.select(f"read_parquet({sql_literal(self.path)})", leave_out)
 
 
-def export_csv(staged: StagedTable, destination: str | Path) -> int:
-    """Copy the rows publishing writes from a staged table to a CSV file (with a header;
-    rows in no particular order, as in the warehouse table) at `destination`, a local path
-    or `gs://BUCKET/NAME`. Either way the file appears only once it is complete: a local
-    file by a rename, a Cloud Storage object because an upload creates it only when it
-    finishes. Returns the rows written."""
-    target = str(destination)
-    if not target.startswith("gs://"):
-        return _write_csv(staged, Path(target))
-    with tempfile.TemporaryDirectory(prefix="churn-export-") as scratch:
-        local = Path(scratch) / Path(target).name
-        rows = _write_csv(staged, local)
-        _upload(local, target)
-    return rows
+def write_csv(staged: StagedTable, destination: Path) -> int:
+    """Write the rows publishing writes from a staged table to a local CSV file (with a
+    header; rows in no particular order, as in the warehouse table), complete and on disk
+    when this returns. DuckDB streams the file through on every core within its memory
+    limit (4-5x pyarrow's CSV writer). Returns the rows written."""
+    import duckdb
 
-
-def _write_csv(staged: StagedTable, destination: Path) -> int:
-    """DuckDB streams the file through on every core within its memory limit (4-5x
-    pyarrow's CSV writer); it is written beside `destination`, then renamed over it."""
     from components.warehouse.duckdb import local_duckdb, sql_literal
 
     destination.parent.mkdir(parents=True, exist_ok=True)
-    partial = destination.with_name(destination.name + ".partial")
     with local_duckdb() as con:
         # Keeping the staged order would cost time (10M rows: 5.8 s against 7.1 s), and
         # leaving out repeated customers' rows loses it anyway (an anti-join).
         con.execute("SET preserve_insertion_order = false")
-        rows = con.execute(
-            f"COPY ({staged.duckdb_select()}) TO {sql_literal(partial)} (HEADER)"
-        ).fetchone()
-    os.replace(partial, destination)
+        try:
+            rows = con.execute(
+                f"COPY ({staged.duckdb_select()}) TO {sql_literal(destination)} (HEADER)"
+            ).fetchone()
+        except duckdb.Error as exc:  # a full disk, an unwritable folder
+            raise SourceError(f"writing {destination} failed: {exc}") from None
+    _sync(destination)
     return int(rows[0]) if rows else 0
 
 
-def _upload(path: Path, uri: str) -> None:
-    """Upload a finished file to `gs://BUCKET/NAME` (the client honours
-    STORAGE_EMULATOR_HOST, as the tests use)."""
+def put_file(path: Path, destination: str) -> None:
+    """Move a complete local file to `destination`, a local path on the same file system
+    (a rename) or `gs://BUCKET/NAME` (an upload, which creates the object only once it
+    finishes, after which `path` is removed). Either way readers see the old file or the
+    new one, never part of one."""
+    if destination.startswith("gs://"):
+        with _cloud(destination):
+            _blob(destination).upload_from_filename(path, content_type="text/csv")
+        path.unlink()
+    else:
+        os.replace(path, destination)
+
+
+def put_text(destination: str, text: str) -> None:
+    """Write a small text file whole at `destination` (a local path or `gs://`), durably."""
+    if destination.startswith("gs://"):
+        with _cloud(destination):
+            _blob(destination).upload_from_string(text, content_type="application/json")
+        return
+    path = Path(destination)
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_text(text, encoding="utf-8")
+        _sync(partial)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def read_text(location: str) -> str:
+    if location.startswith("gs://"):
+        with _cloud(location):
+            return _blob(location).download_as_text()
+    return Path(location).read_text(encoding="utf-8")
+
+
+def remove(location: str) -> None:
+    """Delete a file or object; one already gone is fine."""
+    if location.startswith("gs://"):
+        from google.api_core.exceptions import NotFound
+
+        with _cloud(location), contextlib.suppress(NotFound):
+            _blob(location).delete()
+    else:
+        Path(location).unlink(missing_ok=True)
+
+
+def list_files(directory: str, suffix: str) -> list[str]:
+    """The files (or objects) directly in `directory` whose names end with `suffix`."""
+    if not directory.startswith("gs://"):
+        folder = Path(directory)
+        return sorted(str(p) for p in folder.glob(f"*{suffix}")) if folder.is_dir() else []
+    bucket, _, prefix = directory.removeprefix("gs://").partition("/")
+    prefix = f"{prefix.rstrip('/')}/" if prefix else ""
+    from google.cloud import storage
+
+    with _cloud(directory):
+        blobs = list(storage.Client().list_blobs(bucket, prefix=prefix, delimiter="/"))
+    return sorted(f"gs://{bucket}/{b.name}" for b in blobs if b.name.endswith(suffix))
+
+
+def _sync(path: Path) -> None:
+    """Flush a written file to disk, so that what a later step relies on survives a crash."""
+    with open(path, "rb") as handle:
+        os.fsync(handle.fileno())
+
+
+@contextlib.contextmanager
+def _cloud(uri: str) -> Iterator[None]:
+    """Cloud Storage errors as one `SourceError` line naming `uri`."""
     from google.api_core.exceptions import GoogleAPIError
+
+    try:
+        yield
+    except GoogleAPIError as exc:
+        raise SourceError(f"{uri}: {' '.join(str(exc).split())}") from None
+
+
+def _blob(uri: str):
+    """The Cloud Storage object at `gs://BUCKET/NAME` (the client honours
+    STORAGE_EMULATOR_HOST, as the tests use)."""
     from google.cloud import storage
 
     bucket, _, name = uri.removeprefix("gs://").partition("/")
     if not bucket or not name:
         raise SourceError(f"cannot export to {uri!r}: expected gs://BUCKET/PATH")
-    try:
-        blob = storage.Client().bucket(bucket).blob(name)
-        blob.upload_from_filename(path, content_type="text/csv")
-    except GoogleAPIError as exc:
-        raise SourceError(f"exporting {path.name} to {uri} failed: {exc}") from None
+    return storage.Client().bucket(bucket).blob(name)
