@@ -657,6 +657,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             args.port,
             settings=settings,
             log_path=settings.home / f"model-server-{args.port}.log",
+            sha256=entry.sha256,
         )
     with server:
         example = _example_request(settings)

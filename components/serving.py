@@ -49,6 +49,9 @@ from components.validate import validate
 HOST = "127.0.0.1"
 HEALTH_ROUTE = "/health"
 PREDICT_ROUTE = "/predict"
+# The model file's SHA-256 as the registry records it, set in the server's environment by
+# whoever starts it from the registry (a Vertex model's container spec, `submit.py serve`).
+MODEL_SHA256_VARIABLE = "CHURN_MODEL_SHA256"
 SERVER_APP = "google.cloud.aiplatform.prediction.model_server:CprModelServer"
 _PROJECT_ERROR = re.compile(r"components\.errors\.\w+: (?P<message>.+)$")
 
@@ -71,10 +74,15 @@ class ChurnPredictor(Predictor):
 
     def load(self, artifacts_uri: str, **kwargs: Any) -> None:
         """Load a registry version's directory (a local path, or on Vertex the `gs://` copy
-        in AIP_STORAGE_URI); read the risk-tier cut-offs from the settings."""
+        in AIP_STORAGE_URI), refusing a model file whose SHA-256 differs from its record or
+        from `MODEL_SHA256_VARIABLE`; read the risk-tier cut-offs from the settings."""
         remote = artifacts_uri.startswith("gs://")
         directory = _download(artifacts_uri) if remote else Path(artifacts_uri)
-        self._model, self._version = load_model_directory(directory)
+        # The hash the registry holds for the version (the Vertex model's container
+        # environment, or `submit.py serve`): a copy and the record beside it could both
+        # have been changed, the registry's own entry not.
+        pinned = os.environ.get(MODEL_SHA256_VARIABLE) or None
+        self._model, self._version = load_model_directory(directory, sha256=pinned)
         tree_kernel(self._model)  # compile now, not on the first request
         # Checked now too; a model it does not fit is scored by its whole pipeline.
         small_frame_path(self._model)
@@ -359,6 +367,7 @@ def start_model_server(
     settings: Settings | None = None,
     timeout: float = 120.0,
     log_path: Path | None = None,
+    sha256: str | None = None,
 ) -> ModelServer:
     """Serve the registry version in `model_dir` on 127.0.0.1:`port` with the model server
     Vertex runs, and return once its health route answers.
@@ -367,7 +376,8 @@ def start_model_server(
     `__main__` binds every network interface; the app, handler and predictor are the same.
     The child gets the risk-tier cut-offs of `settings` (default: `load_settings()`), so a
     `--config` file read by the caller applies to it too. Its output goes to `log_path`
-    (default: a temporary file), named in any error.
+    (default: a temporary file), named in any error. With `sha256` (the registry's record
+    of the model file), the server refuses a model file with any other hash.
     """
     if not 0 < port < 65_536:
         raise ChurnError(f"port must be between 1 and 65535, got {port}")
@@ -391,6 +401,7 @@ def start_model_server(
         "CHURN_MEDIUM_RISK_CUTOFF": str(settings.medium_risk_cutoff),
         "CHURN_SERVING_MAX_REQUEST_BYTES": str(settings.serving_max_request_bytes),
         "PYTHONUNBUFFERED": "1",
+        MODEL_SHA256_VARIABLE: sha256 or "",  # never one inherited from this process
     }
     command = [sys.executable, "-m", "uvicorn", "--factory", SERVER_APP]
     command += ["--host", HOST, "--port", str(port), "--workers", "1"]

@@ -26,11 +26,12 @@ from components.contract import TELCO_CHURN
 from components.errors import ChurnError, RegistryError
 from components.features import build_preprocessor
 from components.predict import small_frame_path
-from components.registry import LocalRegistry, save_model
+from components.registry import LocalRegistry, file_sha256, save_model
 from components.sample_data import generate_customers
 from components.score import score_frame
 from components.serving import (
     HOST,
+    MODEL_SHA256_VARIABLE,
     ChurnPredictor,
     ModelServer,
     load_model_directory,
@@ -367,6 +368,21 @@ def test_load_refuses_a_model_file_changed_after_registration(
 ) -> None:
     with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
         load_model_directory(_tampered_copy(model_dir, tmp_path))
+
+
+def test_load_refuses_a_model_and_record_both_changed_when_the_registry_hash_is_set(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registered = json.loads((model_dir / "version.json").read_text())["sha256"]
+    copy = _tampered_copy(model_dir, tmp_path)
+    record = json.loads((copy / "version.json").read_text())
+    record["sha256"] = file_sha256(copy / "model.joblib")  # the record rewritten to match
+    (copy / "version.json").write_text(json.dumps(record))
+    load_model_directory(copy)  # a copy proves nothing on its own
+
+    monkeypatch.setenv(MODEL_SHA256_VARIABLE, registered)
+    with pytest.raises(RegistryError, match="refusing to load a model file that changed"):
+        ChurnPredictor().load(str(copy))
 
 
 def _tampered_copy(model_dir: Path, tmp_path: Path) -> Path:

@@ -17,7 +17,7 @@ from vertex_standin import LOCATION, MODEL, VertexModels
 from components.champion import fetch_model
 from components.errors import RegistryError
 from components.features import build_preprocessor
-from components.model_files import EVALUATION_FILE, MODEL_FILE, RECORD_FILE
+from components.model_files import EVALUATION_FILE, MODEL_FILE, RECORD_FILE, file_sha256
 from components.register import register_and_promote
 from components.registry import open_registry, save_model
 from components.registry.vertex import CLASSIFICATION_METRICS_SCHEMA, VertexRegistry
@@ -116,6 +116,10 @@ def test_each_run_uploads_a_version_under_one_parent_model(vertex, uri, model_fi
         assert spec.image_uri == IMAGE
         assert (spec.predict_route, spec.health_route) == ("/predict", "/health")
         assert [port.container_port for port in spec.ports] == [8080]
+        # The server refuses model bytes of any other hash than the registered one.
+        assert [(env.name, env.value) for env in spec.env] == [
+            ("CHURN_MODEL_SHA256", file_sha256(model_file))
+        ]
         # Sanitised to Vertex's label rules: lowercase, digits, _ and -, at most 63.
         assert dict(request.model.labels) == {
             "run_id": request.model.labels["run_id"],

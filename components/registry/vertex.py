@@ -233,7 +233,7 @@ class VertexRegistry:
         from google.api_core import exceptions
         from google.cloud import aiplatform_v1
 
-        from components.serving import HEALTH_ROUTE, PREDICT_ROUTE
+        from components.serving import HEALTH_ROUTE, MODEL_SHA256_VARIABLE, PREDICT_ROUTE
 
         model = aiplatform_v1.Model(
             display_name=self.model_id,
@@ -243,6 +243,7 @@ class VertexRegistry:
                 predict_route=PREDICT_ROUTE,
                 health_route=HEALTH_ROUTE,
                 ports=[aiplatform_v1.Port(container_port=SERVING_PORT)],
+                env=[aiplatform_v1.EnvVar(name=MODEL_SHA256_VARIABLE, value=entry.sha256)],
             ),
             labels={
                 "run_id": vertex_label(entry.run_id),
