@@ -197,6 +197,17 @@ def test_two_trainings_at_once_on_one_home_promote_exactly_one(customers, tmp_pa
     raced = second.promotion_reason.startswith("not promoted: the champion changed to v1")
     # Else it evaluated against v1 (same data and seed: no better by the margin).
     assert raced or "does not beat the champion's" in second.promotion_reason
+    # Each run knows its own id: both are listed, each with the version it registered.
+    listed = subprocess.run(
+        [sys.executable, "submit.py", "runs", "--json", "--home", str(tmp_path / "home")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rows = json.loads(listed.stdout)
+    assert sorted(r["model_version"] for r in rows) == [1, 2]
+    assert len({r["run_id"] for r in rows}) == 2
     reliability.record(
         "fault",
         "training",
