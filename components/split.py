@@ -89,6 +89,14 @@ def cv_folds(
     groups whole and is far faster than sklearn's StratifiedGroupKFold's per-group loop."""
     groups = leakage_groups(frame, contract)
     group_label = pd.Series(frame[contract.label_column].to_numpy()).groupby(groups).max()
+    fewest = int(group_label.value_counts().reindex([0, 1], fill_value=0).min())
+    if fewest < n_folds:
+        counts = group_label.value_counts().reindex([1, 0], fill_value=0).tolist()
+        raise ContractError(
+            f"the training split has {counts[0]} churners and {counts[1]} stayers (counting "
+            f"copies once): {n_folds}-fold cross-validation needs at least {n_folds} of each; "
+            "give more rows, or lower cv_folds"
+        )
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
     for _, valid_groups in splitter.split(group_label.index, group_label.to_numpy()):
