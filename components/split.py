@@ -48,9 +48,11 @@ def split_train_test(
     groups = leakage_groups(frame, contract)
     label = frame[contract.label_column].to_numpy()
     group_label = pd.Series(label).groupby(groups).max()
-    if group_label.value_counts().min() < 2:
+    churners, stayers = group_label.value_counts().reindex([1, 0], fill_value=0).tolist()
+    if min(churners, stayers) < 2:
         raise ContractError(
-            f"too few churners or stayers ({group_label.value_counts().to_dict()}) to split"
+            f"{churners} churners and {stayers} stayers (counting copies once) are too few to "
+            "split into training and test sets: give at least 2 of each (more rows)"
         )
     _, test_groups = train_test_split(
         group_label.index.to_numpy(),
