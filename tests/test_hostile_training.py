@@ -1,0 +1,278 @@
+"""Hostile input to training: malformed files and tables are refused with one line naming
+the file, column or line, or trained on with every row kept or set aside with a reason;
+never a library's own error, never a row lost."""
+
+import json
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hostile import assert_one_clear_line, csv_records, hostile_tables
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_training_pipeline import FAST, _submit
+
+from components.contract import TELCO_CHURN
+from components.errors import ChurnError, ContractError, SourceError
+from components.sample_data import generate_customers
+from components.split import cv_folds, split_train_test
+from components.train import FAMILIES, require_enough_rows, search_candidates
+from components.validate import validate
+from components.warehouse import iter_batches, read_table
+
+ID, LABEL = TELCO_CHURN.id_column, TELCO_CHURN.label_column
+
+
+def _clean_csv(path: Path, rows: int = 8) -> str:
+    generate_customers(rows, seed=3, messy=False).to_csv(path, index=False)
+    return path.read_text()
+
+
+def _write(kind: str, path: Path) -> None:
+    """One malformed file of each kind the readers must refuse."""
+    lines = _clean_csv(path).splitlines()
+    if kind == "not UTF-8":
+        path.write_bytes("\n".join(lines).replace("Male", "Mäle", 1).encode("latin-1"))
+    elif kind == "random bytes":
+        path.write_bytes(os.urandom(2_000).replace(b"\n", b"\xff"))
+    elif kind == "0 bytes":
+        path.write_bytes(b"")
+    elif kind == "a row with a field too many":
+        path.write_text("\n".join([*lines[:5], lines[5] + ",extra", *lines[6:]]) + "\n")
+    elif kind == "a row with fields missing":
+        path.write_text("\n".join([*lines[:5], lines[5].rsplit(",", 2)[0], *lines[6:]]) + "\n")
+    elif kind == "a column named twice":
+        path.write_text("\n".join([lines[0].replace("MonthlyCharges", "tenure"), *lines[1:]]))
+    elif kind == "a column of lists":
+        pq.write_table(pa.table({ID: ["a", "b"], "tenure": [[1, 2], []]}), path)
+    elif kind == "a column named twice in Parquet":
+        pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], ["tenure"] * 2), path)
+    elif kind == "truncated Parquet":
+        generate_customers(50, seed=3, messy=False).to_parquet(path)
+        path.write_bytes(path.read_bytes()[:-100])
+
+
+MALFORMED_FILES = [
+    ("c.csv", "not UTF-8", r"line 2 is not UTF-8 text \(byte 0xe4"),
+    ("c.csv", "random bytes", r"line 1 is not UTF-8 text"),
+    ("c.csv", "0 bytes", r"the file is empty: no header, no rows"),
+    ("c.csv", "a row with a field too many", r"line 6 has 22 fields where the header has 21"),
+    ("c.csv", "a row with fields missing", r"line 6 has 19 fields where the header has 21"),
+    ("c.csv", "a column named twice", r"column 'tenure' appears twice; keep one"),
+    ("c.parquet", "random bytes", r"not a readable Parquet file"),
+    ("c.parquet", "a column of lists", r"column 'tenure' holds list<.*> values"),
+    ("c.parquet", "a column named twice in Parquet", r"column 'tenure' appears twice"),
+    ("c.parquet", "truncated Parquet", r"not a readable Parquet file"),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "message"), MALFORMED_FILES)
+def test_a_malformed_file_is_refused_with_one_line_naming_it(
+    tmp_path: Path, reliability, name: str, kind: str, message: str
+):
+    path = tmp_path / name
+    _write(kind, path)
+    # Training reads the table whole, scoring streams it: both refuse it alike.
+    for area, read in (
+        ("training", lambda: read_table(str(path))),
+        ("scoring", lambda: list(iter_batches(str(path), 3))),
+    ):
+        with pytest.raises(SourceError, match=message) as refused:
+            read()
+        assert_one_clear_line(refused.value, str(path))
+        reliability.record("input", area, f"{name}: {kind}", outcome="refused")
+
+
+def test_a_spreadsheet_s_byte_order_mark_and_quoted_line_breaks_are_read(
+    tmp_path: Path, reliability
+):
+    frame = generate_customers(30, seed=4, messy=False)
+    frame.loc[2, "PaymentMethod"] = "Mailed\ncheck"  # an unknown category, across two lines
+    path = tmp_path / "c.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + frame.to_csv(index=False).encode())
+
+    for area, rows in (
+        ("training", len(read_table(str(path)))),
+        ("scoring", sum(batch.num_rows for batch in iter_batches(str(path), 7))),
+    ):
+        assert rows == len(frame) == csv_records(path)
+        description = "CSV with a byte-order mark and a quoted line break"
+        reliability.record(
+            "input", area, description, outcome="handled", rows_lost=len(frame) - rows
+        )
+    result = validate(read_table(str(path)), source=str(path), tolerance=0.1)
+    assert ID in result.clean.columns
+    assert result.rejects["reason"].tolist() == [
+        "`PaymentMethod` value Mailed\ncheck is not one of "
+        + ", ".join(TELCO_CHURN.column("PaymentMethod").categories)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("rows", "churners", "problem"),
+    [
+        (10, None, r"has 2 churners and 6 stayers .*5-fold cross-validation needs at least 5"),
+        (
+            40,
+            None,
+            r"smallest fold trains on 25 rows, and k_nearest_neighbors tries 100 "
+            r"neighbours: give at least 125 training rows",
+        ),
+        (300, 8, r"smallest fold trains on 4 of one class, and SMOTE needs 6: give at least 8"),
+    ],
+)
+def test_too_few_rows_to_train_are_refused_before_anything_is_fitted(
+    reliability, rows: int, churners: int | None, problem: str
+):
+    clean = validate(generate_customers(rows, seed=3, messy=False), source="s").clean
+    if churners is not None:
+        clean = clean.drop(clean.index[clean[LABEL] == 1][churners:]).reset_index(drop=True)
+    train, _ = split_train_test(clean, test_size=0.2, seed=1)
+
+    with pytest.raises(ContractError, match=problem) as refused:
+        search_candidates(train, n_folds=5, seed=1, candidates_per_family=1, budget_seconds=1)
+    assert_one_clear_line(refused.value, "training split")
+    reliability.record("input", "training", f"{len(clean)} training rows", outcome="refused")
+
+
+def _read(frame: pd.DataFrame, via: str, path: Path) -> tuple[pd.DataFrame, int]:
+    """The table as training reads it, from the frame or from a file at `path` written from
+    it, and how many rows a reader of that file would count."""
+    if via == "frame":
+        return frame, len(frame)
+    if via == "csv":
+        frame.to_csv(path, index=False)
+        return read_table(str(path)), csv_records(path)
+    try:  # Parquet keeps types; a column Arrow can't type (mixed, huge ints) goes as text
+        frame.to_parquet(path, index=False)
+    except (pa.ArrowException, OverflowError):
+        frame.astype({c: "string" for c in frame.columns if frame[c].dtype == object}).to_parquet(
+            path, index=False
+        )
+    return read_table(str(path)), pq.read_metadata(path).num_rows
+
+
+@pytest.mark.hostile
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    table=hostile_tables(max_rows=300),
+    via=st.sampled_from(["frame", "csv", "parquet"]),
+    tolerance=st.sampled_from([0.05, 0.5, 1.0]),
+)
+def test_hostile_tables_are_trained_on_or_refused_with_one_line(
+    table: tuple[pd.DataFrame, list[str]], via: str, tolerance: float, tmp_path_factory, reliability
+):
+    frame, damage = table
+    description = f"{len(frame)} rows via {via}: {', '.join(damage) or 'clean'}"
+    source = str(tmp_path_factory.mktemp("t") / f"customers.{via}")
+    try:
+        raw, expected_rows = _read(frame, via, Path(source))
+        result = validate(raw, source=source, tolerance=tolerance)
+        kept = result.clean
+        rows_lost = expected_rows - len(kept) - result.rows_rejected
+        duplicates = int(kept[ID].duplicated().sum())
+        assert rows_lost == 0 and duplicates == 0, description
+        _assert_typed(kept)
+        train, test = split_train_test(kept, test_size=0.2, seed=0)
+        assert len(train) + len(test) == len(kept)
+        assert not set(train[ID]) & set(test[ID])
+        require_enough_rows(train, cv_folds(train, n_folds=3, seed=0), FAMILIES)
+    except ChurnError as refused:
+        assert_one_clear_line(refused, source, "training split", "churners")
+        reliability.record("input", "training", f"{description}: {refused}", outcome="refused")
+        return
+    reliability.record(
+        "input", "training", description, outcome="handled", rows_lost=rows_lost,
+        duplicates=duplicates,
+    )  # fmt: skip
+
+
+def _assert_typed(kept: pd.DataFrame) -> None:
+    """Rows kept for training hold only values the contract allows."""
+    for column in TELCO_CHURN.numeric:
+        values = kept[column.name].dropna()
+        assert values.between(column.min_value, column.max_value).all(), column.name
+        assert column.nullable or kept[column.name].notna().all(), column.name
+    for column in TELCO_CHURN.categorical:
+        assert set(kept[column.name].dropna()) <= set(column.categories), column.name
+    assert kept[LABEL].isin([0, 1]).all() and kept[ID].str.strip().ne("").all()
+
+
+@pytest.mark.hostile
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(
+    data=st.one_of(
+        st.binary(max_size=3_000),
+        st.text(max_size=500).map(str.encode),
+        st.builds(lambda cut, junk: (cut, junk), st.integers(0, 2_000), st.binary(max_size=8)),
+    ),
+    suffix=st.sampled_from([".csv", ".parquet"]),
+)
+def test_any_bytes_as_a_file_are_read_or_refused_with_one_line(
+    data: bytes | tuple[int, bytes], suffix: str, tmp_path_factory, reliability
+):
+    path = tmp_path_factory.mktemp("b") / f"customers{suffix}"
+    if isinstance(data, tuple):  # a real file of customers, damaged at one place
+        cut, junk = data
+        generate_customers(40, seed=5).pipe(
+            lambda f: f.to_csv(path, index=False) if suffix == ".csv" else f.to_parquet(path)
+        )
+        whole = path.read_bytes()
+        path.write_bytes(whole[:cut] + junk + whole[cut + len(junk) :])
+        description = f"{suffix} with {len(junk)} bytes replaced at {cut}"
+    else:
+        path.write_bytes(data)
+        description = f"{len(data)} random bytes as {suffix}"
+    for area in ("training", "scoring"):
+        try:
+            if area == "training":
+                raw = read_table(str(path))
+                rows = len(raw)
+                result = validate(raw, source=str(path), tolerance=1.0)
+                assert len(result.clean) + result.rows_rejected == result.rows_read == rows
+            else:
+                rows = sum(batch.num_rows for batch in iter_batches(str(path), 16))
+        except ChurnError as refused:
+            assert_one_clear_line(refused, str(path))
+            reliability.record("input", area, description, outcome="refused")
+            continue
+        expected = csv_records(path) if suffix == ".csv" else pq.read_metadata(path).num_rows
+        reliability.record("input", area, description, outcome="handled", rows_lost=expected - rows)
+        assert rows == expected, description
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        # Found by the check before the pipeline starts:
+        ("not UTF-8", r"line 2 is not UTF-8 text"),
+        ("a column of lists", r"column 'tenure' holds list<.*> values"),
+        # Found by step 1 and step 4, inside kfp.local:
+        ("a row with a field too many", r"line 6 has 22 fields where the header has 21"),
+        ("40 rows", r"k_nearest_neighbors tries 100 neighbours: give at least 150 training rows"),
+    ],
+)
+def test_submit_train_refuses_hostile_input_with_one_line(
+    tmp_path: Path, reliability, kind: str, message: str
+):
+    path = tmp_path / ("c.parquet" if "lists" in kind else "c.csv")
+    if kind == "40 rows":
+        generate_customers(40, seed=3, messy=False).to_csv(path, index=False)
+    else:
+        _write(kind, path)
+    result = _submit("train", "--source", str(path), "--json", *FAST, home=tmp_path / "h")
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.search(message, errors[0]), result.stderr
+    if kind in ("not UTF-8", "a column of lists"):
+        assert "kfp.local" not in result.stderr  # refused before any step ran
+    else:
+        assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "failed"
+    reliability.record("input", "training", f"submit.py train on {kind}", outcome="refused")
