@@ -73,9 +73,13 @@ def test_every_row_of_a_hostile_table_is_scored_or_rejected_once(
     rows_lost = rows - len(accounted & set(range(1, rows + 1)))
     duplicates = int(predictions["customer_id"].duplicated().sum()) + len(scored & rejected)
     reliability.record(
-        "input", "scoring", description, outcome="handled", rows_lost=rows_lost,
+        "input",
+        "scoring",
+        description,
+        outcome="handled",
+        rows_lost=rows_lost,
         duplicates=duplicates,
-    )  # fmt: skip
+    )
     assert run.rows_read == rows == run.rows_scored + run.rows_rejected
     assert (len(predictions), len(rejects)) == (run.rows_scored, run.rows_rejected)
     assert rows_lost == 0 and duplicates == 0 and accounted == set(range(1, rows + 1))

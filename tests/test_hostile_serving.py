@@ -125,9 +125,13 @@ def test_any_request_gets_an_answer_for_each_instance_or_a_client_error(
         rows_lost = len(instances) - len(answered)
         duplicates = len(scored) - len(set(scored))
         reliability.record(
-            "input", "serving", description, outcome="handled", rows_lost=rows_lost,
+            "input",
+            "serving",
+            description,
+            outcome="handled",
+            rows_lost=rows_lost,
             duplicates=duplicates,
-        )  # fmt: skip
+        )
         assert len(predictions) == len(instances) and rows_lost == 0 and duplicates == 0
         assert all(0 <= p["churn_probability"] <= 1 for p in answered if "churn_probability" in p)
     # The server is still up and still scores good customers.

@@ -186,9 +186,13 @@ def test_hostile_tables_are_trained_on_or_refused_with_one_line(
         reliability.record("input", "training", f"{description}: {refused}", outcome="refused")
         return
     reliability.record(
-        "input", "training", description, outcome="handled", rows_lost=rows_lost,
+        "input",
+        "training",
+        description,
+        outcome="handled",
+        rows_lost=rows_lost,
         duplicates=duplicates,
-    )  # fmt: skip
+    )
 
 
 def _assert_typed(kept: pd.DataFrame) -> None:
@@ -247,32 +251,52 @@ def test_any_bytes_as_a_file_are_read_or_refused_with_one_line(
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    ("kind", "message"),
+    ("case", "args", "message"),
     [
-        # Found by the check before the pipeline starts:
-        ("not UTF-8", r"line 2 is not UTF-8 text"),
-        ("a column of lists", r"column 'tenure' holds list<.*> values"),
-        # Found by step 1 and step 4, inside kfp.local:
-        ("a row with a field too many", r"line 6 has 22 fields where the header has 21"),
-        ("40 rows", r"k_nearest_neighbors tries 100 neighbours: give at least 150 training rows"),
+        # Refused before the pipeline starts:
+        ("--seed -1", ["--seed", "-1"], r"seed must be between 0 and 2\*\*32 - 1, got -1"),
+        ("--source ''", ["--source", ""], r"--source is empty: give a value or leave it out"),
+        (
+            "a --config that does not exist",
+            ["--config", "{tmp}/churn.toml"],
+            r"config file .*churn\.toml does not exist",
+        ),
+        ("not UTF-8", ["--source", "{tmp}/not UTF-8.csv"], r"line 2 is not UTF-8 text"),
+        (
+            "a column of lists",
+            ["--source", "{tmp}/a column of lists.parquet"],
+            r"column 'tenure' holds list<.*> values",
+        ),
+        # Refused by step 1 and step 4, inside kfp.local:
+        (
+            "a ragged row",
+            ["--source", "{tmp}/a row with a field too many.csv"],
+            r"line 6 has 22 fields where the header has 21",
+        ),
+        (
+            "40 rows",
+            ["--source", "{tmp}/40 rows.csv"],
+            r"k_nearest_neighbors tries 100 neighbours: give at least 150 training rows",
+        ),
     ],
 )
 def test_submit_train_refuses_hostile_input_with_one_line(
-    tmp_path: Path, reliability, kind: str, message: str
+    tmp_path: Path, reliability, case: str, args: list[str], message: str
 ):
-    path = tmp_path / ("c.parquet" if "lists" in kind else "c.csv")
-    if kind == "40 rows":
-        generate_customers(40, seed=3, messy=False).to_csv(path, index=False)
-    else:
-        _write(kind, path)
-    result = _submit("train", "--source", str(path), "--json", *FAST, home=tmp_path / "h")
+    generate_customers(40, seed=3, messy=False).to_csv(tmp_path / "40 rows.csv", index=False)
+    for kind in ("not UTF-8", "a row with a field too many"):
+        _write(kind, tmp_path / f"{kind}.csv")
+    _write("a column of lists", tmp_path / "a column of lists.parquet")
+    arguments = [arg.format(tmp=tmp_path) for arg in args]
+
+    result = _submit("train", *arguments, "--json", *FAST, home=tmp_path / "h")
 
     assert result.returncode == 1
     assert "Traceback" not in result.stdout + result.stderr
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and re.search(message, errors[0]), result.stderr
-    if kind in ("not UTF-8", "a column of lists"):
-        assert "kfp.local" not in result.stderr  # refused before any step ran
-    else:
+    if case in ("a ragged row", "40 rows"):
         assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "failed"
-    reliability.record("input", "training", f"submit.py train on {kind}", outcome="refused")
+    else:
+        assert "kfp.local" not in result.stderr  # refused before any step ran
+    reliability.record("input", "training", f"submit.py train with {case}", outcome="refused")
