@@ -139,6 +139,35 @@ def test_too_few_rows_to_train_are_refused_before_anything_is_fitted(
     reliability.record("input", "training", f"{len(clean)} training rows", outcome="refused")
 
 
+# Blanks, non-numbers that parse, out-of-range and huge numbers, disguised categories, junk.
+EVERY_KIND = [None, "", "  ", "nan", "inf", "-inf", "1e309", -1, -0.5, 10**30, float("nan")]
+EVERY_KIND += ["\uff11\uff12", "🙂", " yes ", "no internet SERVICE", "\x00", True, "0x1F"]
+
+
+@pytest.mark.parametrize("column", [c.name for c in TELCO_CHURN.columns])
+def test_each_contract_column_takes_each_kind_of_hostile_value(column: str, reliability):
+    """One row of 40 holds the value: training keeps it (normalised) or sets it aside with
+    a reason naming the column; scoring (`serving` mode) also keeps unknown categories."""
+    base = generate_customers(40, seed=9, messy=False).astype(object)
+    for value in EVERY_KIND:
+        frame = base.copy()
+        frame.at[20, column] = value
+        for mode, area in (("training", "training"), ("serving", "scoring")):
+            if mode == "serving" and column == LABEL:
+                continue
+            result = validate(frame, source="t.csv", mode=mode, tolerance=0.05)
+            rejected = dict(
+                zip(result.rejects["row_number"], result.rejects["reason"], strict=True)
+            )
+            rows_lost = len(frame) - len(result.clean) - result.rows_rejected
+            description = f"`{column}` = {value!r} in 1 of 40 rows"
+            reliability.record("input", area, description, outcome="handled", rows_lost=rows_lost)
+            assert rows_lost == 0 and set(rejected) <= {21}
+            assert all(f"`{column}`" in reason for reason in rejected.values())
+            if mode == "training":
+                _assert_typed(result.clean)
+
+
 def _read(frame: pd.DataFrame, via: str, path: Path) -> tuple[pd.DataFrame, int]:
     """The table as training reads it, from the frame or from a file at `path` written from
     it, and how many rows a reader of that file would count."""
