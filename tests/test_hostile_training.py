@@ -51,6 +51,8 @@ def _write(kind: str, path: Path) -> None:
         pq.write_table(pa.table({ID: ["a", "b"], "tenure": [[1, 2], []]}), path)
     elif kind == "a column named twice in Parquet":
         pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], ["tenure"] * 2), path)
+    elif kind == "a column of bytes that are not UTF-8":
+        pq.write_table(pa.table({ID: pa.array([b"\xff\xfe", b"A"], pa.binary())}), path)
     elif kind == "truncated Parquet":
         generate_customers(50, seed=3, messy=False).to_parquet(path)
         path.write_bytes(path.read_bytes()[:-100])
@@ -67,6 +69,7 @@ MALFORMED_FILES = [
     ("c.parquet", "a column of lists", r"column 'tenure' holds list<.*> values"),
     ("c.parquet", "a column named twice in Parquet", r"column 'tenure' appears twice"),
     ("c.parquet", "truncated Parquet", r"not a readable Parquet file"),
+    ("c.parquet", "a column of bytes that are not UTF-8", r"'customerID' holds bytes that are not"),
 ]
 
 
@@ -110,6 +113,20 @@ def test_a_spreadsheet_s_byte_order_mark_and_quoted_line_breaks_are_read(
         "`PaymentMethod` value Mailed\ncheck is not one of "
         + ", ".join(TELCO_CHURN.column("PaymentMethod").categories)
     ]
+
+
+def test_a_parquet_column_of_bytes_is_read_as_text(tmp_path: Path, reliability):
+    frame = generate_customers(10, seed=4, messy=False)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    ids = pa.array([i.encode() for i in frame[ID]], pa.binary())
+    path = tmp_path / "c.parquet"
+    pq.write_table(table.set_column(table.schema.get_field_index(ID), ID, ids), path)
+
+    whole = read_table(str(path))[ID].tolist()
+    streamed = pa.Table.from_batches(list(iter_batches(str(path), 4))).column(ID).to_pylist()
+    assert whole == streamed == frame[ID].tolist()  # not "b'7590-VHVEG'"
+    for area in ("training", "scoring"):
+        reliability.record("input", area, "Parquet ids stored as bytes", outcome="handled")
 
 
 @pytest.mark.parametrize(

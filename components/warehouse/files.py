@@ -37,7 +37,7 @@ def read_table(location: TableUri) -> pd.DataFrame:
 
     _parquet_schema(location)
     try:
-        return _checked(pq.read_table(location.path)).to_pandas()
+        return _checked(pq.read_table(location.path), location).to_pandas()
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(
             f"{location.uri}: the Parquet file cannot be read: {_one_line(exc)}"
@@ -59,7 +59,7 @@ def iter_batches(
         for batch in pq.ParquetFile(location.path, read_dictionary=coded).iter_batches(
             batch_size=batch_rows
         ):
-            yield _checked(batch)
+            yield _checked(batch, location)
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(
             f"{location.uri}: the Parquet file cannot be read: {_one_line(exc)}"
@@ -174,10 +174,20 @@ def _parquet_schema(location: TableUri) -> pa.Schema:
     return schema
 
 
-def _checked(data: pa.Table | pa.RecordBatch) -> pa.Table | pa.RecordBatch:
-    """`data` once its text is checked to be UTF-8: Parquet readers take a damaged file's
-    bytes as they are, and the failure would come later, from pandas, naming nothing."""
+def _checked(data: pa.Table | pa.RecordBatch, location: TableUri) -> pa.Table | pa.RecordBatch:
+    """`data` once its text is checked to be UTF-8 (Parquet readers take a damaged file's
+    bytes as they are, and the failure would come later, from pandas, naming nothing) and
+    its binary columns decoded as text (else an id would read as "b'7590-VHVEG'")."""
     data.validate(full=True)
+    for index, field in enumerate(data.schema):
+        if pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type):
+            try:
+                text = data.column(index).cast(pa.string())
+            except pa.ArrowInvalid:
+                raise SourceError(
+                    f"{location.uri}: column {field.name!r} holds bytes that are not UTF-8 text"
+                ) from None
+            data = data.set_column(index, field.name, text)
     return data
 
 
