@@ -80,7 +80,8 @@ def _csv_batches(
         reader = arrow_csv.open_csv(
             location.path,
             read_options=arrow_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-            # Quoted line breaks are legal CSV (and cost nothing measurable here).
+            # Values may hold line breaks, so Arrow splits blocks where quotes allow; each
+            # batch is then refused if one does (see `_spans_lines`).
             parse_options=arrow_csv.ParseOptions(newlines_in_values=True),
             convert_options=arrow_csv.ConvertOptions(
                 column_types={
@@ -92,28 +93,62 @@ def _csv_batches(
             ),
         )
         for batch in reader:
+            if _spans_lines(batch):
+                raise SourceError(
+                    _misshapen(location, len(header))
+                    or f"{location.uri}: a quoted value spans lines"
+                )
             yield from pa.Table.from_batches([batch]).to_batches(max_chunksize=batch_rows)
     except pa.ArrowInvalid as exc:
+        if "Empty CSV file" in str(exc):  # a header without a line break after it
+            return
         if "UTF8" in str(exc):
             raise SourceError(_not_utf8(location)) from None
-        raise SourceError(_ragged(location, len(header)) or _cannot_parse(location, exc)) from None
+        raise SourceError(
+            _misshapen(location, len(header)) or _cannot_parse(location, exc)
+        ) from None
 
 
-def _ragged(location: TableUri, fields: int) -> str | None:
-    """Where a CSV file first has a row of more or fewer fields than its header (found only
-    once Arrow has refused the file: its own message counts records, not lines)."""
+def _misshapen(location: TableUri, fields: int) -> str | None:
+    """The first line of a CSV file that is not one row of as many fields as its header
+    (looked for only once Arrow has refused the file: its message counts rows, not lines)."""
     with open(location.path, encoding="utf-8-sig", newline="") as handle:  # type: ignore[arg-type]
         reader = csv.reader(handle)
+        line = 0
         try:
             for record in reader:
+                start, line = line + 1, reader.line_num
+                if line > start:
+                    return f"{location.uri}: line {start} has a quoted value that spans lines"
                 if record and len(record) != fields:  # Arrow skips blank lines
                     return (
-                        f"{location.uri}: line {reader.line_num} has {len(record)} fields "
-                        f"where the header has {fields}"
+                        f"{location.uri}: line {line} has {len(record)} "
+                        f"field{'s' if len(record) != 1 else ''} where the header has {fields}"
                     )
-        except csv.Error:
-            return None
+        except csv.Error as exc:
+            # Python's hint ("open the file with newline=''") is for programmers, not users.
+            problem = str(exc).split(" - ")[0]
+            return f"{location.uri}: line {reader.line_num + 1} cannot be parsed: {problem}"
     return None
+
+
+def _spans_lines(batch: pa.RecordBatch) -> bool:
+    """Whether a value holds a line break. A customer table has one line per row: a quoted
+    line break is refused, not read, because one stray quote (`"Smith, J`) swallows every
+    later row into one value, and the rows read would silently be fewer than the lines.
+    Every column is text (see `_csv_batches`): its value bytes are searched in one go."""
+    import numpy as np
+
+    for column in batch.columns:
+        text = column.dictionary if pa.types.is_dictionary(column.type) else column
+        _, offsets, data = text.buffers()
+        if data is None:
+            continue
+        ends = np.frombuffer(offsets, dtype=np.int32)[[text.offset, text.offset + len(text)]]
+        values = np.frombuffer(data, dtype=np.uint8)[ends[0] : ends[1]]
+        if (values == ord("\n")).any() or (values == ord("\r")).any():
+            return True
+    return False
 
 
 def _cannot_parse(location: TableUri, exc: Exception) -> str:
