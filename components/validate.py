@@ -110,7 +110,7 @@ def validate(
         common = pd.Series(invalid_reasons).str.split("; ").explode().value_counts().index[0]
         raise ContractError(
             f"{source}: {n_invalid} of {len(table)} rows ({n_invalid / len(table):.1%}) are "
-            f"invalid, over the {tolerance:.0%} tolerance; most common problem: {common}"
+            f"invalid, over the {tolerance:.0%} tolerance; most common problem: {_shown(common)}"
         )
 
     id_column = contract.id_column
@@ -171,6 +171,12 @@ def duplicate_reasons(id_column: str, ids: Iterable[Any], first_rows: Iterable[i
     ]
 
 
+def _shown(text: str) -> str:
+    """`text` for a one-line message: line breaks and other unprintable characters escaped
+    (a value or column name may hold them; a message must stay one line)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _verb(mode: Mode) -> str:
     return "train on" if mode == "training" else "score"
 
@@ -194,7 +200,7 @@ def _canonical_columns(
     if absent:
         raise ContractError(
             f"column{'s' if len(absent) > 1 else ''} {', '.join(f'`{a}`' for a in absent)} "
-            f"missing from {source}; found: {', '.join(map(str, raw.columns))}"
+            f"missing from {source}; found: {', '.join(_shown(str(c)) for c in raw.columns)}"
         )
     # Each of rename and reset_index copies the frame's structure (~0.1 ms even on one row):
     # done only when there is something to change.
