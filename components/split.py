@@ -5,6 +5,8 @@ the same side: one customer is one group, and rows with identical features (copi
 new ids) share a group too. Groups, not rows, are split, stratified by label and seeded.
 """
 
+import math
+
 import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Input, Output
@@ -49,10 +51,13 @@ def split_train_test(
     label = frame[contract.label_column].to_numpy()
     group_label = pd.Series(label).groupby(groups).max()
     churners, stayers = group_label.value_counts().reindex([1, 0], fill_value=0).tolist()
-    if min(churners, stayers) < 2:
+    # A stratified split puts at least one of each class on each side.
+    needed = max(4, math.ceil(2 / test_size), math.ceil(2 / (1 - test_size)))
+    if min(churners, stayers) < 2 or churners + stayers < needed:
         raise ContractError(
             f"{churners} churners and {stayers} stayers (counting copies once) are too few to "
-            "split into training and test sets: give at least 2 of each (more rows)"
+            f"split into training and test sets ({test_size:.0%} test): give at least "
+            f"{needed} customers, 2 of each (more rows)"
         )
     _, test_groups = train_test_split(
         group_label.index.to_numpy(),
