@@ -45,6 +45,8 @@ def _write(kind: str, path: Path) -> None:
         path.write_text("\n".join([*lines[:5], lines[5] + ",extra", *lines[6:]]) + "\n")
     elif kind == "a row with fields missing":
         path.write_text("\n".join([*lines[:5], lines[5].rsplit(",", 2)[0], *lines[6:]]) + "\n")
+    elif kind == "a stray quote":  # would swallow every later row into one value
+        path.write_text("\n".join([*lines[:5], lines[5].replace(",", ',"', 1), *lines[6:]]))
     elif kind == "a column named twice":
         path.write_text("\n".join([lines[0].replace("MonthlyCharges", "tenure"), *lines[1:]]))
     elif kind == "a column of lists":
@@ -64,6 +66,7 @@ MALFORMED_FILES = [
     ("c.csv", "0 bytes", r"the file is empty: no header, no rows"),
     ("c.csv", "a row with a field too many", r"line 6 has 22 fields where the header has 21"),
     ("c.csv", "a row with fields missing", r"line 6 has 19 fields where the header has 21"),
+    ("c.csv", "a stray quote", r"line 6 has a quoted value that spans lines"),
     ("c.csv", "a column named twice", r"column 'tenure' appears twice; keep one"),
     ("c.parquet", "random bytes", r"not a readable Parquet file"),
     ("c.parquet", "a column of lists", r"column 'tenure' holds list<.*> values"),
@@ -90,29 +93,21 @@ def test_a_malformed_file_is_refused_with_one_line_naming_it(
         reliability.record("input", area, f"{name}: {kind}", outcome="refused")
 
 
-def test_a_spreadsheet_s_byte_order_mark_and_quoted_line_breaks_are_read(
-    tmp_path: Path, reliability
-):
+def test_a_spreadsheet_s_byte_order_mark_is_not_part_of_the_first_name(tmp_path: Path, reliability):
     frame = generate_customers(30, seed=4, messy=False)
-    frame.loc[2, "PaymentMethod"] = "Mailed\ncheck"  # an unknown category, across two lines
     path = tmp_path / "c.csv"
     path.write_bytes(b"\xef\xbb\xbf" + frame.to_csv(index=False).encode())
 
-    for area, rows in (
-        ("training", len(read_table(str(path)))),
-        ("scoring", sum(batch.num_rows for batch in iter_batches(str(path), 7))),
+    for area, table in (
+        ("training", read_table(str(path))),
+        ("scoring", pa.Table.from_batches(list(iter_batches(str(path), 7))).to_pandas()),
     ):
-        assert rows == len(frame) == csv_records(path)
-        description = "CSV with a byte-order mark and a quoted line break"
         reliability.record(
-            "input", area, description, outcome="handled", rows_lost=len(frame) - rows
-        )
-    result = validate(read_table(str(path)), source=str(path), tolerance=0.1)
-    assert ID in result.clean.columns
-    assert result.rejects["reason"].tolist() == [
-        "`PaymentMethod` value Mailed\ncheck is not one of "
-        + ", ".join(TELCO_CHURN.column("PaymentMethod").categories)
-    ]
+            "input", area, "CSV with a byte-order mark", outcome="handled",
+            rows_lost=len(frame) - len(table),
+        )  # fmt: skip
+        assert list(table.columns) == list(frame.columns)
+        assert len(validate(table, source=str(path)).clean) == len(frame)
 
 
 def test_a_parquet_column_of_bytes_is_read_as_text(tmp_path: Path, reliability):
