@@ -3,8 +3,8 @@ sources only: predictions go to a warehouse table (see `require_output`).
 
 Both ways of reading a file go through one reader per format, so they agree on what a
 file holds and refuse the same malformed files with the same `SourceError` line: text
-that is not UTF-8, a ragged CSV row, a column named twice, a Parquet column of lists, a
-file that is not Parquet at all."""
+that is not UTF-8, a ragged CSV row or a value spanning lines, a column named twice, a
+Parquet column of lists or of bytes that are not text, a file that is not Parquet at all."""
 
 from __future__ import annotations
 
@@ -80,8 +80,8 @@ def _csv_batches(
         reader = arrow_csv.open_csv(
             location.path,
             read_options=arrow_csv.ReadOptions(block_size=_CSV_BLOCK_BYTES),
-            # Values may hold line breaks, so Arrow splits blocks where quotes allow; each
-            # batch is then refused if one does (see `_spans_lines`).
+            # So that blocks are split between rows, never inside a quoted line break; a
+            # batch holding one is then refused (see `_spans_lines`).
             parse_options=arrow_csv.ParseOptions(newlines_in_values=True),
             convert_options=arrow_csv.ConvertOptions(
                 column_types={
@@ -125,6 +125,8 @@ def _misshapen(location: TableUri, fields: int) -> str | None:
                         f"{location.uri}: line {line} has {len(record)} "
                         f"field{'s' if len(record) != 1 else ''} where the header has {fields}"
                     )
+        except UnicodeDecodeError:
+            return _not_utf8(location)
         except csv.Error as exc:
             # Python's hint ("open the file with newline=''") is for programmers, not users.
             problem = str(exc).split(" - ")[0]
