@@ -8,6 +8,7 @@ aside with its reason, so that `rows read == rows kept + rows rejected` always h
 
 import functools
 import re
+import reprlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -280,7 +281,14 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
         return _Checked(text, [(np.flatnonzero(blank), f"`{name}` is blank")], blank)
     if column.kind == "numeric":
         return _check_numeric(values, column, mode, source)
-    codes, distinct = _distinct_text(values)
+    try:
+        codes, distinct = _distinct_text(values)
+    except TypeError:  # unhashable values: a DuckDB LIST or a BigQuery REPEATED column
+        example = next((v for v in values.tolist() if not pd.api.types.is_scalar(v)), None)
+        raise ContractError(
+            f"{source}: column `{name}` holds lists or other collections (e.g. "
+            f"{_shown(reprlib.repr(example))}), not one value per customer"
+        ) from None
     blank_values = np.array([value is None for value in distinct])
     blank = blank_values[codes]
 
