@@ -277,6 +277,10 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
     """Typed values, the rows' problems and the blank mask."""
     name = column.name
     if column.kind == "id":
+        # Text of a list is no id ("['x']"); pandas tells mixed values apart in one C pass.
+        mixed = values.dtype == object and pd.api.types.infer_dtype(values) == "mixed"
+        if mixed and not all(map(pd.api.types.is_scalar, values.tolist())):
+            raise _collections(values, name, source)
         text, blank = _text(values)
         return _Checked(text, [(np.flatnonzero(blank), f"`{name}` is blank")], blank)
     if column.kind == "numeric":
@@ -284,11 +288,7 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
     try:
         codes, distinct = _distinct_text(values)
     except TypeError:  # unhashable values: a DuckDB LIST or a BigQuery REPEATED column
-        example = next((v for v in values.tolist() if not pd.api.types.is_scalar(v)), None)
-        raise ContractError(
-            f"{source}: column `{name}` holds lists or other collections (e.g. "
-            f"{_shown(reprlib.repr(example))}), not one value per customer"
-        ) from None
+        raise _collections(values, name, source) from None
     blank_values = np.array([value is None for value in distinct])
     blank = blank_values[codes]
 
@@ -337,6 +337,14 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
     _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", examples)
     problems = problem(unknown_values, f" is not one of {', '.join(column.categories)}")
     return _Checked(per_row(normalised), problems, blank)
+
+
+def _collections(values: pd.Series, name: str, source: str) -> ContractError:
+    example = next((v for v in values.tolist() if not pd.api.types.is_scalar(v)), None)
+    return ContractError(
+        f"{source}: column `{name}` holds lists or other collections (e.g. "
+        f"{_shown(reprlib.repr(example))}), not one value per customer"
+    )
 
 
 # A number as text, once stripped: digits with an optional sign, decimal point and exponent
