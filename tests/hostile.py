@@ -58,6 +58,9 @@ hostile_values = st.one_of(
     st.floats(allow_nan=True, allow_infinity=True),
     st.integers(min_value=-(10**30), max_value=10**30),
     st.booleans(),
+    # What a DuckDB LIST, a BigQuery REPEATED or RECORD column, or a JSON client sends.
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=1),
 )
 
 
@@ -99,8 +102,9 @@ def hostile_tables(draw: st.DrawFn, *, max_rows: int = 120) -> tuple[pd.DataFram
     elif change == "repeat in another case":
         frame[column.swapcase()] = frame[column]
     elif change == "extra":
-        frame[draw(st.text(min_size=1, max_size=8).filter(_not_a_contract_name))] = draw(
-            hostile_values
+        value = draw(hostile_values)
+        frame[draw(st.text(min_size=1, max_size=8).filter(_not_a_contract_name))] = [value] * len(
+            frame
         )
     elif change == "copies":
         frame = pd.concat([frame, frame.sample(frac=0.3, random_state=rows)], ignore_index=True)

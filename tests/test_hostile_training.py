@@ -124,6 +124,24 @@ def test_a_parquet_column_of_bytes_is_read_as_text(tmp_path: Path, reliability):
         reliability.record("input", area, "Parquet ids stored as bytes", outcome="handled")
 
 
+@pytest.mark.parametrize("column", [ID, "gender", LABEL])
+def test_a_warehouse_column_of_lists_is_refused_naming_it(tmp_path: Path, reliability, column: str):
+    import duckdb
+
+    uri = f"duckdb://{tmp_path}/w.duckdb?table=customers"
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        con.register("generated", generate_customers(30, seed=4, messy=False))
+        con.execute(
+            f"CREATE TABLE customers AS SELECT * REPLACE (['x'] AS {column}) FROM generated"
+        )
+
+    scoring = [] if column == LABEL else [("serving", "scoring")]  # scoring reads no label
+    for mode, area in [("training", "training"), *scoring]:
+        with pytest.raises(ContractError, match=f"column `{column}` holds lists or other"):
+            validate(read_table(uri), source=uri, mode=mode)
+        reliability.record("input", area, f"a DuckDB LIST column {column}", outcome="refused")
+
+
 @pytest.mark.parametrize(
     ("rows", "churners", "problem"),
     [
