@@ -55,6 +55,9 @@ def _write(kind: str, path: Path) -> None:
         pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array([2])], ["tenure"] * 2), path)
     elif kind == "a column of bytes that are not UTF-8":
         pq.write_table(pa.table({ID: pa.array([b"\xff\xfe", b"A"], pa.binary())}), path)
+    elif kind == "a folder":
+        path.unlink()
+        path.mkdir()
     elif kind == "truncated Parquet":
         generate_customers(50, seed=3, messy=False).to_parquet(path)
         path.write_bytes(path.read_bytes()[:-100])
@@ -68,6 +71,7 @@ MALFORMED_FILES = [
     ("c.csv", "a row with fields missing", r"line 6 has 19 fields where the header has 21"),
     ("c.csv", "a stray quote", r"line 6 has a quoted value that spans lines"),
     ("c.csv", "a column named twice", r"column 'tenure' appears twice; keep one"),
+    ("c.csv", "a folder", r"c\.csv is a folder, not a file"),
     ("c.parquet", "random bytes", r"not a readable Parquet file"),
     ("c.parquet", "a column of lists", r"column 'tenure' holds list<.*> values"),
     ("c.parquet", "a column named twice in Parquet", r"column 'tenure' appears twice"),
