@@ -363,3 +363,23 @@ def test_submit_train_refuses_hostile_input_with_one_line(
     else:
         assert "kfp.local" not in result.stderr  # refused before any step ran
     reliability.record("input", "training", f"submit.py train with {case}", outcome="refused")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--home", ""], "error: --home is empty: give a value or leave it out"),
+        (["score", "--drift-threshold", "nan"], "error: drift_threshold must be between 0.0 and"),
+        (["score", "--drift-threshold", "-1"], "error: drift_threshold must be between 0.0 and"),
+    ],
+)
+def test_empty_or_meaningless_settings_are_refused_before_anything_runs(
+    args: list[str], message: str, no_config: Path, capsys, reliability
+):
+    import submit
+
+    assert submit.main([*args, "--config", str(no_config), "--local"]) == 1
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith(message), errors
+    area = "training" if args[0] == "train" else "scoring"
+    reliability.record("input", area, f"submit.py {' '.join(args)!r}", outcome="refused")
