@@ -56,7 +56,8 @@ from components.stage import stage
 log = logging.getLogger(__name__)
 
 RESAMPLING = ("smote", "class_weight", "none")
-# SMOTE's neighbours (imblearn's default): each fold's training part needs one churner more.
+# SMOTE's neighbours (imblearn's default, made explicit for `require_enough_rows`): each
+# fold's training part needs one churner more than this.
 SMOTE_NEIGHBOURS = 5
 
 

@@ -340,6 +340,7 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
 
 
 def _collections(values: pd.Series, name: str, source: str) -> ContractError:
+    """The error for a column holding lists or mappings, with the first as an example."""
     example = next((v for v in values.tolist() if not pd.api.types.is_scalar(v)), None)
     return ContractError(
         f"{source}: column `{name}` holds lists or other collections (e.g. "
