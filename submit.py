@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--home", type=Path, help="local home directory (default ./.churn)")
+    # Text, not a Path: Path("") is ".", and an empty --home must be refused, not run in ".".
+    common.add_argument("--home", help="local home directory (default ./.churn)")
     common.add_argument("--config", type=Path, help="TOML settings file (default churn.toml)")
     common.add_argument("--project", help="Google Cloud project: run on Vertex AI Pipelines")
     common.add_argument("--region", help="Google Cloud region (default us-central1)")

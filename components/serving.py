@@ -177,6 +177,9 @@ class ChurnPredictor(Predictor):
                 continue
             if name in record:
                 raise ValueError(f"fields {spelled[name]!r} and {key!r} differ only in case")
+            if isinstance(value, list | dict):
+                kind = "array" if isinstance(value, list) else "object"
+                raise ValueError(f"field {key!r} is a JSON {kind}, expected a number, text or null")
             record[name], spelled[name] = value, key
         return record
 

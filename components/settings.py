@@ -8,6 +8,7 @@ prefix (`CHURN_HOME`, `CHURN_PROMOTION_MARGIN`, ...). `GOOGLE_CLOUD_PROJECT` and
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -173,6 +174,8 @@ class Settings:
         _check_range("promotion_margin", self.promotion_margin, -1.0, 1.0)
         _check_range("medium_risk_cutoff", self.medium_risk_cutoff, 0.0, 1.0)
         _check_range("high_risk_cutoff", self.high_risk_cutoff, self.medium_risk_cutoff, 1.0)
+        # A PSI is 0 for identical distributions and grows without bound; NaN flags nothing.
+        _check_range("drift_threshold", self.drift_threshold, 0.0, math.inf)
         if not 0 <= self.seed < 2**32:
             raise SettingsError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
         if self.score_batch_rows < 1:

@@ -5,6 +5,8 @@ the same side: one customer is one group, and rows with identical features (copi
 new ids) share a group too. Groups, not rows, are split, stratified by label and seeded.
 """
 
+import math
+
 import numpy as np
 import pandas as pd
 from kfp.dsl import Dataset, Input, Output
@@ -48,9 +50,14 @@ def split_train_test(
     groups = leakage_groups(frame, contract)
     label = frame[contract.label_column].to_numpy()
     group_label = pd.Series(label).groupby(groups).max()
-    if group_label.value_counts().min() < 2:
+    churners, stayers = group_label.value_counts().reindex([1, 0], fill_value=0).tolist()
+    # A stratified split puts at least one of each class on each side.
+    needed = max(4, math.ceil(2 / test_size), math.ceil(2 / (1 - test_size)))
+    if min(churners, stayers) < 2 or churners + stayers < needed:
         raise ContractError(
-            f"too few churners or stayers ({group_label.value_counts().to_dict()}) to split"
+            f"{churners} churners and {stayers} stayers (counting copies once) are too few to "
+            f"split into training and test sets ({test_size:.0%} test): give at least "
+            f"{needed} customers, 2 of each (more rows)"
         )
     _, test_groups = train_test_split(
         group_label.index.to_numpy(),
@@ -89,6 +96,14 @@ def cv_folds(
     groups whole and is far faster than sklearn's StratifiedGroupKFold's per-group loop."""
     groups = leakage_groups(frame, contract)
     group_label = pd.Series(frame[contract.label_column].to_numpy()).groupby(groups).max()
+    fewest = int(group_label.value_counts().reindex([0, 1], fill_value=0).min())
+    if fewest < n_folds:
+        counts = group_label.value_counts().reindex([1, 0], fill_value=0).tolist()
+        raise ContractError(
+            f"the training split has {counts[0]} churners and {counts[1]} stayers (counting "
+            f"copies once): {n_folds}-fold cross-validation needs at least {n_folds} of each; "
+            "give more rows, or lower cv_folds"
+        )
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     folds = []
     for _, valid_groups in splitter.split(group_label.index, group_label.to_numpy()):

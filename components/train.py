@@ -48,6 +48,7 @@ from threadpoolctl import threadpool_limits
 
 from components.calibration import CalibratedModel, ProbabilityCalibrator, choose_method
 from components.contract import TELCO_CHURN, DataContract
+from components.errors import ContractError
 from components.features import build_preprocessor
 from components.split import cv_folds
 from components.stage import stage
@@ -55,6 +56,9 @@ from components.stage import stage
 log = logging.getLogger(__name__)
 
 RESAMPLING = ("smote", "class_weight", "none")
+# SMOTE's neighbours (imblearn's default, made explicit for `require_enough_rows`): each
+# fold's training part needs one churner more than this.
+SMOTE_NEIGHBOURS = 5
 
 
 @dataclass(frozen=True)
@@ -175,17 +179,57 @@ class _Fold:
         return self.x_plain, self.y_plain, weight if resampling == "class_weight" else None
 
 
+def require_enough_rows(
+    train: pd.DataFrame,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    families: tuple[Family, ...],
+    contract: DataContract = TELCO_CHURN,
+) -> None:
+    """Fail with one line when a cross-validation fold's training part is too small for
+    SMOTE or for a family's largest `n_neighbors`, before anything is fitted."""
+    label = train[contract.label_column].to_numpy()
+    fewest = min(len(fit) for fit, _ in folds)
+    fewest_by_class = min(
+        min(int(label[fit].sum()), int((1 - label[fit]).sum())) for fit, _ in folds
+    )
+    n_folds = len(folds)
+    churners, stayers = int(label.sum()), int(len(label) - label.sum())
+    where = (
+        f"the training split has {churners} churners and {stayers} stayers; with {n_folds}-fold "
+        f"cross-validation its smallest fold trains on"
+    )
+    if fewest_by_class <= SMOTE_NEIGHBOURS:
+        needed = -(-(SMOTE_NEIGHBOURS + 1) * n_folds // (n_folds - 1))
+        raise ContractError(
+            f"{where} {fewest_by_class} of one class, and SMOTE needs {SMOTE_NEIGHBOURS + 1}: "
+            f"give at least {needed} of each (more rows), or lower cv_folds"
+        )
+    neighbours = max((max(f.grid.get("n_neighbors", [0])) for f in families), default=0)
+    if fewest < neighbours:
+        needed = -(-neighbours * n_folds // (n_folds - 1))
+        raise ContractError(
+            f"{where} {fewest} rows, and k_nearest_neighbors tries {neighbours} neighbours: "
+            f"give at least {needed} training rows"
+        )
+
+
 def _prepare_folds(
-    train: pd.DataFrame, n_folds: int, seed: int, contract: DataContract
+    train: pd.DataFrame,
+    n_folds: int,
+    seed: int,
+    contract: DataContract,
+    families: tuple[Family, ...] = FAMILIES,
 ) -> list[_Fold]:
     features, label = train[contract.feature_names], train[contract.label_column].to_numpy()
+    indices = cv_folds(train, n_folds=n_folds, seed=seed, contract=contract)
+    require_enough_rows(train, indices, families, contract)
     folds = []
-    for train_index, valid_index in cv_folds(train, n_folds=n_folds, seed=seed, contract=contract):
+    for train_index, valid_index in indices:
         preprocess = build_preprocessor(contract).fit(features.iloc[train_index])
         x_plain = preprocess.transform(features.iloc[train_index])
-        x_resampled, y_resampled = SMOTE(random_state=seed).fit_resample(
-            x_plain, label[train_index]
-        )
+        x_resampled, y_resampled = SMOTE(
+            k_neighbors=SMOTE_NEIGHBOURS, random_state=seed
+        ).fit_resample(x_plain, label[train_index])
         x_valid = preprocess.transform(features.iloc[valid_index])
         folds.append(
             _Fold(x_resampled, y_resampled, x_valid, valid_index, x_plain, label[train_index])
@@ -225,7 +269,7 @@ def search_candidates(
     too (two more CV runs, not three times the search).
     """
     label = train[contract.label_column].to_numpy()
-    folds = _prepare_folds(train, n_folds, seed, contract)
+    folds = _prepare_folds(train, n_folds, seed, contract, families)
     share = budget_seconds / len(families)
     searched_with = "none" if resampling == "auto" else resampling
     total = len(families) * candidates_per_family + (len(RESAMPLING) - 1) * (resampling == "auto")
@@ -358,7 +402,7 @@ def fit_final(
     preprocess = build_preprocessor(contract).fit(features)
     x, y, weight = preprocess.transform(features), label, None
     if best.resampling == "smote":
-        x, y = SMOTE(random_state=seed).fit_resample(x, y)
+        x, y = SMOTE(k_neighbors=SMOTE_NEIGHBOURS, random_state=seed).fit_resample(x, y)
     elif best.resampling == "class_weight":
         weight = {"sample_weight": compute_sample_weight("balanced", y)}
     # One thread: OpenMP's gain on two cores is small and turns into a loss many times over

@@ -8,6 +8,7 @@ aside with its reason, so that `rows read == rows kept + rows rejected` always h
 
 import functools
 import re
+import reprlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -110,7 +111,7 @@ def validate(
         common = pd.Series(invalid_reasons).str.split("; ").explode().value_counts().index[0]
         raise ContractError(
             f"{source}: {n_invalid} of {len(table)} rows ({n_invalid / len(table):.1%}) are "
-            f"invalid, over the {tolerance:.0%} tolerance; most common problem: {common}"
+            f"invalid, over the {tolerance:.0%} tolerance; most common problem: {_shown(common)}"
         )
 
     id_column = contract.id_column
@@ -171,6 +172,12 @@ def duplicate_reasons(id_column: str, ids: Iterable[Any], first_rows: Iterable[i
     ]
 
 
+def _shown(text: str) -> str:
+    """`text` for a one-line message: line breaks and other unprintable characters escaped
+    (a value or column name may hold them; a message must stay one line)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _verb(mode: Mode) -> str:
     return "train on" if mode == "training" else "score"
 
@@ -194,7 +201,7 @@ def _canonical_columns(
     if absent:
         raise ContractError(
             f"column{'s' if len(absent) > 1 else ''} {', '.join(f'`{a}`' for a in absent)} "
-            f"missing from {source}; found: {', '.join(map(str, raw.columns))}"
+            f"missing from {source}; found: {', '.join(_shown(str(c)) for c in raw.columns)}"
         )
     # Each of rename and reset_index copies the frame's structure (~0.1 ms even on one row):
     # done only when there is something to change.
@@ -270,11 +277,18 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
     """Typed values, the rows' problems and the blank mask."""
     name = column.name
     if column.kind == "id":
+        # Text of a list is no id ("['x']"); pandas tells mixed values apart in one C pass.
+        mixed = values.dtype == object and pd.api.types.infer_dtype(values) == "mixed"
+        if mixed and not all(map(pd.api.types.is_scalar, values.tolist())):
+            raise _collections(values, name, source)
         text, blank = _text(values)
         return _Checked(text, [(np.flatnonzero(blank), f"`{name}` is blank")], blank)
     if column.kind == "numeric":
         return _check_numeric(values, column, mode, source)
-    codes, distinct = _distinct_text(values)
+    try:
+        codes, distinct = _distinct_text(values)
+    except TypeError:  # unhashable values: a DuckDB LIST or a BigQuery REPEATED column
+        raise _collections(values, name, source) from None
     blank_values = np.array([value is None for value in distinct])
     blank = blank_values[codes]
 
@@ -323,6 +337,15 @@ def _check_column(values: pd.Series, column: Column, mode: Mode, source: str) ->
     _fail_if_wrong_type(unknown, blank, column, source, "one of the categories", examples)
     problems = problem(unknown_values, f" is not one of {', '.join(column.categories)}")
     return _Checked(per_row(normalised), problems, blank)
+
+
+def _collections(values: pd.Series, name: str, source: str) -> ContractError:
+    """The error for a column holding lists or mappings, with the first as an example."""
+    example = next((v for v in values.tolist() if not pd.api.types.is_scalar(v)), None)
+    return ContractError(
+        f"{source}: column `{name}` holds lists or other collections (e.g. "
+        f"{_shown(reprlib.repr(example))}), not one value per customer"
+    )
 
 
 # A number as text, once stripped: digits with an optional sign, decimal point and exponent

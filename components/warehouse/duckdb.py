@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import time
 from collections.abc import Collection, Iterator
 from datetime import date
@@ -78,8 +79,17 @@ def check_output(location: TableUri) -> None:
         _connect(location, read_only=True).close()
         return
     folder = next(parent for parent in path.absolute().parents if parent.exists())
-    if not folder.is_dir() or not os.access(folder, os.W_OK | os.X_OK):
+    if not (folder.is_dir() and os.access(folder, os.W_OK | os.X_OK) and _can_create_in(folder)):
         raise SourceError(f"{location.uri}: cannot create {path}: {folder} is not writable")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Permission bits don't stop root, a read-only mount or /proc do: try it."""
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError:
+        return False
+    return True
 
 
 def _require_file(location: TableUri) -> None:
@@ -93,16 +103,29 @@ def _connect(location: TableUri, *, read_only: bool) -> duckdb.DuckDBPyConnectio
     publishing to this warehouse holds it for seconds."""
     import duckdb
 
+    path: Path = location.path  # type: ignore[assignment]
+    if path.is_file() and path.stat().st_size and not _is_duckdb_file(path):
+        # DuckDB would open a CSV file as an empty in-memory database, or say so obliquely.
+        raise SourceError(
+            f"{location.uri}: {path} is not a DuckDB database file; a .csv or .parquet file "
+            "is a URI of its own: give its path"
+        )
     deadline = time.monotonic() + _LOCK_WAIT_SECONDS
     while True:
         try:
-            return duckdb.connect(str(location.path), read_only=read_only)
+            return duckdb.connect(str(path), read_only=read_only)
         except duckdb.IOException as exc:
             if "Could not set lock" not in str(exc) or time.monotonic() > deadline:
                 raise SourceError(f"{location.uri}: cannot open DuckDB file: {exc}") from None
             time.sleep(0.2)
         except duckdb.Error as exc:
             raise SourceError(f"{location.uri}: cannot open DuckDB file: {exc}") from None
+
+
+def _is_duckdb_file(path: Path) -> bool:
+    """DuckDB's main header: a checksum, then the magic bytes."""
+    with open(path, "rb") as handle:
+        return handle.read(12)[8:] == b"DUCK"
 
 
 def _has_table(con: duckdb.DuckDBPyConnection, table: str) -> bool:
