@@ -1,23 +1,28 @@
 """Slim the virtualenv an image copies out of its build stage to what that image runs.
 
-Runs in the build stage of `containers/*/Dockerfile`, with the virtualenv's Python, after
-`pip install --no-compile` of the project:
+Runs in `containers/*/Dockerfile`, with the virtualenv's Python, after `pip install
+--no-compile` of the project: once in the build stage the two images share, for what
+either image does without, then in each image's own stage:
 
+    python slim.py --shared
     python slim.py --uninstall DIST... --remove-packages PKG... \
         --scan MODULE... --import MODULE... --scan-env KEY=VALUE... --check MODULE...
 
-1. uninstalls distributions the image's code does not import;
-2. removes what no installed code runs: libraries' test suites and type stubs, C and Cython
+`--shared`:
+1. removes what no installed code runs: libraries' test suites and type stubs, C and Cython
    sources and headers, pyarrow's Flight and S3 libraries (only `pyarrow.flight` and
-   `pyarrow.fs`'s optional S3 support load them), the Google client libraries' async REST
-   transports while aiohttp is not installed (each `rest_asyncio` module raises ImportError
-   as it is imported, which its package catches), and the named top-level packages of kept
-   distributions;
-3. strips the symbol tables of shared libraries (`strip --strip-unneeded`: the dynamic
+   `pyarrow.fs`'s optional S3 support load them), and the Google client libraries' async
+   REST transports while aiohttp is not installed (each `rest_asyncio` module raises
+   ImportError as it is imported, which its package catches);
+2. strips the symbol tables of shared libraries (`strip --strip-unneeded`: the dynamic
    symbols a loader resolves stay), leaving the libraries auditwheel vendored in `*.libs/`
    as they are, and fails if any library that loaded before no longer loads; then links
-   files with the same bytes (wheels vendor the same libraries twice) to one copy;
-4. imports, in a fresh interpreter with the `--scan-env` environment (the one the image's
+   files with the same bytes (wheels vendor the same libraries twice) to one copy.
+
+For one image:
+1. uninstalls distributions the image's code does not import, and the named top-level
+   packages of kept distributions;
+2. imports, in a fresh interpreter with the `--scan-env` environment (the one the image's
    code runs in), every `--scan` module (each module of a package) and every module its
    source names, imports inside functions too, and the `--import` modules (what a library
    loads by name at run time): so a missing dependency fails the build rather than a step,
@@ -25,7 +30,7 @@ Runs in the build stage of `containers/*/Dockerfile`, with the virtualenv's Pyth
    its source; imported after all, it is compiled then). `--check` modules are imported
    the same way, in the ordinary environment, without writing byte code: what only a local
    run's driver imports, once per run;
-5. uninstalls pip and setuptools: nothing installs packages in a running image.
+3. uninstalls pip and setuptools: nothing installs packages in a running image.
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ PYARROW_OPTIONAL = (
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--shared", action="store_true", help="the build stage's part")
     parser.add_argument("--uninstall", nargs="*", default=[], metavar="DIST")
     parser.add_argument("--remove-packages", nargs="*", default=[], metavar="PKG")
     parser.add_argument("--scan", nargs="*", default=[], metavar="MODULE")
@@ -76,15 +82,17 @@ def main(argv: list[str] | None = None) -> int:
         return _report_loadable(args.load)
     if args.import_all is not None:
         return _import_all(args.import_all, args.modules)
+    if args.shared:
+        _remove_build_only_files()
+        _strip_shared_libraries()
+        _link_duplicates()
+        return 0
     if not args.scan:
         parser.error("--scan: name the modules the image runs")
 
     _pip("uninstall", "-y", *args.uninstall)
     for package in args.remove_packages:
         shutil.rmtree(SITE / package)
-    _remove_build_only_files()
-    _strip_shared_libraries()
-    _link_duplicates()
     scan_env = dict(pair.split("=", 1) for pair in args.scan_env)
     imported = _python("--import-all", *args.scan, "--import", *args.modules, env=scan_env)
     if args.check:

@@ -81,7 +81,7 @@ def test_what_an_image_uninstalls_is_installed(dockerfile: Path) -> None:
     dependency would stay in the image, or a typo would keep a package, unnoticed."""
     from importlib import metadata
 
-    (slim,) = [run for run in _run_instructions(dockerfile) if "slim.py" in run]
+    (slim,) = [run for run in _run_instructions(dockerfile) if "--uninstall" in run]
     names = re.search(r"--uninstall ((?:[\w.-]+\s+)+?)--", slim).group(1).split()
     assert names
     installed = {
