@@ -88,3 +88,29 @@ def test_what_an_image_uninstalls_is_installed(dockerfile: Path) -> None:
         re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in metadata.distributions()
     }
     assert {re.sub(r"[-_.]+", "-", name).lower() for name in names} - installed == set()
+
+
+def test_the_import_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    """containers/slim.py imports every module the image's code names at build time, so a
+    dependency cut from an image fails its build; the lazy imports inside functions (how
+    the cloud backends load their clients) are the ones a run would otherwise find."""
+    sys.path.insert(0, str(REPO / "containers"))
+    try:
+        import slim
+    finally:
+        sys.path.pop(0)
+    module = tmp_path / "module.py"
+    module.write_text(
+        "import json\n"
+        "from kfp.dsl import Input\n"
+        "def read():\n"
+        "    from google.cloud import bigquery\n"
+        "    import duckdb\n"
+        "    from . import sibling\n"
+    )
+    assert slim._named_modules(module) == [
+        ("json", []),
+        ("kfp.dsl", ["Input"]),
+        ("google.cloud", ["bigquery"]),
+        ("duckdb", []),
+    ]
