@@ -3,6 +3,7 @@ Docker engine (see DESIGN.md, "Container images").
 
     python containers/smoke.py                 # install tools, make the base, build, smoke-test
     python containers/smoke.py --skip-build    # smoke-test the images already built
+    python containers/smoke.py --prepare       # only install the tools and make the base
 
 It runs as root (CI's clean machine): it installs podman, runc, debootstrap and the CNI
 plugins with apt if they are missing, and makes a stand-in for `python:3.11-slim` with
@@ -72,6 +73,12 @@ def main(argv: list[str] | None = None) -> int:
         "--skip-build", action="store_true", help="smoke-test the images already built"
     )
     parser.add_argument(
+        "--prepare",
+        action="store_true",
+        help="only install the tools and make the base image (.ci/run does this while the "
+        "tests' environments install)",
+    )
+    parser.add_argument(
         "--work-dir",
         type=Path,
         help="where runs, requests and logs go (default: a new temporary directory, "
@@ -102,6 +109,10 @@ def _smoke(args: argparse.Namespace) -> int:
         _require_tools()
     with _timed("base image", timings):
         _ensure_base_image(work)
+    if args.prepare:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     if not args.skip_build:
         for name in IMAGES:
             with _timed(f"build {name}", timings):

@@ -55,3 +55,62 @@ def test_the_wheel_the_images_install_ships_every_module(tmp_path: Path) -> None
     (wheel,) = wheel_dir.glob("*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     assert modules - shipped == set()
+
+
+def _build_stage(dockerfile: Path) -> list[str]:
+    """The instructions of the Dockerfile's first stage, `FROM ... AS build` up to the next
+    FROM (comments aside)."""
+    text = dockerfile.read_text()
+    start = text.index("FROM python:3.11-slim AS build")
+    stage = text[start : text.index("\nFROM ", start + 1)]
+    return [line for line in stage.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def test_both_images_share_one_build_stage() -> None:
+    """Instruction for instruction, so the second image's build reuses the first's cached
+    layers (one install of the dependencies) and both hold the same versions: a model is
+    unpickled by the scikit-learn that pickled it."""
+    components, serving = (_build_stage(path) for path in DOCKERFILES)
+    assert components == serving
+    assert any("pip install" in line for line in components)
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.parent.name)
+def test_what_an_image_uninstalls_is_installed(dockerfile: Path) -> None:
+    """pip only warns when asked to uninstall what is not installed: a renamed or dropped
+    dependency would stay in the image, or a typo would keep a package, unnoticed."""
+    from importlib import metadata
+
+    (slim,) = [run for run in _run_instructions(dockerfile) if "--uninstall" in run]
+    names = re.search(r"--uninstall ((?:[\w.-]+\s+)+?)--", slim).group(1).split()
+    assert names
+    installed = {
+        re.sub(r"[-_.]+", "-", d.metadata["Name"]).lower() for d in metadata.distributions()
+    }
+    assert {re.sub(r"[-_.]+", "-", name).lower() for name in names} - installed == set()
+
+
+def test_the_import_check_sees_imports_inside_functions(tmp_path: Path) -> None:
+    """containers/slim.py imports every module the image's code names at build time, so a
+    dependency cut from an image fails its build; the lazy imports inside functions (how
+    the cloud backends load their clients) are the ones a run would otherwise find."""
+    sys.path.insert(0, str(REPO / "containers"))
+    try:
+        import slim
+    finally:
+        sys.path.pop(0)
+    module = tmp_path / "module.py"
+    module.write_text(
+        "import json\n"
+        "from kfp.dsl import Input\n"
+        "def read():\n"
+        "    from google.cloud import bigquery\n"
+        "    import duckdb\n"
+        "    from . import sibling\n"
+    )
+    assert slim._named_modules(module) == [
+        ("json", []),
+        ("kfp.dsl", ["Input"]),
+        ("google.cloud", ["bigquery"]),
+        ("duckdb", []),
+    ]
