@@ -27,6 +27,13 @@ def customers() -> pd.DataFrame:
     return generate_customers(2_000, seed=7, messy=False)
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that records cases is marked `reliability`, which the report runs."""
+    for item in items:
+        if "reliability" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.reliability)
+
+
 @pytest.fixture
 def reliability(request: pytest.FixtureRequest) -> ReliabilityLog:
     """Records the cases a hostile-input or fault test tried (see tests/reliability.py)."""

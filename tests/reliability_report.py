@@ -2,8 +2,9 @@
 
     python tests/reliability_report.py [--thorough] [--output FILE]
 
-Runs `pytest -m "hostile or faults"` with each case recorded to a temporary log (see
-tests/reliability.py), then prints a markdown report (and writes it to FILE): cases tried
+Runs every test that records its cases (`pytest -m reliability`: the hostile-input and
+fault tests, marked so by tests/conftest.py) with each case recorded to a temporary log
+(see tests/reliability.py), then prints a markdown report (and writes it to FILE): cases tried
 by kind and area, the faults injected, outcomes, rows lost and duplicates. `--thorough`
 runs the randomized parts with many more examples (HYPOTHESIS_PROFILE=thorough). Exits
 non-zero when a test failed, nothing was recorded, or any case lost or duplicated a row.
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.thorough:
             env["HYPOTHESIS_PROFILE"] = "thorough"
         started = time.perf_counter()
-        command = [sys.executable, "-m", "pytest", "-m", "hostile or faults", "-q", "-rfEx"]
+        command = [sys.executable, "-m", "pytest", "-m", "reliability", "-q", "-rfEx"]
         tests = subprocess.run(command, cwd=TESTS.parent, env=env)
         cases = read_cases(log)
     profile = "thorough" if args.thorough else "ci"
