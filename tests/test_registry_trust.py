@@ -237,6 +237,7 @@ def test_a_run_waits_for_the_lock_and_gives_up_with_one_line(
             import fcntl, os, sys, time
             handle = os.open({str(registry.root / LOCK_FILE)!r}, os.O_RDWR)
             fcntl.flock(handle, fcntl.LOCK_EX)
+            os.ftruncate(handle, 0)  # as the registry does: a shorter pid leaves no tail
             os.pwrite(handle, f"another run (pid {{os.getpid()}})".encode(), 0)
             print("locked", flush=True)
             time.sleep(float(sys.argv[1]))
