@@ -4,9 +4,8 @@ from pathlib import Path
 
 from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp.dsl import Model, Output
-from sklearn.pipeline import Pipeline
 
-from components.registry import ModelVersion, load_model_directory, open_registry
+from components.registry import ModelVersion, open_registry
 from components.stage import stage
 
 
@@ -17,14 +16,6 @@ def fetch_model(registry_uri: str, ref: str, directory: Path) -> tuple[ModelVers
     registry = open_registry(registry_uri)
     entry = registry.fetch(ref, directory)
     return entry, registry.resource_name(entry.version)
-
-
-def load_fetched_model(directory: Path, sha256: str) -> Pipeline:
-    """The model `load_champion` copied into `directory`, unpickled only if its bytes match
-    `sha256`, the registry's record that step passed on in the artifact's metadata (a
-    record copied beside the file could have been changed with it)."""
-    model, _ = load_model_directory(directory, sha256=sha256)
-    return model
 
 
 @stage

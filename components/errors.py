@@ -20,3 +20,9 @@ class ContractError(ChurnError):
 
 class RegistryError(ChurnError):
     """The model registry is missing a version, or a model file fails its hash check."""
+
+
+def one_line(exc: BaseException) -> str:
+    """A library's message as one line (Arrow quotes rows with their line breaks, Google's
+    clients add the response on lines of its own)."""
+    return " ".join(str(exc).split())

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +25,7 @@ import joblib
 from sklearn.pipeline import Pipeline
 
 from components.errors import RegistryError
+from components.local_files import write_whole
 
 MODEL_FILE = "model.joblib"
 RECORD_FILE = "version.json"
@@ -52,16 +51,8 @@ def file_sha256(path: Path) -> str:
 
 
 def write_json(path: Path, content: dict[str, Any]) -> Path:
-    """Write-then-rename, so a reader never sees half a file; on a failed write (a full
-    disk) the previous file stays and no temporary file is left beside it."""
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w") as out:
-            json.dump(content, out, indent=2, default=str)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write `content` whole (see `write_whole`): a reader never sees half a file."""
+    write_whole(path, json.dumps(content, indent=2, default=str))
     return path
 
 

@@ -15,11 +15,9 @@ which makes the table and the CSV files agree. Publishes to one local directory 
 turns (a lock file), so two runs at once can't interleave these steps."""
 
 import contextlib
-import fcntl
 import json
 import logging
 import tempfile
-import time
 from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
@@ -27,7 +25,8 @@ from typing import Any
 
 from kfp.dsl import Artifact, Dataset, Input, Output
 
-from components.errors import SourceError
+from components.errors import SourceError, one_line
+from components.local_files import LockTimeout, exclusive_lock
 from components.stage import stage
 
 JOURNAL_SUFFIX = ".publish.json"
@@ -193,32 +192,25 @@ def _turn(export_dir: str) -> Iterator[None]:
         yield
         return
     folder = Path(export_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / LOCK_FILE, "a")  # noqa: SIM115 (closed below)
-    except OSError as exc:
-        raise SourceError(f"cannot publish to {export_dir}: {_reason(exc)}") from None
-    with handle:
-        deadline = time.monotonic() + LOCK_WAIT_SECONDS
-        while True:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise SourceError(
-                        f"another run has been publishing to {export_dir} for over "
-                        f"{LOCK_WAIT_SECONDS:.0f} s (lock {folder / LOCK_FILE}); try again later"
-                    ) from None
-                time.sleep(0.2)
-        yield  # the lock goes with the file's closing
+    with contextlib.ExitStack() as held:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            held.enter_context(exclusive_lock(folder / LOCK_FILE, timeout=LOCK_WAIT_SECONDS))
+        except LockTimeout:
+            raise SourceError(
+                f"another run has been publishing to {export_dir} for over "
+                f"{LOCK_WAIT_SECONDS:.0f} s (lock {folder / LOCK_FILE}); try again later"
+            ) from None
+        except OSError as exc:
+            raise SourceError(f"cannot publish to {export_dir}: {_reason(exc)}") from None
+        yield
 
 
 def _reason(exc: BaseException) -> str:
     """An error's own words as one line, with the file it names."""
     if isinstance(exc, OSError) and exc.strerror:
         return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
-    return " ".join(str(exc).split())
+    return one_line(exc)
 
 
 @stage

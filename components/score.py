@@ -678,8 +678,8 @@ def score_customers(
     import time
     from pathlib import Path
 
-    from components.champion import load_fetched_model
     from components.drift import load_profile
+    from components.registry import load_model_directory
     from components.score import (
         ScoringJob,
         apply_capacity_tiers,
@@ -711,7 +711,9 @@ def score_customers(
     profile = load_profile(Path(model.path))
     run = stage_scores(
         read_customers(source_uri, batch_rows),
-        load_fetched_model(Path(model.path), model.metadata["sha256"]),
+        # The registry's hash, passed on by load_champion: the record copied beside the
+        # file could have been changed with it.
+        load_model_directory(Path(model.path), sha256=model.metadata["sha256"])[0],
         job,
         Path(staged.path),
         tolerance=invalid_row_tolerance,

@@ -20,6 +20,8 @@ from typing import Any
 
 from kfp import local
 
+from components.local_files import write_whole
+
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
 _FINISHED = re.compile(r"Task '(?P<task>[^']+)' finished with status (?P<status>[A-Z]+)")
@@ -183,10 +185,7 @@ def run_locally(
         step_seconds=tap.step_seconds,
         published=published,
     )
-    # Whole or not at all: `runs` lists a half-written record as unreadable.
-    pending = runs_dir / f"{run_id}.json.partial"
-    pending.write_text(json.dumps(asdict(record), indent=2))
-    pending.replace(runs_dir / f"{run_id}.json")
+    write_whole(runs_dir / f"{run_id}.json", json.dumps(asdict(record), indent=2))
     return record
 
 

@@ -14,14 +14,11 @@ must lie inside the registry directory: a link out of it is refused.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import re
 import shutil
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +27,7 @@ from typing import Any
 from sklearn.pipeline import Pipeline
 
 from components.errors import RegistryError
+from components.local_files import LockTimeout, exclusive_lock
 from components.model_files import (
     MODEL_FILE,
     RECORD_FILE,
@@ -131,49 +129,40 @@ class LocalRegistry:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        """Hold the registry's lock (an OS lock, released when this process ends however it
-        ends), waiting up to `lock_timeout` seconds for another run that holds it."""
+        """Hold the registry's lock (see `exclusive_lock`), waiting up to `lock_timeout`
+        seconds for another run that holds it."""
         path = self.root / LOCK_FILE
-        try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            handle = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise RegistryError(
-                f"cannot open the registry lock {path}: {exc.strerror or exc}"
-            ) from exc
-        try:
-            deadline = time.monotonic() + self.lock_timeout
-            waited = False
-            while True:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    holder = os.pread(handle, 64, 0).decode(errors="replace") or "another run"
-                    if time.monotonic() >= deadline:
-                        raise RegistryError(
-                            f"registry {self.root} is still locked by {holder} after "
-                            f"{self.lock_timeout:g}s: nothing was changed; re-run when "
-                            "that run has finished"
-                        ) from None
-                    if not waited:
-                        log.warning(
-                            "registry %s is locked by %s, which is registering a model or "
-                            "moving an alias: waiting up to %gs",
-                            self.root,
-                            holder,
-                            self.lock_timeout,
-                        )
-                        waited = True
-                    time.sleep(0.05)
+        waited: list[str] = []
+
+        def waiting(holder: str) -> None:
+            log.warning(
+                "registry %s is locked by %s, which is registering a model or moving an "
+                "alias: waiting up to %gs",
+                self.root,
+                holder,
+                self.lock_timeout,
+            )
+            waited.append(holder)
+
+        with ExitStack() as held:
+            try:
+                self.root.mkdir(parents=True, exist_ok=True)
+                held.enter_context(
+                    exclusive_lock(path, timeout=self.lock_timeout, on_wait=waiting, announce=True)
+                )
+            except LockTimeout as exc:
+                raise RegistryError(
+                    f"registry {self.root} is still locked by {exc.holder} after "
+                    f"{self.lock_timeout:g}s: nothing was changed; re-run when that run has "
+                    "finished"
+                ) from None
+            except OSError as exc:
+                raise RegistryError(
+                    f"cannot open the registry lock {path}: {exc.strerror or exc}"
+                ) from exc
             if waited:
                 log.warning("registry %s: lock acquired", self.root)
-            with suppress(OSError):  # who holds it, for a waiting run's message only
-                os.ftruncate(handle, 0)
-                os.pwrite(handle, f"another run (pid {os.getpid()})".encode(), 0)
             yield
-        finally:
-            os.close(handle)  # releases the lock
 
     def _numbered_directories(self) -> list[int]:
         if not self.root.is_dir():

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import pyarrow as pa
 
-from components.errors import SourceError
+from components.errors import SourceError, one_line
 
 if TYPE_CHECKING:
     from google.cloud import bigquery, bigquery_storage_v1
@@ -153,7 +153,7 @@ def _read(location: TableUri) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
         )
     except GoogleAPIError as exc:
         raise SourceError(
-            f"{location.uri}: cannot start a Storage Read session: {_one_line(exc)}"
+            f"{location.uri}: cannot start a Storage Read session: {one_line(exc)}"
         ) from None
     schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
 
@@ -166,9 +166,7 @@ def _read(location: TableUri) -> tuple[pa.Schema, Iterator[pa.RecordBatch]]:
                     data = pa.py_buffer(message.arrow_record_batch.serialized_record_batch)
                     yield pa.ipc.read_record_batch(data, schema)
             except GoogleAPIError as exc:
-                raise SourceError(
-                    f"{location.uri}: reading rows failed: {_one_line(exc)}"
-                ) from None
+                raise SourceError(f"{location.uri}: reading rows failed: {one_line(exc)}") from None
             finally:
                 messages.cancel()  # a reader that stops early leaves no call open
 
@@ -194,7 +192,7 @@ def write_table(frame: pd.DataFrame, location: TableUri) -> None:
         try:
             _load(client(location), path, location.bigquery_table, job_config)
         except GoogleAPIError as exc:
-            raise SourceError(f"{location.uri}: loading rows failed: {_one_line(exc)}") from None
+            raise SourceError(f"{location.uri}: loading rows failed: {one_line(exc)}") from None
 
 
 def _load(bq: bigquery.Client, path: Path, table_id: str, job_config) -> None:
@@ -230,7 +228,7 @@ def check_output(location: TableUri, *, timeout: float = 30.0) -> None:
             f"{location.uri}: no dataset {project}.{dataset} in BigQuery; create it first"
         ) from None
     except (GoogleAPIError, OSError) as exc:
-        raise SourceError(f"{location.uri}: BigQuery cannot be reached: {_one_line(exc)}") from None
+        raise SourceError(f"{location.uri}: BigQuery cannot be reached: {one_line(exc)}") from None
 
 
 def _get_table(location: TableUri, *, timeout: float = 120.0) -> bigquery.Table:
@@ -243,13 +241,9 @@ def _get_table(location: TableUri, *, timeout: float = 120.0) -> bigquery.Table:
             f"{location.uri}: no table {location.bigquery_table} in BigQuery"
         ) from None
     except Forbidden as exc:
-        raise SourceError(f"{location.uri}: access denied: {_one_line(exc)}") from None
+        raise SourceError(f"{location.uri}: access denied: {one_line(exc)}") from None
     except (GoogleAPIError, OSError) as exc:
-        raise SourceError(f"{location.uri}: BigQuery cannot be reached: {_one_line(exc)}") from None
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
+        raise SourceError(f"{location.uri}: BigQuery cannot be reached: {one_line(exc)}") from None
 
 
 def _deadline(seconds: float) -> dict:
@@ -349,14 +343,14 @@ def replace_rows(
     except GoogleAPIError as exc:
         raise SourceError(
             f"{staged[0].uri}: replacing the rows of {key} = {value} failed, the previous "
-            f"rows are intact: {_one_line(exc)}"
+            f"rows are intact: {one_line(exc)}"
         ) from None
     finally:
         for table_id in staging + leave_out:
             try:
                 bq.delete_table(table_id, not_found_ok=True)
             except GoogleAPIError as exc:  # it expires anyway; keep the publish's own outcome
-                log.warning("could not drop staging table %s: %s", table_id, _one_line(exc))
+                log.warning("could not drop staging table %s: %s", table_id, one_line(exc))
 
 
 def _expire(bq: bigquery.Client, table_id: str) -> None:

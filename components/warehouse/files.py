@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Collection, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ import pandas as pd
 import pyarrow as pa
 
 from components.contract import column_key
-from components.errors import SourceError
+from components.errors import SourceError, one_line
 
 if TYPE_CHECKING:
     from components.warehouse import TableUri
@@ -36,12 +37,8 @@ def read_table(location: TableUri) -> pd.DataFrame:
     import pyarrow.parquet as pq
 
     _parquet_schema(location)
-    try:
+    with _parquet_errors(location):
         return _checked(pq.read_table(location.path), location).to_pandas()
-    except (OSError, pa.ArrowException) as exc:
-        raise SourceError(
-            f"{location.uri}: the Parquet file cannot be read: {_one_line(exc)}"
-        ) from None
 
 
 def iter_batches(
@@ -55,14 +52,22 @@ def iter_batches(
 
     schema = _parquet_schema(location)
     coded = [name for name in schema.names if column_key(name) in repetitive]
-    try:
+    with _parquet_errors(location):
         for batch in pq.ParquetFile(location.path, read_dictionary=coded).iter_batches(
             batch_size=batch_rows
         ):
             yield _checked(batch, location)
+
+
+@contextmanager
+def _parquet_errors(location: TableUri) -> Iterator[None]:
+    """A Parquet file that fails part way through a read (damaged after its schema) as one
+    `SourceError` line."""
+    try:
+        yield
     except (OSError, pa.ArrowException) as exc:
         raise SourceError(
-            f"{location.uri}: the Parquet file cannot be read: {_one_line(exc)}"
+            f"{location.uri}: the Parquet file cannot be read: {one_line(exc)}"
         ) from None
 
 
@@ -154,7 +159,7 @@ def _spans_lines(batch: pa.RecordBatch) -> bool:
 
 
 def _cannot_parse(location: TableUri, exc: Exception) -> str:
-    return f"{location.uri}: the CSV file cannot be parsed: {_one_line(exc)}"
+    return f"{location.uri}: the CSV file cannot be parsed: {one_line(exc)}"
 
 
 def _header(location: TableUri) -> list[str]:
@@ -198,9 +203,7 @@ def _parquet_schema(location: TableUri) -> pa.Schema:
     try:
         schema = pq.read_schema(location.path)
     except (OSError, pa.ArrowException) as exc:
-        raise SourceError(
-            f"{location.uri}: not a readable Parquet file: {_one_line(exc)}"
-        ) from None
+        raise SourceError(f"{location.uri}: not a readable Parquet file: {one_line(exc)}") from None
     _refuse_repeated(schema.names, location)
     for field in schema:
         if pa.types.is_nested(field.type):
@@ -263,8 +266,3 @@ def _exists(location: TableUri) -> None:
         raise SourceError(f"{location.uri}: file {location.path} does not exist")
     if location.path.is_dir():  # type: ignore[union-attr]
         raise SourceError(f"{location.uri}: {location.path} is a folder, not a file")
-
-
-def _one_line(exc: Exception) -> str:
-    """A library's message as one line (Arrow's may quote a row with its line breaks)."""
-    return " ".join(str(exc).split())

@@ -10,7 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from components.errors import SourceError
+from components.errors import SourceError, one_line
+from components.local_files import write_whole
 
 # The column numbering staged rows (their row in the source); `StagedTable.leave_out` lists
 # rows by it.
@@ -98,14 +99,7 @@ def put_text(destination: str, text: str) -> None:
         with _cloud(destination):
             _blob(destination).upload_from_string(text, content_type="application/json")
         return
-    path = Path(destination)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        partial.write_text(text, encoding="utf-8")
-        _sync(partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
+    write_whole(Path(destination), text)
 
 
 def read_text(location: str) -> str:
@@ -154,7 +148,7 @@ def _cloud(uri: str) -> Iterator[None]:
     try:
         yield
     except GoogleAPIError as exc:
-        raise SourceError(f"{uri}: {' '.join(str(exc).split())}") from None
+        raise SourceError(f"{uri}: {one_line(exc)}") from None
 
 
 def _blob(uri: str):
