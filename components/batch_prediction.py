@@ -7,8 +7,12 @@ our predictor's answer: `churn_probability`, ... or the `error` that says why a 
 could not be scored) and `errors` (the instance's columns plus `errors`, a
 `STRUCT<code, message>` for instances the service failed). `stage_batch_output` turns
 both into the staged files chunked scoring writes, so publishing, the row accounting
-(read == scored + rejected), the partition replace and the drift report are the same steps
-whichever way the rows were scored.
+(read == scored + rejected), the capacity tiers, the partition replace and the drift
+report are the same steps whichever way the rows were scored. Every source row must come
+back in one of the two tables: a job that returns fewer rows than the source holds stops
+the run before anything is published. Once its output is staged, the job's dataset is
+deleted (the staged files in the pipeline root keep every row of it), so daily runs do not
+leave a dataset a day behind.
 """
 
 import json
@@ -41,6 +45,8 @@ from components.stage import stage
 
 PREDICTION_COLUMN = "prediction"
 ERRORS_COLUMN = "errors"
+# Vertex names the dataset it makes for a job's output `prediction_<model>_<time>`.
+JOB_DATASET_PREFIX = "prediction_"
 
 
 def bigquery_job_tables(source_uri: str, output_uri: str) -> tuple[str, str]:
@@ -67,6 +73,22 @@ def errors_table(predictions_table: str) -> str:
     if not table.startswith("predictions"):
         raise SourceError(f"{predictions_table!r} is not a batch prediction output table")
     return f"{project_dataset}.errors{table.removeprefix('predictions')}"
+
+
+def remove_job_dataset(predictions_table: str) -> None:
+    """Delete the dataset a batch prediction job made for its output, tables and all;
+    refuse any other dataset."""
+    from components.warehouse import parse_uri
+    from components.warehouse.bigquery import client
+
+    project, dataset, _ = predictions_table.split(".")
+    if not dataset.startswith(JOB_DATASET_PREFIX):
+        raise SourceError(
+            f"{project}.{dataset} is not a batch prediction job's dataset "
+            f"({JOB_DATASET_PREFIX}...): not deleting it"
+        )
+    bq = client(parse_uri(f"bq://{predictions_table}"))
+    bq.delete_dataset(f"{project}.{dataset}", delete_contents=True, not_found_ok=True)
 
 
 def batch_output_chunk(
@@ -132,16 +154,18 @@ def stage_batch_output(
     job: ScoringJob,
     directory: Path,
     *,
+    source_rows: int,
     tolerance: float,
     profile: ReferenceProfile | None = None,
 ) -> StagedRun:
     """Stage batch prediction output (the predictions table's batches, then the errors
-    table's) into `directory` as `stage_scores` stages chunked scoring."""
+    table's) into `directory` as `stage_scores` stages chunked scoring; stop with
+    `ContractError` unless it holds exactly the `source_rows` rows of the job's input."""
     chunks = (
         batch_output_chunk(batch, first_row, job, profile)
         for first_row, batch in _numbered(batches)
     )
-    return stage_chunks(chunks, job, directory, tolerance=tolerance)
+    return stage_chunks(chunks, job, directory, tolerance=tolerance, source_rows=source_rows)
 
 
 def _column(frame: pd.DataFrame, name: str) -> list[Any]:
@@ -195,18 +219,28 @@ def stage_batch_predictions(
     medium_risk_cutoff: float,
     invalid_row_tolerance: float,
     time_zone: str,
+    high_risk_top_n: int,
+    high_risk_top_share: float,
     staged: Output[Dataset],
     observed: Output[Artifact],
 ) -> None:
     """Read the batch prediction job's output tables in chunks and stage predictions and
-    rejects as chunked scoring does; tally the inputs for the drift report."""
+    rejects as chunked scoring does (every source row accounted for, tiers by capacity
+    when one is set); tally the inputs for the drift report; then delete the job's
+    dataset."""
     import itertools
+    import logging
     from pathlib import Path
 
-    from components.batch_prediction import errors_table, stage_batch_output
+    from components.batch_prediction import (
+        errors_table,
+        remove_job_dataset,
+        stage_batch_output,
+    )
     from components.drift import load_profile
     from components.score import ScoringJob
-    from components.warehouse import iter_batches, table_exists
+    from components.warehouse import iter_batches, parse_uri, table_exists
+    from components.warehouse.bigquery import row_count
 
     table = ".".join(
         str(predictions.metadata[key]) for key in ("projectId", "datasetId", "tableId")
@@ -222,11 +256,14 @@ def stage_batch_predictions(
         run_id=run_id,
         high=high_risk_cutoff,
         medium=medium_risk_cutoff,
+        top_n=high_risk_top_n,
+        top_share=high_risk_top_share,
     )
     run = stage_batch_output(
         itertools.chain.from_iterable(iter_batches(uri, batch_rows) for uri in tables),
         job,
         Path(staged.path),
+        source_rows=row_count(parse_uri(source_uri)),
         tolerance=invalid_row_tolerance,
         profile=load_profile(Path(model.path)),
     )
@@ -244,3 +281,5 @@ def stage_batch_predictions(
     Path(observed.path).write_text(
         run.tally.to_json() if run.tally else '{"counts": {}, "sample": {}}'
     )
+    remove_job_dataset(table)
+    logging.getLogger("batch_prediction").info("deleted the job's dataset of %s", table)

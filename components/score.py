@@ -127,8 +127,10 @@ def resolve_as_of(text: str, *, today: date | None = None, time_zone: str = "UTC
 
 @dataclass(frozen=True)
 class ScoringJob:
-    """What every chunk of one run shares: where rows come from, how to call them, and the
-    values stamped on each prediction."""
+    """What every chunk of one run shares: where rows come from, how to call and tier them,
+    and the values stamped on each prediction. With a capacity (`top_n` customers or
+    `top_share` of them, at most one set), the `high` tier is the day's most likely
+    churners instead of those over the `high` cut-off."""
 
     source: str
     threshold: float
@@ -139,6 +141,8 @@ class ScoringJob:
     scored_at: datetime
     run_id: str
     seed: int = 0
+    top_n: int = 0
+    top_share: float = 0.0
 
     @classmethod
     def for_champion(
@@ -151,6 +155,8 @@ class ScoringJob:
         run_id: str,
         high: float,
         medium: float,
+        top_n: int,
+        top_share: float,
     ) -> "ScoringJob":
         """A scoring step's job with the champion whose model artifact has `model_metadata`
         (threshold, version); the as-of date ("" = today in `time_zone`) is decided now."""
@@ -163,6 +169,8 @@ class ScoringJob:
             as_of=resolve_as_of(as_of, time_zone=time_zone),
             scored_at=datetime.now(UTC),
             run_id=run_id,
+            top_n=top_n,
+            top_share=top_share,
         )
 
 
@@ -362,10 +370,13 @@ def stage_chunks(
     *,
     tolerance: float,
     on_chunk: Callable[[StagedRun], None] | None = None,
+    source_rows: int | None = None,
 ) -> StagedRun:
     """Write scored chunks, in order, as the staged files publishing reads (see
-    `stage_scores`): the checks on the whole run and the repeated customers are the same
-    whichever way the chunks were scored."""
+    `stage_scores`): the checks on the whole run, the repeated customers and the capacity
+    tiers are the same whichever way the chunks were scored. When the chunks were scored
+    elsewhere, `source_rows` is how many rows the source holds: chunks covering fewer or
+    more stop the run, as a row lost or made up on the way."""
     import pyarrow.parquet as pq
 
     from components.validate import duplicate_reasons
@@ -381,6 +392,11 @@ def stage_chunks(
                 run.add(chunk)
                 if on_chunk:
                     on_chunk(run)
+        if source_rows is not None and run.rows_read != source_rows:
+            raise ContractError(
+                f"{job.source}: {run.rows_read} rows came back scored or rejected for the "
+                f"{source_rows} rows of the table, so nothing is published"
+            )
         if run.rows_read == 0:
             raise ContractError(f"{job.source} is empty: no rows to score")
         if run.invalid > tolerance * run.rows_read:
@@ -406,6 +422,7 @@ def stage_chunks(
                 )
             )
             run.drop_duplicates(duplicates)
+    apply_capacity_tiers(directory, run, job)
     return run
 
 
@@ -417,12 +434,11 @@ def capacity_count(rows_scored: int, *, top_n: int, top_share: float) -> int:
     return math.ceil(top_share * rows_scored - 1e-9)  # 0.05 * 1000 is 50, not 51
 
 
-def apply_capacity_tiers(
-    directory: Path, run: StagedRun, *, top_n: int, top_share: float, medium: float
-) -> None:
-    """Second pass over a staged run: put exactly the day's `capacity_count` most likely
-    churners in the `high` tier (ties broken by source row, so the count is exact), every
-    other customer in `medium` from the `medium` cut-off, else `low`; update `run.tiers`.
+def apply_capacity_tiers(directory: Path, run: StagedRun, job: ScoringJob) -> None:
+    """Second pass over a staged run with a capacity: put exactly the day's
+    `capacity_count` most likely churners in the `high` tier (ties broken by source row, so
+    the count is exact), every other customer in `medium` from the job's `medium` cut-off,
+    else `low`; update `run.tiers`. Without a capacity, nothing changes.
 
     Tiers by capacity need the whole day's ranking, which no chunk (or worker) knows: so
     they are decided once everything is staged, from the staged probabilities. DuckDB finds
@@ -430,7 +446,7 @@ def apply_capacity_tiers(
     memory stays bounded. Rows and their order are unchanged: only `risk_tier` is; repeated
     customers, which publishing leaves out, are not ranked and keep their staged tier.
     """
-    if not (top_n or top_share):
+    if not (job.top_n or job.top_share):
         return
     import pyarrow.parquet as pq
 
@@ -438,7 +454,7 @@ def apply_capacity_tiers(
 
     path = directory / PREDICTIONS_FILE
     repeats = pq.read_table(directory / REPEATS_FILE, columns=["source_row"]).column(0)
-    count = capacity_count(run.rows_scored, top_n=top_n, top_share=top_share)
+    count = capacity_count(run.rows_scored, top_n=job.top_n, top_share=job.top_share)
     cutoff = None  # (probability, source_row) of the last customer in `high`
     if count:
         with local_duckdb(directory) as con:
@@ -461,7 +477,7 @@ def apply_capacity_tiers(
             high = np.zeros(len(row), dtype=bool)
             if cutoff is not None:
                 high = (probability > cutoff[0]) | ((probability == cutoff[0]) & (row <= cutoff[1]))
-            tier = np.where(high, "high", np.where(probability >= medium, "medium", "low"))
+            tier = np.where(high, "high", np.where(probability >= job.medium, "medium", "low"))
             tier = np.where(
                 repeated, batch.column("risk_tier").to_numpy(zero_copy_only=False), tier
             )
@@ -673,7 +689,7 @@ def score_customers(
 ) -> None:
     """Stream the customer table chunk by chunk: validate for serving, score, and stage
     predictions and rejects as Parquet; tally the inputs for the drift report. With a
-    capacity (`high_risk_top_n` or `high_risk_top_share`), tier the staged day by rank."""
+    capacity (`high_risk_top_n` or `high_risk_top_share`), the staged day is tiered by rank."""
     import logging
     import time
     from pathlib import Path
@@ -682,7 +698,6 @@ def score_customers(
     from components.registry import load_model_directory
     from components.score import (
         ScoringJob,
-        apply_capacity_tiers,
         available_cpus,
         read_customers,
         stage_scores,
@@ -700,6 +715,8 @@ def score_customers(
         run_id=run_id,
         high=high_risk_cutoff,
         medium=medium_risk_cutoff,
+        top_n=high_risk_top_n,
+        top_share=high_risk_top_share,
     )
     started = time.perf_counter()
 
@@ -720,13 +737,6 @@ def score_customers(
         profile=profile,
         on_chunk=progress,
         workers=workers or available_cpus(),
-    )
-    apply_capacity_tiers(
-        Path(staged.path),
-        run,
-        top_n=high_risk_top_n,
-        top_share=high_risk_top_share,
-        medium=medium_risk_cutoff,
     )
     staged.metadata.update(
         run.metadata()

@@ -14,7 +14,9 @@ Steps:
     2b. Vertex batch prediction: a Vertex AI batch prediction job scores the table with
         the champion version's serving image on `batch_machine_type` machines.
     2c. Stage batch predictions: read its output (predictions and failed instances) in
-        chunks and stage it as step 2 does, the same validation deciding the rejects.
+        chunks and stage it as step 2 does, the same validation deciding the rejects and
+        the same capacity tiers; refuse output that misses a source row; delete the
+        job's dataset.
  3. Publish predictions: in one transaction, replace the as-of date's rows of the output
     table and of its `_rejects` table with the staged ones; export both as CSV files when
     `export_dir` is set.
@@ -132,6 +134,8 @@ def scoring_pipeline(
             medium_risk_cutoff=medium_risk_cutoff,
             invalid_row_tolerance=invalid_row_tolerance,
             time_zone=time_zone,
+            high_risk_top_n=high_risk_top_n,
+            high_risk_top_share=high_risk_top_share,
         ).set_display_name("2c. Stage batch predictions")
         batch_summary = _publish_and_summarize(
             champion, batch_staged, output_uri, export_dir, drift_threshold

@@ -3,24 +3,37 @@ pipeline makes, and its BigQuery output staged with chunked scoring's row accoun
 
 import json
 import re
+import uuid
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import yaml
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format
+from google_cloud_pipeline_components.types.artifact_types import BQTable, VertexModel
 from kfp import compiler
+from kfp.dsl import Artifact, Dataset, Model
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
 
-from components.batch_prediction import bigquery_job_tables, errors_table, stage_batch_output
-from components.errors import SourceError
+from components.batch_prediction import (
+    bigquery_job_tables,
+    errors_table,
+    remove_job_dataset,
+    stage_batch_output,
+    stage_batch_predictions,
+)
+from components.champion import load_champion
+from components.errors import ContractError, SourceError
 from components.sample_data import generate_customers
 from components.score import PREDICTIONS_FILE, REJECTS_FILE, REPEATS_FILE, ScoringJob
 from components.settings import Settings
+from components.warehouse import bigquery, parse_uri, write_table
 from pipelines.scoring import scoring_pipeline
 
 SOURCE = "bq://p.churn.customers?billing_project=jobs&location=EU"
@@ -179,7 +192,7 @@ def test_batch_output_is_staged_with_chunked_scorings_row_accounting(tmp_path: P
     )
     batches = [*predictions.to_batches(max_chunksize=16), *errors.to_batches()]
 
-    run = stage_batch_output(batches, _job(), tmp_path, tolerance=0.5)
+    run = stage_batch_output(batches, _job(), tmp_path, source_rows=42, tolerance=0.5)
 
     assert run.rows_read == 42 == run.rows_scored + run.rows_rejected
     assert (run.rows_rejected, run.duplicates) == (5, 1)
@@ -197,3 +210,129 @@ def test_batch_output_is_staged_with_chunked_scorings_row_accounting(tmp_path: P
     assert reasons[41] == reasons[42] == "batch prediction failed: instance too large (code 3)"
     assert "customerID" in reasons[4]
     assert "repeat" in reasons[8] or "duplicate" in reasons[8]
+
+
+def _predicted(customers: pd.DataFrame) -> pd.DataFrame:
+    """`customers` as a batch prediction job's predictions table holds them: each row with
+    our predictor's answer, churn probabilities spread evenly over [0, 1)."""
+    answers = [
+        json.dumps({"customer_id": customer_id, "churn_probability": position / len(customers)})
+        for position, customer_id in enumerate(customers["customerID"])
+    ]
+    return customers.assign(prediction=answers)
+
+
+def test_batch_output_gets_the_same_capacity_tiers_as_chunked_scoring(tmp_path: Path):
+    customers = generate_customers(200, seed=7, messy=False).drop(columns="Churn")
+    output = pa.Table.from_pandas(_predicted(customers), preserve_index=False)
+
+    run = stage_batch_output(
+        output.to_batches(max_chunksize=64),
+        replace(_job(), top_n=15),
+        tmp_path,
+        source_rows=200,
+        tolerance=0.1,
+    )
+
+    staged = pq.read_table(tmp_path / PREDICTIONS_FILE).to_pandas()
+    high = staged[staged["risk_tier"] == "high"]
+    assert run.tiers["high"] == 15 == len(high)
+    assert (
+        high["churn_probability"].min()
+        > staged[staged["risk_tier"] != "high"]["churn_probability"].max()
+    )
+
+
+@pytest.mark.parametrize("returned", [197, 203])
+def test_batch_output_that_misses_or_adds_source_rows_is_refused(tmp_path: Path, returned: int):
+    """A row the job dropped would otherwise be neither scored nor rejected."""
+    customers = generate_customers(returned, seed=7, messy=False).drop(columns="Churn")
+    output = pa.Table.from_pandas(_predicted(customers), preserve_index=False)
+
+    with pytest.raises(ContractError, match=f"{returned} rows came back .* the 200 rows"):
+        stage_batch_output(output.to_batches(), _job(), tmp_path, source_rows=200, tolerance=0.1)
+
+
+def test_only_a_batch_prediction_jobs_own_dataset_is_deleted():
+    with pytest.raises(
+        SourceError, match=re.escape("p.churn is not a batch prediction job's dataset")
+    ):
+        remove_job_dataset("p.churn.predictions")
+
+
+def _stage_job_output(home: Path, job_dataset: str, source: str, tmp_path: Path) -> Dataset:
+    """Steps 1 and 2c of the scoring pipeline's batch branch, as they run on Vertex, on
+    the output table of a job in `job_dataset`."""
+    model = Model(name="model", uri=str(tmp_path / "model"))
+    load_champion.python_func(
+        registry_uri=str(home / "registry"),
+        model_ref="champion",
+        model=model,
+        vertex_model=VertexModel(name="vm", uri=str(tmp_path / "vm")),
+    )
+    project, dataset = job_dataset.split(".")
+    staged = Dataset(name="staged", uri=str(tmp_path / "staged"))
+    stage_batch_predictions.python_func(
+        predictions=BQTable.create("bigquery_output_table", project, dataset, "predictions"),
+        model=model,
+        source_uri=source,
+        as_of="2026-12-02",
+        run_id="run-1",
+        batch_rows=100,
+        high_risk_cutoff=0.7,
+        medium_risk_cutoff=0.4,
+        invalid_row_tolerance=0.1,
+        time_zone="UTC",
+        high_risk_top_n=0,
+        high_risk_top_share=0.1,
+        staged=staged,
+        observed=Artifact(name="observed", uri=str(tmp_path / "observed")),
+    )
+    return staged
+
+
+def _dataset_exists(dataset: str) -> bool:
+    from google.api_core.exceptions import NotFound
+
+    try:
+        bigquery.client(parse_uri(f"bq://{dataset}.any")).get_dataset(dataset)
+    except NotFound:
+        return False
+    return True
+
+
+@pytest.mark.bigquery
+def test_the_batch_branch_stages_the_jobs_bigquery_output_then_deletes_its_dataset(
+    bq_dataset: str, champion_home: Path, tmp_path: Path
+):
+    project = bq_dataset.split(".")[0]
+    job_dataset = f"{project}.prediction_churn_{uuid.uuid4().hex[:8]}"
+    bigquery.client(parse_uri(f"bq://{job_dataset}.any")).create_dataset(job_dataset)
+    customers = generate_customers(300, seed=8, messy=False).drop(columns="Churn")
+    source = f"bq://{bq_dataset}.customers"
+    write_table(customers, source)
+    write_table(_predicted(customers), f"bq://{job_dataset}.predictions")
+
+    staged = _stage_job_output(champion_home, job_dataset, source, tmp_path)
+
+    assert staged.metadata["rows"]["read"] == 300 == staged.metadata["rows"]["scored"]
+    assert staged.metadata["tiers"]["high"] == 30  # 10% of the day, by capacity
+    assert len(pq.read_table(Path(staged.path) / PREDICTIONS_FILE)) == 300
+    assert not _dataset_exists(job_dataset)
+
+
+@pytest.mark.bigquery
+def test_a_job_output_missing_a_row_is_refused_and_its_dataset_kept(
+    bq_dataset: str, champion_home: Path, tmp_path: Path
+):
+    project = bq_dataset.split(".")[0]
+    job_dataset = f"{project}.prediction_churn_{uuid.uuid4().hex[:8]}"
+    bigquery.client(parse_uri(f"bq://{job_dataset}.any")).create_dataset(job_dataset)
+    customers = generate_customers(300, seed=8, messy=False).drop(columns="Churn")
+    source = f"bq://{bq_dataset}.customers"
+    write_table(customers, source)
+    write_table(_predicted(customers.iloc[1:]), f"bq://{job_dataset}.predictions")
+
+    with pytest.raises(ContractError, match=r"299 rows came back .* the 300 rows"):
+        _stage_job_output(champion_home, job_dataset, source, tmp_path)
+    assert _dataset_exists(job_dataset)

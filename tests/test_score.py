@@ -3,6 +3,7 @@ date, and a failed publish leaves yesterday's predictions as they were."""
 
 import csv
 import os
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -26,7 +27,6 @@ from components.score import (
     REJECTS_FILE,
     REPEATS_FILE,
     ScoringJob,
-    apply_capacity_tiers,
     available_cpus,
     capacity_count,
     read_customers,
@@ -139,14 +139,19 @@ def test_capacity_tiers_put_exactly_the_days_top_customers_in_high(
 ):
     """Decided over the whole staged day, whatever the chunking, with every row kept."""
     frame = _messy()
-    run = stage_scores(_batches(frame, 250), model, _job(), tmp_path, tolerance=0.05, workers=2)
-    before = _staged_frame(tmp_path, PREDICTIONS_FILE)
-    rows = run.metadata()["rows"]
-    apply_capacity_tiers(tmp_path, run, top_n=top_n, top_share=top_share, medium=0.4)
-    after = _staged_frame(tmp_path, PREDICTIONS_FILE)
-    assert run.metadata()["rows"] == rows and len(after) == len(before) == run.rows_scored
+    plain = stage_scores(
+        _batches(frame, 250), model, _job(), tmp_path / "plain", tolerance=0.05, workers=2
+    )
+    capacity = replace(_job(), top_n=top_n, top_share=top_share)
+    directory = tmp_path / "capacity"
+    run = stage_scores(_batches(frame, 250), model, capacity, directory, tolerance=0.05, workers=2)
+    before = _staged_frame(tmp_path / "plain", PREDICTIONS_FILE)
+    after = _staged_frame(directory, PREDICTIONS_FILE)
+    assert run.metadata()["rows"] == plain.metadata()["rows"]
+    assert len(after) == len(before) == run.rows_scored
     assert capacity_count(run.rows_scored, top_n=top_n, top_share=top_share) == expected
     assert run.tiers["high"] == expected == (after["risk_tier"] == "high").sum()
+    assert plain.tiers["high"] != expected
     assert sum(run.tiers.values()) == run.rows_scored
     high = after[after["risk_tier"] == "high"]
     rest = after[after["risk_tier"] != "high"]
@@ -157,8 +162,8 @@ def test_capacity_tiers_put_exactly_the_days_top_customers_in_high(
         after.drop(columns="risk_tier").reset_index(drop=True),
     )
     # Repeated customers, left out by publishing, keep their staged rows.
-    repeats = len(pq.read_table(tmp_path / REPEATS_FILE))
-    assert repeats and len(pq.read_table(tmp_path / PREDICTIONS_FILE)) == run.rows_scored + repeats
+    repeats = len(pq.read_table(directory / REPEATS_FILE))
+    assert repeats and len(pq.read_table(directory / PREDICTIONS_FILE)) == run.rows_scored + repeats
 
 
 def test_unseen_categories_and_missing_values_are_scored_and_counted(model, tmp_path: Path):

@@ -211,6 +211,11 @@ def table_exists(location: TableUri) -> bool:
     return True
 
 
+def row_count(location: TableUri) -> int:
+    """How many rows the table holds, from its metadata (no query is run or billed)."""
+    return int(_get_table(location).num_rows or 0)
+
+
 def check(location: TableUri, *, timeout: float = 30.0) -> None:
     """The table exists and its metadata can be read, within about `timeout` seconds."""
     _get_table(location, timeout=timeout)
