@@ -19,13 +19,15 @@ import io
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import joblib
-from sklearn.pipeline import Pipeline
 
 from components.errors import RegistryError
 from components.local_files import write_whole
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 MODEL_FILE = "model.joblib"
 RECORD_FILE = "version.json"

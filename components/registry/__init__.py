@@ -22,10 +22,7 @@ import hashlib
 from dataclasses import MISSING, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Protocol
-
-import pandas as pd
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING, Any, Protocol
 
 from components.errors import RegistryError
 from components.model_files import (
@@ -35,6 +32,10 @@ from components.model_files import (
     load_checked_model,
     save_model,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 __all__ = [
     "CHAMPION",
@@ -172,6 +173,8 @@ def load_model_directory(
 
 def data_fingerprint(frame: pd.DataFrame) -> str:
     """Content hash of a table (order-sensitive), to tell which data a model saw."""
+    import pandas as pd
+
     row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
     return hashlib.sha256(row_hashes.tobytes()).hexdigest()[:16]
 

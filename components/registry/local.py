@@ -22,9 +22,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-from sklearn.pipeline import Pipeline
+from typing import TYPE_CHECKING, Any
 
 from components.errors import RegistryError
 from components.local_files import LockTimeout, exclusive_lock
@@ -39,6 +37,9 @@ from components.model_files import (
     write_record,
 )
 from components.registry import CHAMPION, ModelVersion, champion_changed, load_model_directory
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 ALIASES_FILE = "aliases.json"
 LOCK_FILE = ".lock"

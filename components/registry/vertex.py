@@ -27,10 +27,8 @@ import uuid
 from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
-
-from sklearn.pipeline import Pipeline
 
 from components.errors import RegistryError
 from components.model_files import (
@@ -48,6 +46,9 @@ from components.registry import (
     champion_changed,
     load_model_directory,
 )
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 CLASSIFICATION_METRICS_SCHEMA = (
     "gs://google-cloud-aiplatform/schema/modelevaluation/classification_metrics_1.0.0.yaml"
