@@ -23,14 +23,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 from matplotlib.ticker import MaxNLocator, PercentFormatter
-from sklearn.calibration import calibration_curve
-from sklearn.metrics import (
-    auc,
-    average_precision_score,
-    confusion_matrix,
-    precision_recall_curve,
-    roc_curve,
-)
+
+# scikit-learn is imported by the training report's figures only: the scoring summary step
+# draws the drift report without paying for its import.
 
 # Okabe-Ito colours: distinguishable with the common colour-vision deficiencies.
 _BLUE = "#0072B2"  # this model, reference data
@@ -152,6 +147,8 @@ def render_training_report(
         y_prob_raw = _checked_probabilities(y_prob_raw, y_true, "y_prob_raw")
     if not 0.0 <= threshold <= 1.0:
         raise ValueError(f"threshold must be a probability in [0, 1]; got {threshold!r}")
+
+    from sklearn.metrics import confusion_matrix
 
     counts = confusion_matrix(y_true, (y_prob >= threshold).astype(int), labels=[0, 1])
     (tn, fp), (fn, tp) = counts.tolist()
@@ -339,6 +336,8 @@ def _roc_figure(
     point: tuple[float, float],
     point_label: str,
 ) -> Figure:
+    from sklearn.metrics import auc, roc_curve
+
     fig = _new_figure("ROC curve")
     ax = fig.add_subplot()
     fpr, tpr, _ = roc_curve(y_true, y_prob)
@@ -358,6 +357,8 @@ def _roc_figure(
 def _pr_figure(
     y_true: np.ndarray, y_prob: np.ndarray, point: tuple[float, float], point_label: str
 ) -> Figure:
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
     fig = _new_figure("Precision-recall curve")
     ax = fig.add_subplot()
     precision, recall, _ = precision_recall_curve(y_true, y_prob)
@@ -376,6 +377,8 @@ def _pr_figure(
 def _calibration_figure(
     y_true: np.ndarray, y_prob: np.ndarray, y_prob_raw: np.ndarray | None = None
 ) -> Figure:
+    from sklearn.calibration import calibration_curve
+
     fig = _new_figure("Calibration curve", height=4.0)
     curve, hist = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     curve.plot([0, 1], [0, 1], color=_GREY, lw=1, ls=":", label="perfectly calibrated")

@@ -21,20 +21,22 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
-from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN, DataContract
 from components.drift import DriftTally, ReferenceProfile
 from components.errors import ChurnError, ContractError, SettingsError
 from components.stage import stage
 from components.warehouse import STAGED_ROW
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 RISK_TIERS = ("high", "medium", "low")
 
@@ -88,7 +90,7 @@ def risk_tier(probability: np.ndarray, *, high: float, medium: float) -> pd.Cate
 
 
 def score_frame(
-    model: Pipeline,
+    model: "Pipeline",
     frame: pd.DataFrame,
     *,
     threshold: float,
@@ -188,7 +190,7 @@ class ChunkResult:
 
 
 def score_chunk(
-    model: Pipeline,
+    model: "Pipeline",
     batch: pa.RecordBatch,
     first_row: int,
     job: ScoringJob,
@@ -339,7 +341,7 @@ class StagedRun:
 
 def stage_scores(
     batches: Iterable[pa.RecordBatch],
-    model: Pipeline,
+    model: "Pipeline",
     job: ScoringJob,
     directory: Path,
     *,
@@ -521,7 +523,7 @@ def _narrow(column: pa.Array) -> pa.Array:
 
 def _score_chunks(
     numbered: Iterable[tuple[int, pa.RecordBatch]],
-    model: Pipeline,
+    model: "Pipeline",
     job: ScoringJob,
     profile: ReferenceProfile | None,
     workers: int,
@@ -567,7 +569,7 @@ def _score_chunks(
 _WORKER: dict[str, Any] = {}
 
 
-def _start_worker(model: Pipeline, job: ScoringJob, profile: ReferenceProfile | None) -> None:
+def _start_worker(model: "Pipeline", job: ScoringJob, profile: ReferenceProfile | None) -> None:
     from threadpoolctl import threadpool_limits
 
     threadpool_limits(limits=1)  # one process per core: no nested OpenMP/BLAS threads
