@@ -19,6 +19,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import random
 import subprocess
 import sys
 import textwrap
@@ -61,13 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=5, help="rounds (the best counts)")
     args = parser.parse_args(argv)
-    # The baseline and every step once per round, so a slow spell of the machine costs all
-    # of them alike rather than skewing the ratios.
+    # The baseline and every step once per round, in a new order each round, so a slow
+    # spell of the machine, or the process just after a heavy one, costs all of them alike
+    # rather than skewing the ratios.
     steps = {"(executor alone: baseline)": "pass"} | step_imports()
     best = dict.fromkeys(steps, float("inf"))
-    for _ in range(args.repeat):
-        for name, imports in steps.items():
-            best[name] = min(best[name], startup_seconds(imports))
+    order = list(steps)
+    for round_number in range(args.repeat):
+        random.Random(round_number).shuffle(order)
+        for name in order:
+            best[name] = min(best[name], startup_seconds(steps[name]))
     baseline = best["(executor alone: baseline)"]
     print(f"{'step':32} {'seconds':>8} {'x baseline':>11}")
     for name, seconds in best.items():
