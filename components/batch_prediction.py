@@ -9,10 +9,10 @@ could not be scored) and `errors` (the instance's columns plus `errors`, a
 both into the staged files chunked scoring writes, so publishing, the row accounting
 (read == scored + rejected), the capacity tiers, the partition replace and the drift
 report are the same steps whichever way the rows were scored. Every source row must come
-back in one of the two tables: a job that returns fewer rows than the source holds stops
-the run before anything is published. Once its output is staged, the job's dataset is
-deleted (the staged files in the pipeline root keep every row of it), so daily runs do not
-leave a dataset a day behind.
+back in one of the two tables: output with more or fewer rows than the source table stops
+the run before anything is published, and keeps the job's dataset to look into. Once its
+output is staged, the job's dataset is deleted (the staged files in the pipeline root keep
+every row of it), so daily runs do not leave a dataset a day behind.
 """
 
 import json

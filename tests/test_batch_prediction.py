@@ -291,6 +291,19 @@ def _stage_job_output(home: Path, job_dataset: str, source: str, tmp_path: Path)
     return staged
 
 
+def _job_output(
+    bq_dataset: str, customers: pd.DataFrame, *, returned: pd.DataFrame
+) -> tuple[str, str]:
+    """A source table of `customers` in `bq_dataset`, and a batch prediction job's dataset
+    beside it whose predictions table holds the `returned` ones; (job dataset, source)."""
+    job_dataset = f"{bq_dataset.split('.')[0]}.prediction_churn_{uuid.uuid4().hex[:8]}"
+    bigquery.client(parse_uri(f"bq://{job_dataset}.any")).create_dataset(job_dataset)
+    source = f"bq://{bq_dataset}.customers"
+    write_table(customers, source)
+    write_table(_predicted(returned), f"bq://{job_dataset}.predictions")
+    return job_dataset, source
+
+
 def _dataset_exists(dataset: str) -> bool:
     from google.api_core.exceptions import NotFound
 
@@ -305,13 +318,8 @@ def _dataset_exists(dataset: str) -> bool:
 def test_the_batch_branch_stages_the_jobs_bigquery_output_then_deletes_its_dataset(
     bq_dataset: str, champion_home: Path, tmp_path: Path
 ):
-    project = bq_dataset.split(".")[0]
-    job_dataset = f"{project}.prediction_churn_{uuid.uuid4().hex[:8]}"
-    bigquery.client(parse_uri(f"bq://{job_dataset}.any")).create_dataset(job_dataset)
     customers = generate_customers(300, seed=8, messy=False).drop(columns="Churn")
-    source = f"bq://{bq_dataset}.customers"
-    write_table(customers, source)
-    write_table(_predicted(customers), f"bq://{job_dataset}.predictions")
+    job_dataset, source = _job_output(bq_dataset, customers, returned=customers)
 
     staged = _stage_job_output(champion_home, job_dataset, source, tmp_path)
 
@@ -325,13 +333,8 @@ def test_the_batch_branch_stages_the_jobs_bigquery_output_then_deletes_its_datas
 def test_a_job_output_missing_a_row_is_refused_and_its_dataset_kept(
     bq_dataset: str, champion_home: Path, tmp_path: Path
 ):
-    project = bq_dataset.split(".")[0]
-    job_dataset = f"{project}.prediction_churn_{uuid.uuid4().hex[:8]}"
-    bigquery.client(parse_uri(f"bq://{job_dataset}.any")).create_dataset(job_dataset)
     customers = generate_customers(300, seed=8, messy=False).drop(columns="Churn")
-    source = f"bq://{bq_dataset}.customers"
-    write_table(customers, source)
-    write_table(_predicted(customers.iloc[1:]), f"bq://{job_dataset}.predictions")
+    job_dataset, source = _job_output(bq_dataset, customers, returned=customers.iloc[1:])
 
     with pytest.raises(ContractError, match=r"299 rows came back .* the 300 rows"):
         _stage_job_output(champion_home, job_dataset, source, tmp_path)
