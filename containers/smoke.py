@@ -49,6 +49,9 @@ IMAGES = {
     "components": "localhost/churn-pipelines/components:smoke",
     "serving": "localhost/churn-pipelines/serving:smoke",
 }
+# On every image a build makes, its build stages too: what a rebuild leaves untagged can
+# then be removed without touching anyone else's images.
+BUILD_LABEL = "churn-pipelines.smoke-build=1"
 APT_PACKAGES = ("podman", "runc", "debootstrap", "containernetworking-plugins")
 # crun and podman's default limits fail in this sandbox (DESIGN.md).
 RUN_FLAGS = ("--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096")
@@ -117,6 +120,8 @@ def _smoke(args: argparse.Namespace) -> int:
         for name in IMAGES:
             with _timed(f"build {name}", timings):
                 _build(name, work / f"build-{name}.log")
+        # The images this replaced and the build stages (~2 GB each) they no longer need.
+        _podman("image", "prune", "--force", "--filter", f"label={BUILD_LABEL}")
     sizes = {name: _image_size(image) for name, image in IMAGES.items()}
     for name, size in sizes.items():
         print(f"image {IMAGES[name]}: {size / 1e6:,.0f} MB")
@@ -246,6 +251,8 @@ def _build(name: str, log_path: Path) -> None:
         "--isolation",
         "chroot",
         "--pull=never",
+        "--label",
+        BUILD_LABEL,
         "-f",
         str(REPO / "containers" / name / "Dockerfile"),
         "-t",
