@@ -120,7 +120,7 @@ def _smoke(args: argparse.Namespace) -> int:
         for name in IMAGES:
             with _timed(f"build {name}", timings):
                 _build(name, work / f"build-{name}.log")
-        # The images this replaced and the build stages (~2 GB each) they no longer need.
+        # The images this build replaced, and the build stages no image refers to now.
         _podman("image", "prune", "--force", "--filter", f"label={BUILD_LABEL}")
     sizes = {name: _image_size(image) for name, image in IMAGES.items()}
     for name, size in sizes.items():

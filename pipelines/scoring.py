@@ -15,8 +15,8 @@ Steps:
         the champion version's serving image on `batch_machine_type` machines.
     2c. Stage batch predictions: read its output (predictions and failed instances) in
         chunks and stage it as step 2 does, the same validation deciding the rejects and
-        the same capacity tiers; refuse output that misses a source row; delete the
-        job's dataset.
+        the same capacity tiers; refuse output that misses or adds a source row;
+        delete the job's dataset.
  3. Publish predictions: in one transaction, replace the as-of date's rows of the output
     table and of its `_rejects` table with the staged ones; export both as CSV files when
     `export_dir` is set.
