@@ -21,7 +21,7 @@ import logging
 import shlex
 import signal
 import sys
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -594,13 +594,22 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
         "scoring": ("churn-scoring-daily", settings.scoring_schedule),
     }
     if args.action == "list":
-        table = Table("schedule", "state", "cron", "time zone", "template")
-        for name, _cron in plan.values():
-            state = backend.get(name)
+        states = {name: backend.get(name) for name, _cron in plan.values()}
+        if args.json:
+            absent = {"state": "absent"}
+            print(json.dumps([asdict(s) if s else {"name": n} | absent for n, s in states.items()]))
+            return 0
+        table = Table("schedule", "state", "cron", "time zone", "template", "last run")
+        for name, state in states.items():
             if state is None:
-                table.add_row(name, "absent", "", "", "")
+                table.add_row(name, "absent", "", "", "", "")
             else:
-                table.add_row(name, state.state, state.cron, state.time_zone, state.template_uri)
+                last = (
+                    f"{state.last_run}: {state.last_error}" if state.last_error else state.last_run
+                )
+                table.add_row(
+                    name, state.state, state.cron, state.time_zone, state.template_uri, last
+                )
         Console(width=None if sys.stdout.isatty() else 200).print(table)
         return 0
     if args.action != "apply":

@@ -59,13 +59,17 @@ def scheduled_run(
 
 @dataclass(frozen=True)
 class ScheduleState:
-    """What `schedule --list` shows for one schedule."""
+    """What `schedule --list` shows for one schedule: `last_run` is when it last started a
+    run and how that went ("" when it never has), `last_error` the service's reason when
+    starting it failed."""
 
     name: str
     state: str
     cron: str
     time_zone: str
     template_uri: str
+    last_run: str = ""
+    last_error: str = ""
 
 
 class Schedules(Protocol):
@@ -160,8 +164,21 @@ class CloudSchedulerJobs:
         except exceptions.GoogleAPICallError as exc:
             raise VertexError(f"reading {name} failed: {exc.code} {exc.message}") from None
         run = json.loads(job.http_target.body or b"{}")
+        # `status` is the last attempt's outcome: code 0 (or none) when Vertex took the run.
+        error = f"{job.status.code} {job.status.message}".strip() if job.status.code else ""
+        attempted = job.last_attempt_time
         return ScheduleState(
-            name, job.state.name, job.schedule, job.time_zone, run.get("templateUri", "")
+            name,
+            job.state.name,
+            job.schedule,
+            job.time_zone,
+            run.get("templateUri", ""),
+            last_run=(
+                f"{attempted.isoformat(timespec='seconds')} {'failed' if error else 'started'}"
+                if attempted
+                else ""
+            ),
+            last_error=error,
         )
 
     def pause(self, name: str) -> None:
@@ -257,12 +274,22 @@ class VertexSchedules:
         zone, _, cron = found.cron.partition(" ")
         if not zone.startswith("TZ="):  # a schedule made elsewhere, without a time zone
             zone, cron = "TZ=UTC", found.cron
+        # The response names the run it created, or says why none was created.
+        last = found.last_scheduled_run_response
+        error = "" if "/pipelineJobs/" in last.run_response else last.run_response
         return ScheduleState(
             name,
             found.state.name,
             cron,
             zone.removeprefix("TZ="),
             found.create_pipeline_job_request.pipeline_job.template_uri,
+            last_run=(
+                f"{last.scheduled_run_time.isoformat(timespec='seconds')} "
+                f"{'failed' if error else 'started'}"
+                if last.scheduled_run_time
+                else ""
+            ),
+            last_error=error,
         )
 
     def _named(self, name: str) -> str:

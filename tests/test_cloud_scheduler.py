@@ -5,6 +5,7 @@ of the scheduler account, naming a template that Artifact Registry really holds.
 The CLI runs in this process (`submit.main`): the same code as the command line, without
 paying its imports once per call."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,24 @@ def test_the_stand_in_refuses_what_cloud_scheduler_refuses(cloud):
         timeout=10,
     )
     assert answer.status_code == 400 and "cronn" in answer.json()["error"]["message"]
+
+
+def test_list_shows_when_each_schedule_last_started_a_run_and_why_it_failed(cloud, capsys):
+    assert submit.main(["schedule"]) == 0
+    refusal = "Permission 'aiplatform.pipelineJobs.create' denied on resource"
+    cloud.route(
+        "POST",
+        rf"/v1/{PARENT}/pipelineJobs",
+        lambda _request, _match: (
+            403,
+            {"error": {"code": 403, "status": "PERMISSION_DENIED", "message": refusal}},
+        ),
+    )
+    assert cloud.scheduler.fire("churn-training-weekly") == 403
+    capsys.readouterr()
+    assert submit.main(["schedule", "--list", "--json"]) == 0
+    listed = {s["name"]: s for s in json.loads(capsys.readouterr().out)}
+    training, scoring = listed["churn-training-weekly"], listed["churn-scoring-daily"]
+    assert training["last_run"].endswith(" failed")
+    assert training["last_error"] == "7 " + refusal
+    assert scoring["last_run"] == "" and scoring["state"] == "ENABLED"  # never fired
