@@ -26,3 +26,13 @@ def one_line(exc: BaseException) -> str:
     """A library's message as one line (Arrow quotes rows with their line breaks, Google's
     clients add the response on lines of its own)."""
     return " ".join(str(exc).split())
+
+
+def google_reason(exc: BaseException) -> str:
+    """A Google API refusal as `<HTTP code> <the service's own words>`, without the REST
+    transport's `POST https://…: ` in front of them."""
+    code, message = getattr(exc, "code", None), getattr(exc, "message", None) or str(exc)
+    method, _, rest = message.partition(" ")
+    if method in ("GET", "POST", "PATCH", "PUT", "DELETE") and ": " in rest:
+        message = rest.split(": ", 1)[1]
+    return one_line(f"{code} {message}" if code else message)

@@ -302,3 +302,20 @@ def test_a_damaged_record_in_cloud_storage_is_one_line_naming_it(
     assert str(failure.value).startswith(f"{artifact_uri}/{RECORD_FILE} is not valid JSON (")
     assert len(str(failure.value).splitlines()) == 1
     reliability.record("input", "registry", "Vertex: truncated version.json", outcome="refused")
+
+
+def test_a_serving_image_that_does_not_exist_is_refused_with_vertexs_reason(
+    vertex, uri, model_file, google_cloud
+):
+    """Vertex ingests the serving image when a version is uploaded: with the image missing
+    from Artifact Registry, registration fails in one line naming it, and nothing is
+    registered."""
+    vertex.image_exists = lambda image: image != IMAGE
+    with pytest.raises(RegistryError) as raised:
+        _register(uri, model_file, 0.80, None)
+    message = str(raised.value)
+    assert "\n" not in message
+    assert f"serving image {IMAGE} failed: 400 The container image {IMAGE} does not exist" in (
+        message
+    )
+    assert vertex.versions == {}

@@ -1,18 +1,39 @@
 """Vertex AI Model Service routes for the Google stand-in (tests/google_standin.py)."""
 
+import json
+from collections.abc import Callable
 from urllib.parse import unquote
+
+from google.cloud import aiplatform_v1
+from google.protobuf import json_format
 
 LOCATION = "projects/p/locations/us-central1"
 MODEL = f"{LOCATION}/models/churn"
 
 
+def _refusal(code: int, status: str, message: str) -> tuple[int, dict]:
+    return code, {"error": {"code": code, "status": status, "message": message}}
+
+
 class VertexModels:
     """Model Service routes on the stand-in, answering like Vertex AI: versions numbered
-    from 1 under one model, aliases unique across its versions, operations done at once."""
+    from 1 under one model, aliases unique across its versions, operations done at once.
 
-    def __init__(self, standin) -> None:
+    An upload is refused as Vertex refuses it: a body that is no `UploadModelRequest`, an
+    artifact URI outside Cloud Storage, a caller without `aiplatform.models.upload`, and a
+    serving image that does not exist (Vertex ingests the image when the version is
+    uploaded, so the image must exist then; `image_exists` says which do)."""
+
+    def __init__(
+        self,
+        standin,
+        *,
+        image_exists: Callable[[str], bool] = lambda _uri: True,
+        authorize: Callable[[object, str, str], bool] = lambda _r, _p, _res: True,
+    ) -> None:
         self.versions: dict[str, dict] = {}
         self.aliases: dict[str, str] = {}
+        self.image_exists, self.authorize = image_exists, authorize
         base = "/v1/" + LOCATION
         standin.route("GET", base + r"/models/(?P<ref>[^/:]+)", self._get)
         standin.route("POST", base + r"/models:upload", self._upload)
@@ -32,6 +53,33 @@ class VertexModels:
 
     def _upload(self, request, _match):
         body = request.json
+        try:
+            json_format.Parse(
+                json.dumps({k: v for k, v in body.items() if k != "parent"}),
+                aiplatform_v1.UploadModelRequest.pb(aiplatform_v1.UploadModelRequest()),
+            )
+        except json_format.ParseError as exc:
+            return _refusal(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+        if not self.authorize(request, "aiplatform.models.upload", LOCATION):
+            return _refusal(
+                403,
+                "PERMISSION_DENIED",
+                f"Permission 'aiplatform.models.upload' denied on resource '//aiplatform."
+                f"googleapis.com/{LOCATION}' (or it may not exist).",
+            )
+        model = body.get("model", {})
+        if not model.get("artifactUri", "").startswith("gs://"):
+            return _refusal(
+                400, "INVALID_ARGUMENT", "artifact_uri must be a Cloud Storage path (gs://)."
+            )
+        image = model.get("containerSpec", {}).get("imageUri", "")
+        if not self.image_exists(image):
+            return _refusal(
+                400,
+                "FAILED_PRECONDITION",
+                f"The container image {image} does not exist, or the Vertex AI Service Agent "
+                "cannot read it.",
+            )
         if not self.versions and body.get("parentModel"):
             return 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": "no parent"}}
         version = str(len(self.versions) + 1)

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
-from components.errors import RegistryError
+from components.errors import RegistryError, google_reason
 from components.model_files import (
     EVALUATION_FILE,
     MODEL_FILE,
@@ -264,11 +264,18 @@ class VertexRegistry:
             model_id="" if exists else self.model_id,
         )
         try:
-            response = self.client.upload_model(request=request).result(_OPERATION_TIMEOUT)
-        except exceptions.AlreadyExists:
-            # Another run created the model since we looked: upload under it instead.
-            request.model_id, request.parent_model = "", self.model_name
-            response = self.client.upload_model(request=request).result(_OPERATION_TIMEOUT)
+            try:
+                response = self.client.upload_model(request=request).result(_OPERATION_TIMEOUT)
+            except exceptions.AlreadyExists:
+                # Another run created the model since we looked: upload under it instead.
+                request.model_id, request.parent_model = "", self.model_name
+                response = self.client.upload_model(request=request).result(_OPERATION_TIMEOUT)
+        except exceptions.GoogleAPICallError as exc:
+            # A missing serving image or a missing permission: Vertex's reason, as one line.
+            raise RegistryError(
+                f"uploading a version of {self.model_name} with serving image "
+                f"{self.serving_image} failed: {google_reason(exc)}"
+            ) from None
         return int(response.model_version_id)
 
     def _model_exists(self) -> bool:
