@@ -12,7 +12,7 @@ from pathlib import Path
 import joblib
 import pytest
 from joblib import numpy_pickle
-from kfp.dsl import Artifact, Dataset, Model
+from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
@@ -20,9 +20,10 @@ from components.calibration import CalibratedModel, ProbabilityCalibrator
 from components.champion import load_champion
 from components.contract import TELCO_CHURN
 from components.errors import ChurnError, RegistryError
+from components.evaluate import evaluate_model
 from components.features import build_preprocessor
 from components.model_files import PICKLED_LIBRARIES, check_library_versions
-from components.registry import LocalRegistry, library_versions, save_model
+from components.registry import LocalRegistry, file_sha256, library_versions, save_model
 from components.sample_data import generate_customers
 from components.score import score_customers
 from components.serving import HOST, ChurnPredictor, start_model_server
@@ -122,6 +123,36 @@ def test_scoring_uses_it_with_the_setting_and_says_so(registry, tmp_path, caplog
     (warning,) = [r.getMessage() for r in caplog.records if r.name == "components.model_files"]
     assert f"scikit-learn {OTHER_SKLEARN} (running {RUNNING_SKLEARN})" in warning
     assert "accept_library_mismatch" in warning
+
+
+def test_training_compares_with_a_champion_pickled_by_other_libraries(
+    registry, tmp_path, caplog
+) -> None:
+    """The evaluate step only compares with the champion: refusing there would block the
+    retrain that replaces it, so it goes on, saying so."""
+    rows = validate(generate_customers(300, seed=11, messy=False), source="sample").clean
+    test = Dataset(name="test", uri=str(tmp_path / "test.parquet"))
+    rows.to_parquet(test.path)
+    model = Model(name="model", uri=str(tmp_path / "model"))
+    model.metadata.update(sha256=file_sha256(save_model(_model(), Path(model.path))))
+    model.metadata["threshold"] = 0.4
+    metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
+    with caplog.at_level(logging.WARNING, logger="components.model_files"):
+        evaluate_model.python_func(
+            model=model,
+            test=test,
+            registry_uri=str(registry.root),
+            seed=1,
+            promotion_metric="roc_auc",
+            bootstrap_samples=0,
+            metrics=metrics,
+            roc=ClassificationMetrics(name="roc", uri=str(tmp_path / "roc")),
+            predictions=Dataset(name="predictions", uri=str(tmp_path / "predictions")),
+            evaluation=Artifact(name="evaluation", uri=str(tmp_path / "evaluation")),
+        )
+    assert "champion_v1_roc_auc" in metrics.metadata
+    (warning,) = [r.getMessage() for r in caplog.records if r.name == "components.model_files"]
+    assert f"scikit-learn {OTHER_SKLEARN} (running {RUNNING_SKLEARN})" in warning
 
 
 def test_the_scoring_pipeline_passes_the_setting_to_its_scoring_step() -> None:
