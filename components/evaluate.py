@@ -341,7 +341,13 @@ def evaluate_model(
         with tempfile.TemporaryDirectory(prefix="churn-champion-") as scratch:
             champion_dir = Path(scratch)
             entry = registry.fetch(champion.version, champion_dir)
-            champion_model, _ = load_model_directory(champion_dir, sha256=entry.sha256)
+            # A champion pickled by other library versions is compared all the same, with
+            # the check's warning in the log: it is only compared with here, never scored
+            # with, and refusing would block the retrain that moves the registry onto the
+            # image's libraries.
+            champion_model, _ = load_model_directory(
+                champion_dir, sha256=entry.sha256, accept_library_mismatch=True
+            )
             out["champion_probability"] = predict_probability(champion_model, frame)
             comparison = compare_with_champion(
                 metric=promotion_metric,

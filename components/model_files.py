@@ -9,7 +9,8 @@ calls the same check here.
 
 Model files are pickles, so a model is unpickled only if its SHA-256 matches the record,
 and the bytes hashed are the bytes unpickled: the file cannot be swapped between the
-check and the load.
+check and the load. Nor is it unpickled by other versions of the libraries that pickled it
+(`check_library_versions`), unless the `accept_library_mismatch` setting says so.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import re
+from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +38,14 @@ RECORD_FILE = "version.json"
 EVALUATION_FILE = "evaluation.json"
 """The test-set evaluation (metrics, confusion matrix), registered beside the model."""
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+PICKLED_LIBRARIES = ("scikit-learn", "numpy", "joblib")
+"""The libraries whose classes a model file holds, compared with the running ones before
+it is unpickled: scikit-learn's estimators (scikit-learn supports unpickling only with the
+version that pickled), numpy's arrays and random states (numpy 2 moved the modules its
+pickles name), joblib's file format. Not imbalanced-learn (used in training only: the saved
+pipeline has no imblearn step, and the serving image does not install it), nor pandas or
+scipy, which the file names no class of (tests/test_library_check.py proves the list)."""
+log = logging.getLogger(__name__)
 
 
 def save_model(model: Pipeline, directory: Path) -> Path:
@@ -123,10 +135,37 @@ def _refuse_changed(path: Path, content: bytes, expected: str, whose: str, *, si
         )
 
 
+def check_library_versions(recorded: Mapping[str, str], *, accept: bool, model: str) -> None:
+    """Refuse a model whose record says it was pickled with other versions of
+    `PICKLED_LIBRARIES` than the running ones (a library the record does not name is not
+    compared: records made before it was tracked); with `accept`, log a warning instead.
+    `model`: how messages name it."""
+    differing = [
+        f"{name} {recorded[name]} (running {running})"
+        for name in PICKLED_LIBRARIES
+        if name in recorded and recorded[name] != (running := metadata.version(name))
+    ]
+    if not differing:
+        return
+    made = f"{model} was pickled with {', '.join(differing)}"
+    if accept:
+        log.warning("%s: unpickling it all the same, as accept_library_mismatch is set", made)
+        return
+    raise RegistryError(
+        f"{made}: refusing to unpickle it; retrain it with this image, or set "
+        "accept_library_mismatch = true (CHURN_ACCEPT_LIBRARY_MISMATCH=true) to use it anyway"
+    )
+
+
 def load_checked_model(
-    directory: Path, *, sha256: str | None = None
+    directory: Path, *, sha256: str | None = None, accept_library_mismatch: bool = False
 ) -> tuple[Pipeline, dict[str, Any]]:
     """The fitted pipeline in a model directory and its record, after the hash check
-    (see `checked_model_bytes`)."""
+    (see `checked_model_bytes`) and the library check (`check_library_versions`)."""
     content, record = checked_model_bytes(directory, sha256=sha256)
+    check_library_versions(
+        record.get("library_versions") or {},
+        accept=accept_library_mismatch,
+        model=f"model v{record.get('version', '?')} ({directory})",
+    )
     return joblib.load(io.BytesIO(content)), record

@@ -688,10 +688,12 @@ def score_customers(
     high_risk_top_share: float,
     staged: Output[Dataset],
     observed: Output[Artifact],
+    accept_library_mismatch: bool = False,
 ) -> None:
     """Stream the customer table chunk by chunk: validate for serving, score, and stage
     predictions and rejects as Parquet; tally the inputs for the drift report. With a
-    capacity (`high_risk_top_n` or `high_risk_top_share`), the staged day is tiered by rank."""
+    capacity (`high_risk_top_n` or `high_risk_top_share`), the staged day is tiered by rank.
+    A model pickled by other library versions is refused unless `accept_library_mismatch`."""
     import logging
     import time
     from pathlib import Path
@@ -732,7 +734,11 @@ def score_customers(
         read_customers(source_uri, batch_rows),
         # The registry's hash, passed on by load_champion: the record copied beside the
         # file could have been changed with it.
-        load_model_directory(Path(model.path), sha256=model.metadata["sha256"])[0],
+        load_model_directory(
+            Path(model.path),
+            sha256=model.metadata["sha256"],
+            accept_library_mismatch=accept_library_mismatch,
+        )[0],
         job,
         Path(staged.path),
         tolerance=invalid_row_tolerance,

@@ -75,18 +75,21 @@ class ChurnPredictor(Predictor):
     def load(self, artifacts_uri: str, **kwargs: Any) -> None:
         """Load a registry version's directory (a local path, or on Vertex the `gs://` copy
         in AIP_STORAGE_URI), refusing a model file whose SHA-256 differs from its record or
-        from `MODEL_SHA256_VARIABLE`; read the risk-tier cut-offs from the settings."""
+        from `MODEL_SHA256_VARIABLE`, or that other library versions pickled (unless the
+        settings accept it); read the risk-tier cut-offs from the settings."""
+        settings = load_settings()
         remote = artifacts_uri.startswith("gs://")
         directory = _download(artifacts_uri) if remote else Path(artifacts_uri)
         # The hash the registry holds for the version (the Vertex model's container
         # environment, or `submit.py serve`): a copy and the record beside it could both
         # have been changed, the registry's own entry not.
         pinned = os.environ.get(MODEL_SHA256_VARIABLE) or None
-        self._model, self._version = load_model_directory(directory, sha256=pinned)
+        self._model, self._version = load_model_directory(
+            directory, sha256=pinned, accept_library_mismatch=settings.accept_library_mismatch
+        )
         tree_kernel(self._model)  # compile now, not on the first request
         # Checked now too; a model it does not fit is scored by its whole pipeline.
         small_frame_path(self._model)
-        settings = load_settings()
         self._high = settings.high_risk_cutoff
         self._medium = settings.medium_risk_cutoff
         self._columns = [c.name for c in TELCO_CHURN.required(with_label=False)]
@@ -377,10 +380,11 @@ def start_model_server(
 
     The server is started through uvicorn rather than `python -m ...model_server`, whose
     `__main__` binds every network interface; the app, handler and predictor are the same.
-    The child gets the risk-tier cut-offs of `settings` (default: `load_settings()`), so a
-    `--config` file read by the caller applies to it too. Its output goes to `log_path`
-    (default: a temporary file), named in any error. With `sha256` (the registry's record
-    of the model file), the server refuses a model file with any other hash.
+    The child gets the risk-tier cut-offs and `accept_library_mismatch` of `settings`
+    (default: `load_settings()`), so a `--config` file read by the caller applies to it
+    too. Its output goes to `log_path` (default: a temporary file), named in any error.
+    With `sha256` (the registry's record of the model file), the server refuses a model
+    file with any other hash.
     """
     if not 0 < port < 65_536:
         raise ChurnError(f"port must be between 1 and 65535, got {port}")
@@ -403,6 +407,7 @@ def start_model_server(
         "CHURN_HIGH_RISK_CUTOFF": str(settings.high_risk_cutoff),
         "CHURN_MEDIUM_RISK_CUTOFF": str(settings.medium_risk_cutoff),
         "CHURN_SERVING_MAX_REQUEST_BYTES": str(settings.serving_max_request_bytes),
+        "CHURN_ACCEPT_LIBRARY_MISMATCH": str(settings.accept_library_mismatch).lower(),
         "PYTHONUNBUFFERED": "1",
         MODEL_SHA256_VARIABLE: sha256 or "",  # never one inherited from this process
     }

@@ -143,6 +143,10 @@ class Settings:
     """Processes scoring chunks side by side; 0: one per CPU the scoring step may use."""
     serving_max_request_bytes: int = 8 * 1024 * 1024
     """Largest prediction request body the model server reads (larger: HTTP 413)."""
+    accept_library_mismatch: bool = False
+    """Score and serve a model pickled with other versions of scikit-learn, numpy or joblib
+    than the image runs (logging a warning) instead of refusing it. Off: a model is only
+    unpickled by the libraries its record says pickled it (components/model_files.py)."""
 
     # --- Calibration, capacity tiers and the promotion gate's uncertainty ----------------
     resampling: str = "auto"

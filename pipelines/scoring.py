@@ -5,7 +5,9 @@ Steps:
     names a version) out of the registry, refusing a file whose SHA-256 changed.
  2. Validate and score in chunks: stream the customer table from `source_uri` in Arrow
     record batches; validate each chunk for serving (rows that cannot be scored become
-    rejects with their reason), score the rest, and stage both as Parquet. Reading,
+    rejects with their reason), score the rest, and stage both as Parquet. A model
+    pickled by other versions of its libraries than the image's is refused unless
+    `accept_library_mismatch` (the serving image, in 2b, checks the same). Reading,
     validating and scoring are one step so the table is never held, or copied, whole.
     With a capacity (`high_risk_top_n` or `high_risk_top_share`), a second pass over the
     staged predictions puts exactly the day's top customers in the `high` tier.
@@ -94,6 +96,7 @@ def scoring_pipeline(
     time_zone: str = DEFAULTS.time_zone,
     high_risk_top_n: int = DEFAULTS.high_risk_top_n,
     high_risk_top_share: float = DEFAULTS.high_risk_top_share,
+    accept_library_mismatch: bool = DEFAULTS.accept_library_mismatch,
     batch_prediction: bool = DEFAULTS.batch_prediction,
     project: str = DEFAULTS.project or "",
     location: str = DEFAULTS.region,
@@ -155,6 +158,7 @@ def scoring_pipeline(
             time_zone=time_zone,
             high_risk_top_n=high_risk_top_n,
             high_risk_top_share=high_risk_top_share,
+            accept_library_mismatch=accept_library_mismatch,
         )
         scored.set_display_name("2. Validate and score in chunks")
         scored.set_cpu_limit(RESOURCES.scoring_cpu).set_memory_limit(RESOURCES.scoring_memory)

@@ -1,6 +1,7 @@
 """What can be checked about the container images without building them; the images
 themselves are proven by `containers/smoke.py`, which `.ci/run` runs after the tests."""
 
+import importlib
 import re
 import shutil
 import subprocess
@@ -10,6 +11,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = sorted((REPO / "containers").glob("*/Dockerfile"))
@@ -73,6 +75,65 @@ def test_both_images_share_one_build_stage() -> None:
     components, serving = (_build_stage(path) for path in DOCKERFILES)
     assert components == serving
     assert any("pip install" in line for line in components)
+
+
+def _containers_module(name: str):
+    """A script of containers/ (they are not a package), imported."""
+    sys.path.insert(0, str(REPO / "containers"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.pop(0)
+
+
+def test_the_lock_pins_every_dependency_within_pyproject_range() -> None:
+    """The images install containers/requirements.lock and then the project with
+    `--no-deps`: a dependency missing from the lock, or pinned outside the range
+    pyproject.toml allows, would be missing or wrong in the images only."""
+    lock = _containers_module("lock")
+    pins = lock.read_pins()
+    assert pins and all(version and hashes for version, hashes in pins.values()), pins
+    for line in PROJECT["dependencies"]:
+        requirement = Requirement(line)
+        name = lock.normalize(requirement.name)
+        assert name in pins, f"{name} is not in the lock: run `python containers/lock.py`"
+        version = pins[name][0]
+        assert requirement.specifier.contains(version, prereleases=True), (
+            f"the lock pins {name}=={version}, pyproject.toml wants {requirement}: "
+            "run `python containers/lock.py`"
+        )
+
+
+def test_the_lock_was_made_from_pyproject_dependencies() -> None:
+    """Any change to the dependencies (one added, a range moved) needs a new lock, even
+    one the pins happen to satisfy: the lock records which dependencies it resolved."""
+    lock = _containers_module("lock")
+    assert lock.recorded_digest() == lock.dependencies_digest(), (
+        "pyproject.toml's dependencies changed since containers/requirements.lock was made: "
+        "run `python containers/lock.py`"
+    )
+
+
+def test_a_dependency_added_without_relocking_is_caught(tmp_path: Path) -> None:
+    lock = _containers_module("lock")
+    pyproject = tmp_path / "pyproject.toml"
+    text = (REPO / "pyproject.toml").read_text()
+    pyproject.write_text(text.replace('    "rich>=13",\n', '    "rich>=13",\n    "tqdm>=4",\n'))
+    assert "tqdm" in pyproject.read_text()
+    assert lock.dependencies_digest(pyproject) != lock.recorded_digest()
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.parent.name)
+def test_images_install_the_lock_then_the_project_alone(dockerfile: Path) -> None:
+    stage = _build_stage(dockerfile)
+    joined = re.sub(r"\\\n", " ", "\n".join(stage)).splitlines()
+    installs = [line for line in joined if line.startswith("RUN ") and "pip install" in line]
+    assert any("--require-hashes -r requirements.lock" in run for run in installs), installs
+    assert "COPY containers/requirements.lock ./" in stage
+    # Every other install adds nothing the lock does not pin.
+    for run in installs:
+        if "requirements.lock" not in run:
+            assert "--no-deps" in run, run
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda path: path.parent.name)

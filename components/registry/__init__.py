@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from components.errors import RegistryError
 from components.model_files import (
     MODEL_FILE,
+    PICKLED_LIBRARIES,
     RECORD_FILE,
     file_sha256,
     load_checked_model,
@@ -55,7 +56,9 @@ __all__ = [
 ]
 
 CHAMPION = "champion"
-_TRACKED_LIBRARIES = ("scikit-learn", "imbalanced-learn", "pandas", "numpy", "kfp")
+# Recorded at registration: those a model file's unpickling depends on, and those that
+# shaped its training.
+_TRACKED_LIBRARIES = (*PICKLED_LIBRARIES, "imbalanced-learn", "pandas", "kfp")
 
 
 @dataclass
@@ -163,11 +166,14 @@ def champion_changed(reason: str, current: int | None, replacing: int | None) ->
 
 
 def load_model_directory(
-    directory: Path, *, sha256: str | None = None
+    directory: Path, *, sha256: str | None = None, accept_library_mismatch: bool = False
 ) -> tuple[Pipeline, ModelVersion]:
     """The model in a registry version's directory (`model.joblib` + `version.json`),
-    unpickled only if its SHA-256 matches the record (and `sha256`, when given)."""
-    model, record = load_checked_model(Path(directory), sha256=sha256)
+    unpickled only if its SHA-256 matches the record (and `sha256`, when given) and the
+    libraries that pickled it are the running ones (unless `accept_library_mismatch`)."""
+    model, record = load_checked_model(
+        Path(directory), sha256=sha256, accept_library_mismatch=accept_library_mismatch
+    )
     return model, ModelVersion.from_record(record, Path(directory) / RECORD_FILE)
 
 
