@@ -344,8 +344,8 @@ def cloud_build(settings: Settings, on_step: StepEvent, root: Path = REPO_ROOT) 
     client = build_client(settings)
     parent = f"projects/{settings.project}/locations/{settings.region}"
     try:
-        operation = client.create_build(parent=parent, project_id=settings.project, build=request)
-        started = cloudbuild_v1.BuildOperationMetadata.wrap(operation.metadata).build
+        operation = client.create_build(parent=parent, build=request)
+        started = operation.metadata.build
     except exceptions.GoogleAPICallError as exc:
         raise ImageError(f"creating the build failed: {exc.code} {exc.message}") from None
     build = _follow_build(settings, client, f"{parent}/builds/{started.id}", on_step)
