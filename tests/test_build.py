@@ -2,6 +2,7 @@
 and Artifact Registry clients (REST) and google-cloud-storage against the stand-ins
 (tests/artifact_registry_standin.py) and the GCS emulator."""
 
+import gzip
 import json
 import os
 import subprocess
@@ -10,8 +11,8 @@ import tarfile
 from io import BytesIO
 from pathlib import Path
 
-import gzip
 import pytest
+import yaml
 from artifact_registry_standin import ArtifactRegistry, CloudBuild
 from google.api_core import exceptions
 from google.protobuf import json_format
@@ -251,6 +252,5 @@ def test_with_images_pushed_the_run_and_the_templates_name_their_digests(
     # The image Vertex registers each model version with (Model.upload ingests it).
     assert job["runtimeConfig"]["parameterValues"]["serving_image"] == serving
     for upload in uploads.uploads:
-        template = parse(json.dumps(__import__("yaml").safe_load(upload["content"])),
-                         pipeline_spec_pb2.PipelineSpec())  # fmt: skip
+        template = parse(yaml.safe_load(upload["content"]), pipeline_spec_pb2.PipelineSpec())
         assert images(template) == {components}
