@@ -5,6 +5,7 @@ and Artifact Registry clients (REST) and google-cloud-storage against the stand-
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -254,3 +255,77 @@ def test_with_images_pushed_the_run_and_the_templates_name_their_digests(
     for upload in uploads.uploads:
         template = parse(yaml.safe_load(upload["content"]), pipeline_spec_pb2.PipelineSpec())
         assert images(template) == {components}
+
+
+FAKE_TOOL = """#!/usr/bin/env python3
+import hashlib, json, os, sys
+args = sys.argv[1:]
+stdin = sys.stdin.read() if args[0] == "login" else None
+with open(os.environ["FAKE_TOOL_LOG"], "a") as log:
+    log.write(json.dumps({"argv": [os.path.basename(sys.argv[0]), *args], "stdin": stdin}) + "\\n")
+if args[0] == "push":
+    digest = "sha256:" + hashlib.sha256(args[-1].split(":")[0].encode()).hexdigest()
+    if "--digestfile" in args:
+        open(args[args.index("--digestfile") + 1], "w").write(digest)
+    else:
+        print(f"{args[-1].rsplit(':', 1)[1]}: digest: {digest} size: 1234")
+"""
+
+
+@pytest.mark.parametrize("tool", ["docker", "podman"])
+def test_a_local_build_logs_in_builds_every_tag_and_pushes_each(
+    tool, checkout, tmp_path, monkeypatch
+):
+    """No registry is reachable here: a stand-in `docker`/`podman` on PATH records the
+    command lines and answers a push as the real tool does (docker prints the digest,
+    podman writes it to --digestfile)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / tool).write_text(FAKE_TOOL)
+    (bin_dir / tool).chmod(0o755)
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FAKE_TOOL_LOG", str(log))
+    settings = Settings(project=PROJECT, region=REGION)
+    pushed = build.local_build(settings, tool, lambda *_: None, "ya29.token", checkout)
+
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    login, *rest = calls
+    assert login == {
+        "argv": [tool, "login", "-u", "oauth2accesstoken", "--password-stdin",
+                 f"https://{REGION}-docker.pkg.dev"],
+        "stdin": "ya29.token",
+    }  # fmt: skip
+    tags = build.build_tags(settings, checkout)
+    assert tags[0] == "0.1.0" and tags[1].startswith("git-")
+    expected = []
+    for name, dockerfile in build.DOCKERFILES.items():
+        names = [f"{REPOSITORY}/{name}:{tag}" for tag in tags]
+        tagging = [arg for n in names for arg in ("-t", n)]
+        expected.append([tool, "build", "-f", dockerfile, *tagging, "."])
+        expected += [[tool, "push", n] for n in names]
+    for call in rest:  # podman writes each pushed digest to a file of its own
+        if "--digestfile" in call["argv"]:
+            at = call["argv"].index("--digestfile")
+            del call["argv"][at : at + 2]
+    assert [call["argv"] for call in rest] == expected
+    for name, uri in pushed.items():
+        assert re.fullmatch(rf"{re.escape(REPOSITORY)}/{name}@sha256:[0-9a-f]{{64}}", uri)
+
+
+def test_a_dry_run_build_prints_the_upload_and_the_build_without_credentials(
+    monkeypatch, no_config, capsys
+):
+    monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
+    monkeypatch.setenv("CHURN_CONFIG", str(no_config))
+    assert submit.main(["build", "--dry-run", "--project", "p", "--region", "us-east1"]) == 0
+    upload, create = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert upload["url"].startswith("https://storage.googleapis.com/upload/storage/v1/b/p-churn/o")
+    assert (
+        create["url"] == "https://cloudbuild.googleapis.com/v1/projects/p/locations/us-east1/builds"
+    )
+    from google.cloud.devtools import cloudbuild_v1
+
+    request = parse(create["body"], cloudbuild_v1.Build.pb(cloudbuild_v1.Build()))
+    assert [step.id for step in request.steps] == ["build components", "build serving"]
+    assert "us-east1-docker.pkg.dev/p/churn/serving:0.1.0" in request.images
