@@ -212,6 +212,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         return _on_vertex("training", {}, settings, args, _print_training)
     from pipelines.training import training_pipeline
 
+    settings = _registration_image(settings)
     if settings.source is None:
         _ensure_sample_data(settings)
     check_source(settings.source_uri)  # a missing table fails here, not in step 1
@@ -657,6 +658,22 @@ def _pinned(settings: Settings, dry_run: bool) -> Settings:
         return settings
     with console.status("looking up the images in Artifact Registry"):
         return images.pinned(settings)
+
+
+def _registration_image(settings: Settings) -> Settings:
+    """A local run registering to Vertex AI registers its model versions with the serving
+    image by digest, checked to exist, as a run on Vertex does (Model.upload ingests it)."""
+    from components.registry import open_registry
+    from components.registry.vertex import VertexRegistry
+    from pipelines import images
+
+    registry = open_registry(settings.registry_uri)
+    if not isinstance(registry, VertexRegistry):
+        return settings
+    image = settings.serving_image or registry.serving_image
+    with console.status("looking up the serving image in Artifact Registry"):
+        pinned = images.resolve_image(image, images.registry_client(settings))
+    return replace(settings, serving_image=pinned)
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
