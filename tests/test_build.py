@@ -2,6 +2,7 @@
 and Artifact Registry clients (REST) and google-cloud-storage against the stand-ins
 (tests/artifact_registry_standin.py) and the GCS emulator."""
 
+import base64
 import gzip
 import json
 import os
@@ -18,7 +19,7 @@ from artifact_registry_standin import ArtifactRegistry, CloudBuild
 from google.api_core import exceptions
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
-from test_vertex import PARENT, FakeRegistry, FakeVertex, images, parse
+from test_vertex import PARENT, FakeCloudScheduler, FakeRegistry, FakeVertex, images, parse
 
 import submit
 from components.settings import Settings
@@ -236,15 +237,16 @@ def test_a_command_with_a_missing_image_is_refused_before_any_vertex_request(
     assert sent == []  # no pipeline job, template upload or schedule
 
 
-def test_with_images_pushed_the_run_and_the_templates_name_their_digests(
+def test_with_images_pushed_runs_templates_and_schedules_name_their_digests(
     cloud_env, registry, capsys
 ):
     components = registry.push(f"{REPOSITORY}/components:0.1.0")
     serving = registry.push(f"{REPOSITORY}/serving:0.1.0")
     FakeVertex(cloud_env)
     uploads = FakeRegistry(cloud_env)
+    scheduler = FakeCloudScheduler(cloud_env)
     assert submit.main(["train"]) == 0
-    assert submit.main(["publish"]) == 0
+    assert submit.main(["schedule"]) == 0
 
     (request,) = cloud_env.requests_to("POST", rf"/v1/{PARENT}/pipelineJobs")
     job = json.loads(request.raw)
@@ -255,6 +257,12 @@ def test_with_images_pushed_the_run_and_the_templates_name_their_digests(
     for upload in uploads.uploads:
         template = parse(yaml.safe_load(upload["content"]), pipeline_spec_pb2.PipelineSpec())
         assert images(template) == {components}
+    assert len(scheduler.jobs) == 2
+    runs = {}
+    for scheduled in scheduler.jobs.values():
+        run = json.loads(base64.b64decode(scheduled["httpTarget"]["body"]))
+        runs[run["displayName"]] = run["runtimeConfig"]["parameterValues"]
+    assert runs["churn-training"]["serving_image"] == serving  # the weekly retraining's
 
 
 FAKE_TOOL = """#!/usr/bin/env python3
