@@ -20,7 +20,8 @@ import re
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -90,6 +91,23 @@ class RegistryImage:
         return f"{self.repository_name}/packages/{quote(self.image, safe='')}"
 
 
+@contextmanager
+def _google(what: str) -> Iterator[None]:
+    """A refused request, or credentials that cannot be had, as one line naming `what`."""
+    from google.api_core import exceptions
+    from google.auth import exceptions as auth
+
+    try:
+        yield
+    except auth.GoogleAuthError as exc:
+        raise ImageError(
+            f"{what} failed: no usable Google credentials ({exc}); "
+            "run `gcloud auth application-default login`"
+        ) from None
+    except exceptions.GoogleAPICallError as exc:
+        raise ImageError(f"{what} failed: {exc.code} {exc.message}") from None
+
+
 def configured_images(settings: Settings) -> dict[str, str]:
     """The image each part of a run uses, as configured (usually a tag)."""
     return {"components": settings.component_image_uri, "serving": settings.serving_image_uri}
@@ -101,13 +119,11 @@ def configured_images(settings: Settings) -> dict[str, str]:
 def registry_client(settings: Settings) -> Any:
     from google.cloud import artifactregistry_v1
 
-    return artifactregistry_v1.ArtifactRegistryClient(
-        transport="rest",
-        client_options={
-            "api_endpoint": settings.artifact_registry_api_endpoint
-            or "artifactregistry.googleapis.com"
-        },
-    )
+    endpoint = settings.artifact_registry_api_endpoint or "artifactregistry.googleapis.com"
+    with _google("connecting to Artifact Registry"):
+        return artifactregistry_v1.ArtifactRegistryClient(
+            transport="rest", client_options={"api_endpoint": endpoint}
+        )
 
 
 def resolve_image(uri: str, client: Any) -> str:
@@ -121,18 +137,18 @@ def resolve_image(uri: str, client: Any) -> str:
             f"image {uri} is not in Artifact Registry (LOCATION-docker.pkg.dev/PROJECT/REPO/"
             "IMAGE): runs on Vertex AI pin their images by digest, looked up there"
         )
-    try:
-        if image.digest:
-            client.get_docker_image(
-                name=f"{image.repository_name}/dockerImages/"
-                f"{quote(image.image, safe='')}@{image.digest}"
-            )
-            return image.uri
-        tag = client.get_tag(name=f"{image.package_name}/tags/{image.tag or 'latest'}")
-    except exceptions.NotFound:
-        raise ImageError(f"image {uri} does not exist in Artifact Registry; {BUILD_FIX}") from None
-    except exceptions.GoogleAPICallError as exc:
-        raise ImageError(f"looking up image {uri} failed: {exc.code} {exc.message}") from None
+    with _google(f"looking up image {uri}"):
+        try:
+            if image.digest:
+                client.get_docker_image(
+                    name=f"{image.repository_name}/dockerImages/"
+                    f"{quote(image.image, safe='')}@{image.digest}"
+                )
+                return image.uri
+            tag = client.get_tag(name=f"{image.package_name}/tags/{image.tag or 'latest'}")
+        except exceptions.NotFound:
+            missing = f"image {uri} does not exist in Artifact Registry; {BUILD_FIX}"
+            raise ImageError(missing) from None
     digest = tag.version.rsplit("/versions/", 1)[-1]
     return replace(image, tag=None, digest=digest).uri
 
@@ -291,12 +307,11 @@ def source_object(settings: Settings, tarball: bytes) -> tuple[str, str]:
 def build_client(settings: Settings) -> Any:
     from google.cloud.devtools import cloudbuild_v1
 
-    return cloudbuild_v1.CloudBuildClient(
-        transport="rest",
-        client_options={
-            "api_endpoint": settings.cloud_build_api_endpoint or "cloudbuild.googleapis.com"
-        },
-    )
+    endpoint = settings.cloud_build_api_endpoint or "cloudbuild.googleapis.com"
+    with _google("connecting to Cloud Build"):
+        return cloudbuild_v1.CloudBuildClient(
+            transport="rest", client_options={"api_endpoint": endpoint}
+        )
 
 
 def dry_run_cloud_build(settings: Settings, root: Path = REPO_ROOT) -> list[str]:
@@ -326,28 +341,20 @@ def dry_run_cloud_build(settings: Settings, root: Path = REPO_ROOT) -> list[str]
 def cloud_build(settings: Settings, on_step: StepEvent, root: Path = REPO_ROOT) -> dict[str, str]:
     """Upload the build context, build and push both images with Cloud Build, follow it
     step by step; returns each image by its pushed digest."""
-    from google.api_core import exceptions
     from google.cloud import storage
     from google.cloud.devtools import cloudbuild_v1
 
     tarball = source_tarball(root)
     bucket, name = source_object(settings, tarball)
-    try:
+    with _google(f"uploading the build source to gs://{bucket}/{name}"):
         blob = storage.Client(project=settings.project).bucket(bucket).blob(name)
         blob.upload_from_string(tarball, content_type="application/gzip")
-    except exceptions.GoogleAPICallError as exc:
-        raise ImageError(
-            f"uploading the build source to gs://{bucket}/{name} failed: {exc.code} {exc.message}"
-        ) from None
     tags = build_tags(settings, root)
     request = cloud_build_request(settings, bucket, name, blob.generation or 0, tags)
-    client = build_client(settings)
     parent = f"projects/{settings.project}/locations/{settings.region}"
-    try:
-        operation = client.create_build(parent=parent, build=request)
-        started = operation.metadata.build
-    except exceptions.GoogleAPICallError as exc:
-        raise ImageError(f"creating the build failed: {exc.code} {exc.message}") from None
+    client = build_client(settings)
+    with _google("creating the build"):
+        started = client.create_build(parent=parent, build=request).metadata.build
     build = _follow_build(settings, client, f"{parent}/builds/{started.id}", on_step)
     Status = cloudbuild_v1.Build.Status
     if build.status != Status.SUCCESS:
@@ -359,7 +366,6 @@ def cloud_build(settings: Settings, on_step: StepEvent, root: Path = REPO_ROOT) 
 
 
 def _follow_build(settings: Settings, client: Any, name: str, on_step: StepEvent) -> Any:
-    from google.api_core import exceptions
     from google.cloud.devtools import cloudbuild_v1
 
     Status = cloudbuild_v1.Build.Status
@@ -367,10 +373,8 @@ def _follow_build(settings: Settings, client: Any, name: str, on_step: StepEvent
     done |= {Status.CANCELLED, Status.EXPIRED}
     reported: dict[str, str] = {}
     while True:
-        try:
+        with _google(f"reading build {name}"):
             build = client.get_build(name=name)
-        except exceptions.GoogleAPICallError as exc:
-            raise ImageError(f"reading build {name} failed: {exc.code} {exc.message}") from None
         for step in build.steps:
             event = {
                 Status.WORKING: "started",

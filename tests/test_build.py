@@ -337,3 +337,13 @@ def test_a_dry_run_build_prints_the_upload_and_the_build_without_credentials(
     request = parse(create["body"], cloudbuild_v1.Build.pb(cloudbuild_v1.Build()))
     assert [step.id for step in request.steps] == ["build components", "build serving"]
     assert "us-east1-docker.pkg.dev/p/churn/serving:0.1.0" in request.images
+
+
+def test_without_credentials_a_submission_says_how_to_sign_in(
+    cloud_env, monkeypatch, tmp_path, capsys
+):
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+    assert submit.main(["train"]) == 1
+    line = " ".join(capsys.readouterr().err.split())
+    assert line.startswith("error: connecting to Artifact Registry failed: no usable Google")
+    assert line.endswith("run `gcloud auth application-default login`")
