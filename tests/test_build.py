@@ -347,3 +347,24 @@ def test_without_credentials_a_submission_says_how_to_sign_in(
     line = " ".join(capsys.readouterr().err.split())
     assert line.startswith("error: connecting to Artifact Registry failed: no usable Google")
     assert line.endswith("run `gcloud auth application-default login`")
+
+
+def test_the_registry_stand_in_answers_as_artifact_registry(google_cloud, registry):
+    """What the Vertex stand-in and `check` rely on: images by digest only, Google's 404."""
+    client = build.registry_client(settings_for(google_cloud))
+    pushed = registry.push(f"{REPOSITORY}/serving:0.1.0", b"one")
+    repo = f"projects/{PROJECT}/locations/{REGION}/repositories/churn"
+    image = client.get_docker_image(name=f"{repo}/dockerImages/{pushed.rsplit('/', 1)[1]}")
+    assert image.uri == pushed and list(image.tags) == ["0.1.0"]
+    with pytest.raises(exceptions.BadRequest, match="Request contains an invalid argument"):
+        client.get_docker_image(name=f"{repo}/dockerImages/serving:0.1.0")
+    with pytest.raises(exceptions.NotFound, match="Requested entity was not found"):
+        client.get_repository(name=f"projects/{PROJECT}/locations/{REGION}/repositories/other")
+    moved = registry.push(f"{REPOSITORY}/serving:0.1.0", b"two")
+    version = client.get_version(name=f"{repo}/packages/serving/versions/{pushed.split('@')[1]}")
+    assert list(version.related_tags) == []  # the tag moved to the new version
+    assert registry.image_exists(pushed) and registry.image_exists(f"{REPOSITORY}/serving:0.1.0")
+    assert client.get_tag(name=f"{repo}/packages/serving/tags/0.1.0").version.endswith(
+        moved.split("@")[1]
+    )
+    assert not registry.image_exists(f"{REPOSITORY}/serving:0.2.0")
