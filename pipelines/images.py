@@ -11,7 +11,6 @@ with the line that fixes it (`python submit.py build`).
 
 from __future__ import annotations
 
-import fnmatch
 import gzip
 import hashlib
 import io
@@ -229,15 +228,29 @@ def _dockerignore(root: Path) -> list[tuple[bool, re.Pattern[str]]]:
 
 def _glob(pattern: str) -> re.Pattern[str]:
     """A .dockerignore pattern (Go's filepath.Match, plus `**` for any number of folders)."""
+    pieces = pattern.split("/")
     parts = []
-    for i, piece in enumerate(pattern.split("/")):
+    for i, piece in enumerate(pieces):
         if piece == "**":
-            parts.append("(?:.*/)?" if i < len(pattern.split("/")) - 1 else ".*")
+            parts.append("(?:.*/)?" if i < len(pieces) - 1 else ".*")
             continue
-        parts.append(fnmatch.translate(piece).removeprefix("(?s:").removesuffix(")\\Z") + "/")
+        # `*` and `?` stay within one path segment.
+        regex = re.sub(r"\[(.*?)\]|(\*)|(\?)|([^[*?]+)", _segment, piece)
+        parts.append(regex + "/")
     regex = "".join(parts).removesuffix("/")
     # A pattern that names a folder excludes everything in it.
     return re.compile(f"(?s:{regex})(?:/.*)?")
+
+
+def _segment(match: re.Match[str]) -> str:
+    chars, star, question, literal = match.groups()
+    if chars is not None:
+        return f"[{'^' + chars[1:] if chars.startswith('^') else chars}]"
+    if star:
+        return "[^/]*"
+    if question:
+        return "[^/]"
+    return re.escape(literal)
 
 
 def _ignored(path: str, rules: Iterable[tuple[bool, re.Pattern[str]]]) -> bool:
@@ -419,8 +432,12 @@ def _pushed(
 # --- docker or podman on this machine ---------------------------------------------------
 
 
-Command = tuple[list[str], str | None]
-"""(argument list, text sent on its standard input)."""
+@dataclass(frozen=True)
+class Command:
+    step: str
+    """What the progress display calls it ("build components", "push serving:0.1.0")."""
+    argv: list[str]
+    stdin: str | None = None
 
 
 def local_build_commands(
@@ -431,18 +448,23 @@ def local_build_commands(
     targets = build_targets(settings)
     tags = build_tags(settings, root)
     hosts = sorted({f"https://{t.location}-docker.pkg.dev" for t in targets.values()})
-    commands: list[Command] = [
-        ([tool, "login", "-u", "oauth2accesstoken", "--password-stdin", host], token)
+    commands = [
+        Command(
+            f"log in to {host.removeprefix('https://')}",
+            [tool, "login", "-u", "oauth2accesstoken", "--password-stdin", host],
+            token,
+        )
         for host in hosts
     ]
     for name, target in targets.items():
         tagging = [arg for tag in tags for arg in ("-t", f"{target.base}:{tag}")]
-        commands.append(([tool, "build", "-f", DOCKERFILES[name], *tagging, "."], None))
+        build = [tool, "build", "-f", DOCKERFILES[name], *tagging, "."]
+        commands.append(Command(f"build {name}", build))
         for tag in tags:
             push = [tool, "push"]
             if tool == "podman":
                 push += ["--digestfile", str(digest_dir / f"{name}-{tag}")]
-            commands.append(([*push, f"{target.base}:{tag}"], None))
+            commands.append(Command(f"push {name}:{tag}", [*push, f"{target.base}:{tag}"]))
     return commands
 
 
@@ -457,14 +479,19 @@ def local_build(
     tags = build_tags(settings, root)
     pushed: dict[str, str] = {}
     with tempfile.TemporaryDirectory() as digest_dir:
-        for argv, stdin in local_build_commands(settings, tool, token, Path(digest_dir), root):
-            step = " ".join(argv[:2]) if argv[1] == "login" else f"{argv[1]} {argv[-1]}"
+        for command in local_build_commands(settings, tool, token, Path(digest_dir), root):
+            argv, step = command.argv, command.step
             on_step(step, "started", 0.0, "")
             started = time.monotonic()
             try:
-                out = subprocess.run(argv, cwd=root, input=stdin, capture_output=True, text=True)
+                out = subprocess.run(
+                    argv, cwd=root, input=command.stdin, capture_output=True, text=True
+                )
             except OSError as exc:
-                raise ImageError(f"{tool} cannot be run: {exc.strerror or exc}") from None
+                raise ImageError(
+                    f"{tool} cannot be run ({exc.strerror or exc}): install it, or build with "
+                    "Cloud Build (leave out --builder)"
+                ) from None
             seconds = time.monotonic() - started
             if out.returncode != 0:
                 on_step(step, "failed", seconds, "")
@@ -491,4 +518,4 @@ def _pushed_digest(tool: str, stdout: str, digest_dir: Path, name: str, tag: str
 
 def dry_run_local_build(settings: Settings, tool: str, root: Path = REPO_ROOT) -> list[str]:
     commands = local_build_commands(settings, tool, "TOKEN", Path("DIGESTS"), root)
-    return [json.dumps({"command": argv}) for argv, _stdin in commands]
+    return [json.dumps({"command": command.argv}) for command in commands]
