@@ -655,6 +655,7 @@ def _pinned(settings: Settings, dry_run: bool) -> Settings:
     from pipelines import images
 
     if dry_run:
+        console.print("[dim]dry run: images as configured; a real run sends them by digest[/dim]")
         return settings
     with console.status("looking up the images in Artifact Registry"):
         return images.pinned(settings)
