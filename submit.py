@@ -4,6 +4,7 @@
     python submit.py score [--as-of DATE] [--json]     score every customer, publish
     python submit.py runs                              list recent runs
     python submit.py serve [--model VERSION]           serve a model on 127.0.0.1
+    python submit.py build [--builder docker|podman]   build and push both images (Cloud Build)
     python submit.py publish                           upload both templates (needs a project)
     python submit.py schedule [--scheduler vertex]     create or update the two schedules
         [--list | --pause | --resume | --delete]
@@ -136,6 +137,18 @@ def _parser() -> argparse.ArgumentParser:
         "runs", parents=[common], help="list recent runs (on Vertex AI with a project)"
     )
     runs.set_defaults(command=_runs)
+    build = commands.add_parser(
+        "build",
+        parents=[common, cloud],
+        help="build and push both container images (Cloud Build, or a local docker or podman)",
+    )
+    build.add_argument(
+        "--builder",
+        choices=("cloud-build", "docker", "podman"),
+        default="cloud-build",
+        help="Cloud Build (default: no Docker needed here), or docker or podman on this machine",
+    )
+    build.set_defaults(command=_build)
     publish = commands.add_parser(
         "publish",
         parents=[common, cloud],
@@ -199,6 +212,7 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
         return _on_vertex("training", {}, settings, args, _print_training)
     from pipelines.training import training_pipeline
 
+    settings = _registration_image(settings)
     if settings.source is None:
         _ensure_sample_data(settings)
     check_source(settings.source_uri)  # a missing table fails here, not in step 1
@@ -365,6 +379,7 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     from pipelines.parameters import pipeline_arguments
 
     pipeline_func = _pipeline(name)
+    settings = _pinned(settings, args.dry_run)
     arguments = pipeline_arguments(pipeline_func, settings, vertex=True, run=run)
     with tempfile.TemporaryDirectory() as tmp:
         path = vertex.compile_template(pipeline_func, Path(tmp) / f"{name}.yaml", settings)
@@ -543,6 +558,8 @@ def _vertex_run_rows(settings: Settings) -> list[dict[str, Any]]:
 
 def _publish(args: argparse.Namespace, settings: Settings) -> int:
     """Compile both pipelines and upload them to the template repository."""
+    _require_project(settings)
+    settings = _pinned(settings, args.dry_run)
     for published in _published_templates(settings, args.dry_run).values():
         console.print(
             f"published {published.package} {published.version} "
@@ -622,6 +639,7 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
             getattr(backend, args.action)(name)
             console.print(f"{name}: {done}")
         return 0
+    settings = _pinned(settings, args.dry_run)
     templates = _published_templates(settings, args.dry_run)
     for key, (name, cron) in plan.items():
         scheduled = schedules.scheduled_run(
@@ -636,6 +654,69 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
             f"{name} {outcome}: {cron} ({settings.time_zone}) -> {templates[key].template_uri}",
             markup=False,
         )
+    return 0
+
+
+def _pinned(settings: Settings, dry_run: bool) -> Settings:
+    """Both images by digest, looked up in Artifact Registry: a run, template or schedule
+    never names an image that was not pushed, nor one a re-pushed tag changes later. A dry
+    run sends nothing, so it keeps the configured names."""
+    from pipelines import images
+
+    if dry_run:
+        console.print("[dim]dry run: images as configured; a real run sends them by digest[/dim]")
+        return settings
+    with console.status("looking up the images in Artifact Registry"):
+        return images.pinned(settings)
+
+
+def _registration_image(settings: Settings) -> Settings:
+    """A local run registering to Vertex AI registers its model versions with the serving
+    image by digest, checked to exist, as a run on Vertex does (Model.upload ingests it)."""
+    from components.registry import open_registry
+    from components.registry.vertex import VertexRegistry
+    from pipelines import images
+
+    registry = open_registry(settings.registry_uri)
+    if not isinstance(registry, VertexRegistry):
+        return settings
+    image = settings.serving_image or registry.serving_image
+    with console.status("looking up the serving image in Artifact Registry"):
+        pinned = images.resolve_image(image, images.registry_client(settings))
+    return replace(settings, serving_image=pinned)
+
+
+def _build(args: argparse.Namespace, settings: Settings) -> int:
+    """Build and push both images; print each by its pushed digest."""
+    from pipelines import images
+
+    _require_project(settings)
+    if args.dry_run:
+        if args.builder == "cloud-build":
+            lines = images.dry_run_cloud_build(settings)
+        else:
+            lines = images.dry_run_local_build(settings, args.builder)
+        for line in lines:
+            print(line)
+        return 0
+    targets = images.build_targets(settings)
+    console.print(
+        f"[bold]building[/bold] {', '.join(t.base for t in targets.values())} "
+        f"({', '.join(images.build_tags(settings))}) with {args.builder}",
+        markup=True,
+    )
+    status, on_step = _progress()
+    with status:
+        if args.builder == "cloud-build":
+            pushed = images.cloud_build(settings, on_step)
+        else:
+            from pipelines.vertex import _access_token
+
+            pushed = images.local_build(settings, args.builder, on_step, _access_token())
+    for name, uri in pushed.items():
+        console.print(f"{name}: {uri}", markup=False)
+    if args.json:
+        print(json.dumps(pushed))
     return 0
 
 

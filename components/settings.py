@@ -84,6 +84,11 @@ class Settings:
     (default <region>-aiplatform.googleapis.com; a URL with http:// is used as given)."""
     scheduler_api_endpoint: str | None = None
     """Cloud Scheduler API host (default cloudscheduler.googleapis.com)."""
+    artifact_registry_api_endpoint: str | None = None
+    """Artifact Registry API host, where image tags are resolved to digests
+    (default artifactregistry.googleapis.com)."""
+    cloud_build_api_endpoint: str | None = None
+    """Cloud Build API host `submit.py build` uses (default cloudbuild.googleapis.com)."""
     training_schedule: str = "0 2 * * 1"
     """Cron of the scheduled retraining, in `time_zone` (default Mondays at 02:00)."""
     scoring_schedule: str = "0 8 * * *"

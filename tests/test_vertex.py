@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import yaml
+from artifact_registry_standin import ArtifactRegistry
 from google.cloud import aiplatform_v1, scheduler_v1
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -66,7 +67,16 @@ def base_env(tmp_path: Path) -> dict[str, str]:
 
 @pytest.fixture
 def env(google_cloud, tmp_path: Path) -> dict[str, str]:
+    # Submissions, templates and schedules check their images in Artifact Registry. Both
+    # given by digest, a dry run names the same images as the run (a tag is resolved only
+    # when sending: tests/test_build.py).
+    registry = ArtifactRegistry(google_cloud)
+    registry.create_repository(PROJECT, REGION, "churn")
+    registry.push(IMAGE)
+    serving = registry.push(f"{REGION}-docker.pkg.dev/{PROJECT}/churn/serving:0.1.0")
     return base_env(tmp_path) | {
+        "CHURN_ARTIFACT_REGISTRY_API_ENDPOINT": google_cloud.url,
+        "CHURN_SERVING_IMAGE": serving,
         "NO_PROXY": "127.0.0.1",
         "GOOGLE_APPLICATION_CREDENTIALS": os.environ["GOOGLE_APPLICATION_CREDENTIALS"],
         "CHURN_PROJECT": PROJECT,

@@ -12,6 +12,7 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
+from artifact_registry_standin import ArtifactRegistry
 from google.cloud import aiplatform_v1
 from vertex_standin import LOCATION, MODEL, VertexModels
 
@@ -25,14 +26,14 @@ fake_gcs = pytest.importorskip(
 )
 
 
-def _submit(*args: str, home: Path, registry: str) -> dict:
+def _submit(*args: str, home: Path, registry: str, ar: str) -> dict:
     done = subprocess.run(
         [sys.executable, "submit.py", *args, "--home", str(home), "--local", "--json"],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=900,
-        env={**os.environ, "CHURN_REGISTRY": registry},
+        env={**os.environ, "CHURN_REGISTRY": registry, "CHURN_ARTIFACT_REGISTRY_API_ENDPOINT": ar},
     )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -45,6 +46,9 @@ def test_train_from_bigquery_registers_to_vertex_and_scoring_uses_the_champion_a
     from google.cloud import storage
 
     models = VertexModels(google_cloud)
+    images = ArtifactRegistry(google_cloud)  # registration names the serving image by digest
+    images.create_repository("p", "us-central1", "churn")
+    serving = images.push("us-central1-docker.pkg.dev/p/churn/serving:0.1.0")
     source = f"bq://{bq_dataset}.customers"
     output = f"bq://{bq_dataset}.churn_predictions"
     write_table(generate_customers(2_000, seed=31), source)
@@ -55,12 +59,12 @@ def test_train_from_bigquery_registers_to_vertex_and_scoring_uses_the_champion_a
         storage.Client("p", credentials=AnonymousCredentials()).create_bucket("churn-models")
         trained = _submit(
             "train", "--source", source, "--cv-folds", "3", "--candidates-per-family",
-            "1", home=tmp_path / "home", registry=registry,
+            "1", home=tmp_path / "home", registry=registry, ar=google_cloud.url,
         )  # fmt: skip
         google_cloud_requests_after_training = len(google_cloud.requests)
         scored = _submit(
             "score", "--source", source, "--output", output, "--as-of", "2026-12-01",
-            home=tmp_path / "home", registry=registry,
+            home=tmp_path / "home", registry=registry, ar=google_cloud.url,
         )  # fmt: skip
 
     assert trained["status"] == "succeeded" and trained["promoted"] is True
@@ -69,6 +73,7 @@ def test_train_from_bigquery_registers_to_vertex_and_scoring_uses_the_champion_a
     request = aiplatform_v1.UploadModelRequest.from_json(upload.raw)
     assert request.model_id == "churn"
     assert request.model.artifact_uri.startswith("gs://churn-models/models/churn/")
+    assert request.model.container_spec.image_uri == serving
     assert models.aliases == {"champion": "1"}
 
     assert scored["status"] == "succeeded" and scored["model_version"] == 1
