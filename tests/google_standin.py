@@ -793,7 +793,10 @@ class CloudProject:
     # --- Cloud Storage ---------------------------------------------------------------
 
     def _bucket_resource(self, bucket: str) -> str:
-        return f"projects/_/buckets/{bucket}"
+        # Bucket names are global; every bucket asked about here is judged as this project's.
+        resource = f"projects/_/buckets/{bucket}"
+        self.iam.parents.setdefault(resource, self.name)
+        return resource
 
     def _bucket_get(self, request, match):
         resource = self._bucket_resource(match["bucket"])
@@ -1054,9 +1057,15 @@ class CloudProject:
         resource = self._repository_resource(match["location"], repo)
         if resource in self.repositories:
             return error(409, "ALREADY_EXISTS", "the repository already exists")
-        body = request.json
-        if body.get("format") not in ("DOCKER", "KFP", "PYTHON", "MAVEN", "NPM", "APT", "YUM"):
+        from google.cloud import artifactregistry_v1
+
+        # The body parsed into the real proto (clients send enums as numbers or names).
+        repository = artifactregistry_v1.Repository.from_json(
+            request.raw or b"{}", ignore_unknown_fields=False
+        )
+        if repository.format_ == artifactregistry_v1.Repository.Format.FORMAT_UNSPECIFIED:
             return error(400, "INVALID_ARGUMENT", "Repository format must be specified.")
+        body = json.loads(artifactregistry_v1.Repository.to_json(repository))
         self.repositories[resource] = {**body, "name": resource, "mode": "STANDARD_REPOSITORY"}
         return 200, {
             "name": f"{parent}/operations/create-{repo}",
