@@ -15,10 +15,14 @@ as such a policy too.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cached_property
 from typing import Any
 
+from components.errors import ChurnError
 from components.settings import Settings
+from pipelines import access
 
 SCOPE = "https://www.googleapis.com/auth/cloud-platform"
 
@@ -38,6 +42,20 @@ _LEGACY_DATASET_ROLES = {
     "READER": "roles/bigquery.dataViewer",
 }
 _ENTITY_MEMBERS = {"userByEmail": None, "groupByEmail": "group", "iamMember": ""}
+
+
+@contextmanager
+def credentials_needed() -> Iterator[None]:
+    """No Google credentials on this machine becomes one line saying how to sign in."""
+    from google.auth.exceptions import DefaultCredentialsError
+
+    try:
+        yield
+    except DefaultCredentialsError:
+        raise ChurnError(
+            "no Google Cloud credentials found: run `gcloud auth application-default login` "
+            "(or set GOOGLE_APPLICATION_CREDENTIALS)"
+        ) from None
 
 
 class AdminClients:
@@ -224,3 +242,89 @@ def condition_holds(condition: dict[str, Any] | None, resource: str) -> bool | N
     if not match:
         return None
     return resource.startswith(match[1])
+
+
+def read_policy(clients: AdminClients, settings: Settings, key: str) -> dict[str, Any]:
+    """The allow policy of the resource `key` names (pipelines/access.py), as a dict; a
+    conditional binding is read whole (policy version 3)."""
+    resource = access.resource_name(key, settings)
+    if key == "project":
+        return policy_from_proto(
+            clients.projects.get_iam_policy(
+                request={"resource": resource, "options": {"requested_policy_version": 3}}
+            )
+        )
+    if key == "bucket":
+        bucket = clients.storage.bucket(access.bucket_name(settings))
+        policy = bucket.get_iam_policy(requested_policy_version=3).to_api_repr()
+        return {
+            "version": policy.get("version", 1),
+            "bindings": [
+                {**b, "members": sorted(b["members"])} for b in policy.get("bindings", [])
+            ],
+            "etag": policy.get("etag", ""),
+        }
+    if key == "dataset":
+        project, dataset, _table = access.source_table(settings)
+        return dataset_policy(clients.bigquery.get_dataset(f"{project}.{dataset}"))
+    if key.startswith("account:"):
+        options = {"options": {"requestedPolicyVersion": 3}}
+        policy = clients.iam("POST", f"v1/{resource}:getIamPolicy", options)
+        return {"version": 1, "bindings": [], "etag": ""} | policy
+    if key.startswith("repository:"):
+        return policy_from_proto(
+            clients.artifact_registry.get_iam_policy(
+                request={"resource": resource, "options": {"requested_policy_version": 3}}
+            )
+        )
+    raise ValueError(f"no policy of its own: {key!r}")
+
+
+def write_policy(clients: AdminClients, settings: Settings, key: str, policy: dict[str, Any]):
+    """Write `policy` (read by read_policy, then changed) back with the etag it was read
+    with: a change made in between fails (409/412) instead of being overwritten."""
+    resource = access.resource_name(key, settings)
+    if key == "project":
+        clients.projects.set_iam_policy(
+            request={"resource": resource, "policy": policy_to_proto(policy)}
+        )
+    elif key == "bucket":
+        from google.api_core.iam import Policy
+
+        bucket = clients.storage.bucket(access.bucket_name(settings))
+        bucket.set_iam_policy(Policy.from_api_repr(policy))
+    elif key == "dataset":
+        project, dataset_id, _table = access.source_table(settings)
+        dataset = clients.bigquery.get_dataset(f"{project}.{dataset_id}")
+        entries = list(dataset.access_entries)
+        have = {(b["role"], m) for b in dataset_policy(dataset)["bindings"] for m in b["members"]}
+        for binding in policy["bindings"]:
+            for member in binding["members"]:
+                if (binding["role"], member) not in have:
+                    entries.append(dataset_access_entry(binding["role"], member))
+        dataset.access_entries = entries
+        dataset._properties["etag"] = policy["etag"]  # sent as If-Match: the etag read
+        clients.bigquery.update_dataset(dataset, ["access_entries"])
+    elif key.startswith("account:"):
+        clients.iam("POST", f"v1/{resource}:setIamPolicy", {"policy": policy})
+    else:
+        clients.artifact_registry.set_iam_policy(
+            request={"resource": resource, "policy": policy_to_proto(policy)}
+        )
+
+
+def policy_request(clients: AdminClients, settings: Settings, key: str) -> tuple[str, str]:
+    """(method, URL) of the request that writes the policy, as a dry run prints it."""
+    resource = access.resource_name(key, settings)
+    if key == "project":
+        return "POST", clients.url("cloudresourcemanager", f"v3/{resource}:setIamPolicy")
+    if key == "bucket":
+        return "PUT", clients.url("storage", f"storage/v1/b/{access.bucket_name(settings)}/iam")
+    if key == "dataset":
+        project, dataset, _table = access.source_table(settings)
+        return "PATCH", clients.url(
+            "bigquery", f"bigquery/v2/projects/{project}/datasets/{dataset}"
+        )
+    if key.startswith("account:"):
+        return "POST", clients.url("iam", f"v1/{resource}:setIamPolicy")
+    return "POST", clients.url("artifactregistry", f"v1/{resource}:setIamPolicy")

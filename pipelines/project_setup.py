@@ -23,11 +23,11 @@ from components.settings import Settings
 from pipelines import access
 from pipelines.cloud_admin import (
     AdminClients,
-    dataset_access_entry,
-    dataset_policy,
-    policy_from_proto,
-    policy_to_proto,
+    credentials_needed,
+    policy_request,
+    read_policy,
     with_grants,
+    write_policy,
 )
 from pipelines.vertex import ApiRequest
 
@@ -52,7 +52,8 @@ class Item:
 
 @dataclass(frozen=True)
 class Options:
-    viewer_group: str | None = None
+    """What setup makes beyond what every project needs (the viewer group is a setting)."""
+
     github_repository: str | None = None
     sample_data: bool = False
 
@@ -97,7 +98,8 @@ def run(
                 print(request.line())
             continue
         try:
-            outcome = item.ensure()
+            with credentials_needed():
+                outcome = item.ensure()
         except exceptions.GoogleAPICallError as exc:
             raise SetupError(f"{item.what}: {exc.code} {one_line(exc.message)}") from None
         report(item.what, outcome)
@@ -297,7 +299,7 @@ def _policies(settings: Settings, clients: AdminClients, options: Options) -> It
     for grant in access.GRANTS:
         member = access.principal_member(
             grant.principal,
-            _with_viewers(settings, options),
+            settings,
             github_repository=options.github_repository or "",
         )
         if member is None:
@@ -319,118 +321,24 @@ def _resolve(member: str, clients: AdminClients) -> str:
     return member
 
 
-def _with_viewers(settings: Settings, options: Options) -> Settings:
-    from dataclasses import replace
-
-    return replace(settings, viewer_group=options.viewer_group or settings.viewer_group)
-
-
 def _policy(
     settings: Settings, clients: AdminClients, key: str, grants: list[tuple[str, str, str]]
 ) -> Item:
     resource = access.resource_name(key, settings)
-    read, write, url, method = _policy_api(settings, clients, key, resource)
+    method, url = policy_request(clients, settings, key)
 
     def ensure() -> str:
         wanted = [(role, _resolve(member, clients), cond) for role, member, cond in grants]
-        policy, added = with_grants(read(), wanted)
+        policy, added = with_grants(read_policy(clients, settings, key), wanted)
         if not added:
             return "exists"
-        write(policy)
+        write_policy(clients, settings, key, policy)
         return f"granted {len(added)} role binding(s)"
 
     # A dry run cannot read the policy: it shows the bindings the write adds.
     dry, _added = with_grants({"version": 1, "bindings": [], "etag": ""}, grants)
     body = {"policy": dry} if method == "POST" else dry
     return Item(f"IAM policy of {resource}", [ApiRequest(method, url, body)], ensure)
-
-
-def _policy_api(settings: Settings, clients: AdminClients, key: str, resource: str):
-    """(read, write, URL, method) of the policy of `resource`, by the API that holds it."""
-    if key == "project":
-        request_options = {"requested_policy_version": 3}
-
-        def read() -> dict[str, Any]:
-            return policy_from_proto(
-                clients.projects.get_iam_policy(
-                    request={"resource": resource, "options": request_options}
-                )
-            )
-
-        def write(policy: dict[str, Any]) -> None:
-            clients.projects.set_iam_policy(
-                request={"resource": resource, "policy": policy_to_proto(policy)}
-            )
-
-        url = clients.url("cloudresourcemanager", f"v3/{resource}:setIamPolicy")
-        return read, write, url, "POST"
-    if key == "bucket":
-        from google.api_core.iam import Policy
-
-        bucket = clients.storage.bucket(access.bucket_name(settings))
-
-        def read() -> dict[str, Any]:
-            policy = bucket.get_iam_policy(requested_policy_version=3).to_api_repr()
-            return {
-                "version": policy.get("version", 1),
-                "bindings": [
-                    {**b, "members": sorted(b["members"])} for b in policy.get("bindings", [])
-                ],
-                "etag": policy.get("etag", ""),
-            }
-
-        def write(policy: dict[str, Any]) -> None:
-            bucket.set_iam_policy(Policy.from_api_repr(policy))
-
-        url = clients.url("storage", f"storage/v1/b/{bucket.name}/iam")
-        return read, write, url, "PUT"
-    if key == "dataset":
-        project, dataset_name, _table = access.source_table(settings)
-        state: dict[str, Any] = {}
-
-        def read() -> dict[str, Any]:
-            state["dataset"] = clients.bigquery.get_dataset(f"{project}.{dataset_name}")
-            return dataset_policy(state["dataset"])
-
-        def write(policy: dict[str, Any]) -> None:
-            dataset = state["dataset"]
-            entries = list(dataset.access_entries)
-            known = dataset_policy(dataset)["bindings"]
-            have = {(b["role"], m) for b in known for m in b["members"]}
-            for binding in policy["bindings"]:
-                for member in binding["members"]:
-                    if (binding["role"], member) not in have:
-                        entries.append(dataset_access_entry(binding["role"], member))
-            dataset.access_entries = entries
-            # The dataset's etag goes with the update: a concurrent change fails (412).
-            clients.bigquery.update_dataset(dataset, ["access_entries"])
-
-        url = clients.url("bigquery", f"bigquery/v2/projects/{project}/datasets/{dataset_name}")
-        return read, write, url, "PATCH"
-    if key.startswith("account:"):
-
-        def read() -> dict[str, Any]:
-            options = {"options": {"requestedPolicyVersion": 3}}
-            policy = clients.iam("POST", f"v1/{resource}:getIamPolicy", options)
-            return {"version": 1, "bindings": [], "etag": ""} | policy
-
-        def write(policy: dict[str, Any]) -> None:
-            clients.iam("POST", f"v1/{resource}:setIamPolicy", {"policy": policy})
-
-        return read, write, clients.url("iam", f"v1/{resource}:setIamPolicy"), "POST"
-    registry = clients.artifact_registry
-
-    def read() -> dict[str, Any]:
-        return policy_from_proto(
-            registry.get_iam_policy(
-                request={"resource": resource, "options": {"requested_policy_version": 3}}
-            )
-        )
-
-    def write(policy: dict[str, Any]) -> None:
-        registry.set_iam_policy(request={"resource": resource, "policy": policy_to_proto(policy)})
-
-    return read, write, clients.url("artifactregistry", f"v1/{resource}:setIamPolicy"), "POST"
 
 
 def _sample_data(settings: Settings) -> Item:
