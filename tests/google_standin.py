@@ -578,10 +578,10 @@ class CloudProject:
     def _services_get(self, request, match):
         if not self._mine(match["project"]):
             return permission_denied(
-                "serviceusage.googleapis.com", "serviceusage.services.list", self.name
+                "serviceusage.googleapis.com", "serviceusage.services.get", self.name
             )
         refused = self._refuse(
-            request, "serviceusage.googleapis.com", "serviceusage.services.list", self.name
+            request, "serviceusage.googleapis.com", "serviceusage.services.get", self.name
         )
         if refused:
             return refused
@@ -1065,7 +1065,9 @@ class CloudProject:
         )
         if repository.format_ == artifactregistry_v1.Repository.Format.FORMAT_UNSPECIFIED:
             return error(400, "INVALID_ARGUMENT", "Repository format must be specified.")
-        body = json.loads(artifactregistry_v1.Repository.to_json(repository))
+        body = json.loads(
+            artifactregistry_v1.Repository.to_json(repository, use_integers_for_enums=False)
+        )
         self.repositories[resource] = {**body, "name": resource, "mode": "STANDARD_REPOSITORY"}
         return 200, {
             "name": f"{parent}/operations/create-{repo}",
