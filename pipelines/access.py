@@ -84,7 +84,7 @@ GRANTS: tuple[Grant, ...] = (
     Grant("pipelines", "roles/bigquery.dataOwner", "project",
           "read and delete the prediction_* dataset a batch prediction job leaves",
           condition=_PREDICTION_DATASETS),
-    Grant("pipelines", "roles/storage.objectAdmin", "bucket",
+    Grant("pipelines", "roles/storage.objectUser", "bucket",
           "pipeline artifacts, model directories and CSV exports"),
     Grant("pipelines", "roles/logging.logWriter", "project", "step logs"),
     # churn-scheduler: start runs as churn-pipelines from the pinned templates, nothing else.

@@ -441,6 +441,7 @@ class CloudProject:
         "roles/bigquery.user",
         "roles/artifactregistry.admin",
         "roles/iam.workloadIdentityPoolAdmin",
+        "roles/aiplatform.user",
     )
 
     def __post_init__(self) -> None:

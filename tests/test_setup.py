@@ -37,14 +37,15 @@ def test_setup_creates_everything_a_project_needs(project, capsys):
     assert setup(project, "--viewer-group", VIEWERS, "--github-repository", "org/repo") == 0
 
     assert set(access.APIS) <= project.services
-    emails = {f"churn-{n}@{project.project}.iam.gserviceaccount.com" for n in ("pipelines", "scheduler", "ci")}  # fmt: skip
+    domain = f"{project.project}.iam.gserviceaccount.com"
+    emails = {f"churn-{name}@{domain}" for name in ("pipelines", "scheduler", "ci")}
     assert set(project.accounts) == emails
     bucket = project.buckets[f"{project.project}-churn"]
     assert bucket["location"] == REGION.upper()
     assert bucket["iamConfiguration"]["uniformBucketLevelAccess"]["enabled"] is True
     # Found 4: the dataset where the region is, not in US.
     assert project.datasets[f"{project.project}:churn"]["location"] == REGION
-    formats = {name.rsplit("/", 1)[-1]: repo["format"] for name, repo in project.repositories.items()}  # fmt: skip
+    formats = {name.rsplit("/", 1)[-1]: r["format"] for name, r in project.repositories.items()}
     assert formats == {"churn": "DOCKER", "churn-pipelines": "KFP"}
     provider = project.pools["github"]["providers"]["github"]
     assert provider["attributeCondition"] == "assertion.repository == 'org/repo'"
@@ -65,7 +66,7 @@ def test_setup_creates_everything_a_project_needs(project, capsys):
     bucket_name = f"projects/_/buckets/{project.project}-churn"
     assert iam.allowed(viewer, "storage.objects.get", bucket_name)
     assert iam.allowed(viewer, "logging.logEntries.list", f"projects/{project.project}")
-    ci = f"projects/{project.project}/serviceAccounts/churn-ci@{project.project}.iam.gserviceaccount.com"  # fmt: skip
+    ci = f"projects/{project.project}/serviceAccounts/churn-ci@{domain}"
     github = (
         f"principalSet://iam.googleapis.com/projects/{project.number}/locations/global/"
         "workloadIdentityPools/github/attribute.repository/org/repo"
@@ -161,7 +162,8 @@ def test_dry_run_prints_every_request_and_needs_no_credentials(tmp_path, no_conf
     project_policy = next(r for r in requests if r["url"].endswith("/v3/projects/p:setIamPolicy"))
     bindings = project_policy["body"]["policy"]["bindings"]
     granted = {(b["role"], m) for b in bindings for m in b["members"]}
-    assert ("roles/bigquery.user", "serviceAccount:churn-pipelines@p.iam.gserviceaccount.com") in granted  # fmt: skip
+    pipelines = "serviceAccount:churn-pipelines@p.iam.gserviceaccount.com"
+    assert ("roles/bigquery.user", pipelines) in granted
     assert ("roles/logging.viewer", f"group:{VIEWERS}") in granted
     assert not any(b["role"] in ("roles/owner", "roles/editor") for b in bindings)
     assert urls[-1].endswith("/jobs?uploadType=resumable")  # --sample-data's load
