@@ -224,8 +224,10 @@ def check_locations(ctx: Context) -> list[Finding]:
                 f"BigQuery dataset {project}.{dataset} is in {location}, region is {s.region}: "
                 "Vertex batch prediction needs its input and output in the model's region "
                 "(a dataset cannot move)",
-                f"python submit.py setup --project {s.project} --region {s.region} "
-                f"--source bq://{project}.{other}.customers, then load the customers there",
+                f'set source = "bq://{project}.{other}.customers" and predictions = '
+                f'"bq://{project}.{other}.churn_predictions" in churn.toml, then '
+                f"{ctx.setup_command} (it makes the dataset there), and load the customers "
+                "into it (or add --sample-data)",
             )
         )
     elif (s.bigquery_location or "").lower() != location.lower():

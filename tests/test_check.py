@@ -145,9 +145,11 @@ def test_check_finds_a_dataset_in_us_while_the_region_is_europe(project, capsys)
     assert failures(lines) == [
         "FAIL locations: BigQuery dataset standin-project.churn is in US, region is "
         "europe-west4: Vertex batch prediction needs its input and output in the model's "
-        "region (a dataset cannot move); fix: python submit.py setup --project "
-        "standin-project --region europe-west4 --source "
-        "bq://standin-project.churn_europe_west4.customers, then load the customers there"
+        "region (a dataset cannot move); fix: set source = "
+        '"bq://standin-project.churn_europe_west4.customers" and predictions = '
+        '"bq://standin-project.churn_europe_west4.churn_predictions" in churn.toml, then '
+        f"{SETUP} (it makes the dataset there), and load the customers into it (or add "
+        "--sample-data)"
     ]
 
 
