@@ -249,3 +249,36 @@ def condition_expression(grant: Grant, settings: Settings) -> str:
 
 def grants_for(principal: str) -> list[Grant]:
     return [grant for grant in GRANTS if grant.principal == principal]
+
+
+_PRINCIPAL_NAMES = {
+    "pipelines": "churn-pipelines",
+    "scheduler": "churn-scheduler",
+    "ci": "churn-ci",
+    "viewers": "the viewer group (`--viewer-group`)",
+    "github": "GitHub Actions of ORG/REPO (`--github-repository`)",
+}
+
+
+def _resource_label(grant: Grant) -> str:
+    if grant.condition:
+        return "project, datasets `prediction_*` only (IAM condition)"
+    kind, _, name = grant.resource.partition(":")
+    return {
+        "project": "project",
+        "bucket": "bucket (`gs://PROJECT-churn`)",
+        "dataset": "dataset of the source table (`churn`)",
+        "repository": f"repository `{name}`",
+        "account": f"account {_PRINCIPAL_NAMES.get(name, name)}",
+    }[kind]
+
+
+def markdown_table() -> str:
+    """The grants as the README shows them (a test keeps the two the same)."""
+    lines = ["| Who | Role | On | Why |", "| --- | --- | --- | --- |"]
+    for grant in GRANTS:
+        lines.append(
+            f"| {_PRINCIPAL_NAMES[grant.principal]} | `{grant.role}` | {_resource_label(grant)} "
+            f"| {grant.reason} |"
+        )
+    return "\n".join(lines)

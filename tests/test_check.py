@@ -3,6 +3,7 @@ broken in each of the ways issue 16 found; and the access table against Google's
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 from google_standin import CloudProject, Iam, permission_denied
@@ -210,3 +211,8 @@ def test_the_prediction_dataset_grant_reaches_only_prediction_datasets():
     iam.grant(member, grant.role, "projects/p", access.condition_expression(grant, settings))
     assert iam.allowed(member, "bigquery.datasets.delete", "projects/p/datasets/prediction_x_1")
     assert not iam.allowed(member, "bigquery.datasets.delete", "projects/p/datasets/churn")
+
+
+def test_the_readme_shows_the_grants_of_the_access_table():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert access.markdown_table() in readme
