@@ -168,3 +168,29 @@ def test_dry_run_prints_every_request_and_needs_no_credentials(tmp_path, no_conf
     assert not any(b["role"] in ("roles/owner", "roles/editor") for b in bindings)
     assert urls[-1].endswith("/jobs?uploadType=resumable")  # --sample-data's load
     assert {r["method"] for r in requests} <= {"POST", "PUT", "PATCH"}
+
+
+@pytest.mark.bigquery
+def test_sample_data_fills_a_missing_source_table_once(
+    google_cloud, bq_dataset, monkeypatch, no_config, capsys
+):
+    """Found 3: `--sample-data` loads generated customers into the source table (through
+    the warehouse's BigQuery load, here the emulator's), and leaves a table that exists."""
+    from components.warehouse import parse_uri
+    from components.warehouse.bigquery import row_count
+
+    project_id, dataset = bq_dataset.split(".")
+    monkeypatch.setenv("CHURN_CONFIG", str(no_config))
+    monkeypatch.setenv("CHURN_GOOGLE_API_ENDPOINT", google_cloud.url)
+    monkeypatch.setenv("CHURN_SAMPLE_ROWS", "300")
+    project = CloudProject(google_cloud, project=project_id)
+    source = f"bq://{project_id}.{dataset}.customers"
+
+    assert setup(project, "--source", source, "--sample-data") == 0
+    assert row_count(parse_uri(source)) == 300
+    assert setup(project, "--source", source, "--sample-data") == 0
+
+    assert f"source table {source} (300 generated customers if it does not exist): exists" in (
+        capsys.readouterr().err
+    )
+    assert row_count(parse_uri(source)) == 300
