@@ -268,8 +268,9 @@ def read_policy(clients: AdminClients, settings: Settings, key: str) -> dict[str
         project, dataset, _table = access.source_table(settings)
         return dataset_policy(clients.bigquery.get_dataset(f"{project}.{dataset}"))
     if key.startswith("account:"):
-        options = {"options": {"requestedPolicyVersion": 3}}
-        policy = clients.iam("POST", f"v1/{resource}:getIamPolicy", options)
+        # IAM takes the version as a query parameter here, and no body.
+        query = "options.requestedPolicyVersion=3"
+        policy = clients.iam("POST", f"v1/{resource}:getIamPolicy?{query}")
         return {"version": 1, "bindings": [], "etag": ""} | policy
     if key.startswith("repository:"):
         return policy_from_proto(

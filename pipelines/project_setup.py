@@ -267,7 +267,7 @@ def _workload_identity(settings: Settings, clients: AdminClients, repository: st
                 return "exists"
             except exceptions.NotFound:
                 pass
-            clients.iam("POST", create_path, body)
+            _wait(clients, clients.iam("POST", create_path, body))
             return "created"
 
         return make
@@ -290,6 +290,20 @@ def _workload_identity(settings: Settings, clients: AdminClients, repository: st
             ensure(provider_get, provider_create, provider_body),
         ),
     ]
+
+
+def _wait(clients: AdminClients, operation: dict[str, Any], seconds: float = 120.0) -> None:
+    """Wait for an IAM long-running operation (a new pool or provider) to finish."""
+    import time
+
+    deadline = time.monotonic() + seconds
+    while not operation.get("done"):
+        if time.monotonic() > deadline:
+            raise SetupError(f"{operation.get('name')} did not finish in {seconds:.0f}s")
+        time.sleep(2)
+        operation = clients.iam("GET", f"v1/{operation['name']}")
+    if "error" in operation:
+        raise SetupError(f"{operation['name']}: {operation['error'].get('message')}")
 
 
 def _policies(settings: Settings, clients: AdminClients, options: Options) -> Iterator[Item]:

@@ -680,7 +680,15 @@ class CloudProject:
             return self._not_found(f"Unknown service account: {email}")
         if setting:
             return self._set_policy(resource, request.json["policy"])
-        version = (request.json or {}).get("options", {}).get("requestedPolicyVersion", 0)
+        if request.json:
+            # IAM's getIamPolicy on a service account has no body: options go in the query.
+            name = next(iter(request.json))
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                f'Invalid JSON payload received. Unknown name "{name}": Cannot find field.',
+            )
+        version = int(request.query.get("options.requestedPolicyVersion", ["0"])[0])
         return 200, self._policy_json(self.iam.policy(resource), version)
 
     def _pool_get(self, request, match):
