@@ -4,14 +4,13 @@ APIs; the three service accounts; the bucket and the BigQuery dataset in the reg
 Artifact Registry repositories; optionally Workload Identity Federation for one GitHub
 repository; every grant of pipelines/access.py (read-modify-write of each IAM policy with
 its etag, never dropping a binding that is there); optionally generated customers in the
-source table. Each item reports "created", "updated" or "exists", so a second run changes
-nothing and says so. A dry run prints what each item sends, one JSON line a request, without
-credentials or network.
+source table. Each item reports what it did ("created", "granted …") or "exists", so a
+second run changes nothing and says so. A dry run prints what each item sends, one JSON
+line a request, without credentials or network.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +30,6 @@ from pipelines.cloud_admin import (
 )
 from pipelines.vertex import ApiRequest
 
-log = logging.getLogger(__name__)
-
 GITHUB_ISSUER = "https://token.actions.githubusercontent.com"
 
 
@@ -43,7 +40,7 @@ class SetupError(ChurnError):
 @dataclass
 class Item:
     """One thing setup makes sure of: `requests` is what making it sends (a dry run prints
-    them); `ensure` makes it so and says "created", "updated" or "exists"."""
+    them); `ensure` makes it so and says what it did, or "exists"."""
 
     what: str
     requests: list[ApiRequest]
@@ -193,6 +190,9 @@ def _dataset(settings: Settings, clients: AdminClients) -> Item:
 
         try:
             found = clients.bigquery.get_dataset(f"{project}.{dataset}")
+            if found.location.lower() != location.lower():
+                # A dataset cannot move; check says what to do instead.
+                return f"exists, in {found.location}, not {location}: see `check`"
             return f"exists (in {found.location})"
         except exceptions.NotFound:
             pass
