@@ -692,13 +692,15 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
     with console.status(f"checking project {settings.project}"):
         findings = project_check.run_checks(settings)
     for finding in findings:
-        style = "" if finding.ok else "red"
+        style = "red" if not finding.ok else "yellow" if finding.warning else ""
         console.print(finding.line(), style=style, markup=False)
     failed = sum(not finding.ok for finding in findings)
+    warned = sum(finding.warning for finding in findings)
+    warnings = f" ({warned} warning{'s' * (warned > 1)})" if warned else ""
     if failed:
-        console.print(f"[red]{failed} of {len(findings)} checks failed[/red]")
+        console.print(f"[red]{failed} of {len(findings)} checks failed[/red]{warnings}")
     else:
-        console.print(f"[green]all {len(findings)} checks passed[/green]")
+        console.print(f"[green]all {len(findings)} checks passed[/green]{warnings}")
     if args.json:
         print(json.dumps(project_check.as_json(findings)))
     return 1 if failed else 0

@@ -36,9 +36,11 @@ class Finding:
     ok: bool
     message: str
     fix: str = ""
+    warning: bool = False
+    """Right for now, but something will need it (no champion before the first training)."""
 
     def line(self) -> str:
-        mark = "ok  " if self.ok else "FAIL"
+        mark = ("WARN" if self.warning else "ok  ") if self.ok else "FAIL"
         return f"{mark} {self.check}: {self.message}" + (f"; fix: {self.fix}" if self.fix else "")
 
 
@@ -343,7 +345,9 @@ def check_champion(ctx: Context) -> list[Finding]:
     try:
         found = client.get_model(name=f"{model}@{CHAMPION}")
     except exceptions.NotFound:
-        return [Finding("champion", False, f"no champion in {model}: scoring needs one", train)]
+        # A new project has none until its first training run: not a failure of set-up.
+        message = f"no champion in {model} yet: scoring refuses to run until one is promoted"
+        return [Finding("champion", True, message, train, warning=True)]
     except exceptions.GoogleAPICallError as exc:
         return [_fails("champion", f"cannot read {model}", exc, ctx.setup_command)]
     return [Finding("champion", True, f"{model} version {found.version_id}")]

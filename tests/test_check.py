@@ -138,6 +138,7 @@ def test_check_finds_a_dataset_in_us_while_the_region_is_europe(project, capsys)
     client.create_dataset(bigquery.Dataset(f"{project.project}.churn"), timeout=10)
     assert project.datasets[f"{project.project}:churn"]["location"] == "US"
     setup(project)
+    assert "churn: exists, in US, not europe-west4: see `check`" in capsys.readouterr().err
     source_table(project)
 
     code, lines, _ = check(project, capsys)
@@ -216,3 +217,23 @@ def test_the_prediction_dataset_grant_reaches_only_prediction_datasets():
 def test_the_readme_shows_the_grants_of_the_access_table():
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert access.markdown_table() in readme
+
+
+def test_check_warns_without_failing_when_no_model_is_trained_yet(project, capsys):
+    setup(project)
+    source_table(project)
+    project.standin.route(
+        "GET",
+        f"/v1/projects/{project.project}/locations/{REGION}/models/churn(@|%40)champion",
+        lambda _r, _m: (404, {"error": {"code": 404, "status": "NOT_FOUND", "message": "no"}}),
+    )
+
+    code, lines, _ = check(project, capsys)
+
+    assert code == 0
+    assert lines[-1].endswith("checks passed (1 warning)")
+    assert (
+        f"WARN champion: no champion in projects/{project.project}/locations/{REGION}/models/"
+        "churn yet: scoring refuses to run until one is promoted; fix: python submit.py train "
+        f"--project {project.project} --region {REGION} --wait"
+    ) in lines
