@@ -81,6 +81,10 @@ def test_check_passes_on_a_clean_setup(project, capsys):
     }  # fmt: skip
     findings = json.loads(out)
     assert all(f["ok"] for f in findings) and len(findings) == len(lines) - 1
+    # The README shows this output, for a project named my-project.
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    shown = readme.split("A clean project:\n\n```text\n", 1)[1].split("\n```", 1)[0]
+    assert shown.splitlines() == [line.replace(project.project, "my-project") for line in lines]
 
 
 def test_check_finds_the_pipelines_account_cannot_open_read_sessions(project, capsys):
