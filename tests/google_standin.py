@@ -8,9 +8,12 @@ token URI is this server's `/token`, so a request that reaches a routed API carr
 bearer token this server issued (and `requests` proves it). The token says who asked (the
 key's `client_email`, from the JWT assertion posted to `/token`): `Request.caller`.
 
-`GoogleStandIn.iam` judges callers as Google's IAM does (`Iam.allowed`, roles expanded to
-permissions with tests/data/iam_roles.json); `CloudProject` routes
-the admin APIs `submit.py setup` and `check` call and enforces it per caller.
+`GoogleStandIn.iam` judges callers as Google's IAM does (`Iam.allowed(member, permission,
+resource)`, roles expanded to permissions with tests/data/iam_roles.json; its `policies` are
+the state a test breaks on purpose, `grant`/`revoke` the way to). Any route can refuse a
+caller in Google's words with `refuse(standin, request, api, permission, resource)` (or build
+the body with `permission_denied`). `CloudProject` routes the admin APIs `submit.py setup`
+and `check` call, and enforces IAM per caller on each.
 """
 
 from __future__ import annotations
@@ -311,6 +314,16 @@ class Iam:
                 ):
                     return True
         return False
+
+
+def refuse(
+    standin: GoogleStandIn, request: Request, api: str, permission: str, resource: str
+) -> tuple[int, dict[str, Any]] | None:
+    """For any stand-in route: Google's 403 when the caller lacks `permission` on
+    `resource` (see `permission_denied` for `api`), None when the call may go on."""
+    if standin.iam.allowed(request.member, permission, resource):
+        return None
+    return permission_denied(api, permission, resource, request.caller)
 
 
 def _condition_holds(condition: dict[str, Any] | None, resource: str) -> bool:

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
-from google_standin import CloudProject, Iam, permission_denied
+from google_standin import CloudProject, Iam, refuse
 
 import submit
 from components.contract import TELCO_CHURN
@@ -28,8 +28,9 @@ def project(google_cloud, monkeypatch, no_config) -> CloudProject:
 
     def champion(request, _match):
         # Vertex's answer, judged by the stand-in's IAM like every other call.
-        if not google_cloud.iam.allowed(request.member, "aiplatform.models.get", made.name):
-            return permission_denied("aiplatform.googleapis.com", "aiplatform.models.get", model)
+        api = "aiplatform.googleapis.com"
+        if refused := refuse(google_cloud, request, api, "aiplatform.models.get", model):
+            return refused
         return 200, {"name": model, "versionId": "3", "versionAliases": ["champion"]}
 
     google_cloud.route("GET", f"/v1/{model}(@|%40)champion", champion)
