@@ -416,6 +416,7 @@ def service_account_key(path: Path, token_uri: str, client_email: str = CLIENT_E
 
 # --- the admin APIs of one project --------------------------------------------------------
 
+_REGION = re.compile(r"[a-z]+-[a-z]+[0-9]+")
 _LEGACY_DATASET_ROLES = {
     "roles/bigquery.dataOwner": "OWNER",
     "roles/bigquery.dataEditor": "WRITER",
@@ -932,12 +933,16 @@ class CloudProject:
             return _bigquery_error(
                 409, "ALREADY_EXISTS", f"Already Exists: Dataset {key}", "duplicate"
             )
+        location = body.get("location", "US")
+        if location not in ("US", "EU") and not _REGION.fullmatch(location):
+            message = f"Location {location} is not found or access is unauthorized."
+            return _bigquery_error(400, "INVALID_ARGUMENT", message, "invalid")
         resource = self._dataset_resource(project, dataset)
         self.datasets[key] = {
             "kind": "bigquery#dataset",
             "id": key,
             "datasetReference": {"projectId": project, "datasetId": dataset},
-            "location": body.get("location", "US"),
+            "location": location,
             "etag": "AAAAAA==",
             "_resource": resource,
         }
@@ -1076,6 +1081,12 @@ class CloudProject:
         )
         if refused:
             return refused
+        if not _REGION.fullmatch(match["location"]) and match["location"] not in (
+            "us",
+            "europe",
+            "asia",
+        ):
+            return error(400, "INVALID_ARGUMENT", f"Invalid location: {match['location']}")
         repo = request.query.get("repositoryId", [""])[0]
         if not re.fullmatch(r"[a-z]([a-z0-9-]*[a-z0-9])?", repo):
             return error(400, "INVALID_ARGUMENT", f"Invalid repository id {repo!r}.")
