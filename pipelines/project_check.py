@@ -120,44 +120,34 @@ def check_accounts(ctx: Context) -> list[Finding]:
 
 
 def check_permissions(ctx: Context) -> list[Finding]:
-    """Each principal's effective permissions on each resource hold what its steps need."""
-    findings = []
+    """Each principal's effective permissions on each resource hold what its steps need:
+    one line per account and step, or one per resource where something is missing."""
+    steps: dict[tuple[str, str], list[access.Need]] = {}
     for need in access.NEEDS:
-        member = access.principal_member(need.principal, ctx.settings)
-        if member is None:  # no viewer group set; WIF is checked by GitHub's first sign-in
+        steps.setdefault((need.principal, need.what), []).append(need)
+    findings = []
+    for (principal, what), needs in steps.items():
+        # No viewer group set: nothing to check. GitHub's principalSet names a repository
+        # check is not told about; the workflow's first sign-in tests it.
+        member = access.principal_member(principal, ctx.settings)
+        if member is None or principal == "github":
             continue
-        if need.principal == "github":
-            continue
-        resource = access.resource_name(need.resource, ctx.settings)
-        try:
-            held = _effective_permissions(ctx, member, need.resource, resource)
-        except exceptions.GoogleAPICallError as exc:
-            what = f"cannot read the policy of {resource}"
-            findings.append(_fails("permissions", what, exc, ctx.setup_command))
-            continue
-        missing = [p for p in need.permissions if p not in held]
         who = member.partition(":")[2]
-        if missing:
-            findings.append(
-                Finding(
-                    "permissions",
-                    False,
-                    f"{who} lacks {', '.join(missing)} on {resource} ({need.what})",
-                    ctx.setup_command,
-                )
-            )
-        else:
-            findings.append(Finding("permissions", True, f"{who}: {need.what}"))
-    return _deduplicated(findings)
-
-
-def _deduplicated(findings: list[Finding]) -> list[Finding]:
-    seen, kept = set(), []
-    for finding in findings:
-        if finding.line() not in seen:
-            seen.add(finding.line())
-            kept.append(finding)
-    return kept
+        failed = []
+        for need in needs:
+            resource = access.resource_name(need.resource, ctx.settings)
+            try:
+                held = _effective_permissions(ctx, member, need.resource, resource)
+            except exceptions.GoogleAPICallError as exc:
+                reading = f"cannot read the policy of {resource}"
+                failed.append(_fails("permissions", reading, exc, ctx.setup_command))
+                continue
+            missing = [p for p in need.permissions if p not in held]
+            if missing:
+                message = f"{who} lacks {', '.join(missing)} on {resource} ({what})"
+                failed.append(Finding("permissions", False, message, ctx.setup_command))
+        findings += failed or [Finding("permissions", True, f"{who}: {what}")]
+    return findings
 
 
 def _effective_permissions(ctx: Context, member: str, key: str, resource: str) -> set[str]:
