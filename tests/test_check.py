@@ -242,3 +242,15 @@ def test_check_warns_without_failing_when_no_model_is_trained_yet(project, capsy
         "churn yet: scoring refuses to run until one is promoted; fix: python submit.py train "
         f"--project {project.project} --region {REGION} --wait"
     ) in lines
+
+
+def test_check_without_credentials_says_how_to_sign_in(tmp_path, monkeypatch, no_config, capsys):
+    monkeypatch.setenv("CHURN_CONFIG", str(no_config))
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
+
+    assert submit.main(["check", "--project", "p", "--region", REGION]) == 1
+
+    assert capsys.readouterr().err.strip() == (
+        "error: no Google Cloud credentials found: run `gcloud auth application-default "
+        "login` (or set GOOGLE_APPLICATION_CREDENTIALS)"
+    )
