@@ -23,6 +23,7 @@ from pipelines import access
 from pipelines.cloud_admin import (
     AdminClients,
     credentials_needed,
+    dataset_access_entry,
     policy_request,
     read_policy,
     with_grants,
@@ -349,9 +350,17 @@ def _policy(
         write_policy(clients, settings, key, policy)
         return f"granted {len(added)} role binding(s)"
 
-    # A dry run cannot read the policy: it shows the bindings the write adds.
+    # A dry run cannot read the policy: it shows the bindings the write adds (a dataset's
+    # as the access entries BigQuery takes).
     dry, _added = with_grants({"version": 1, "bindings": [], "etag": ""}, grants)
-    body = {"policy": dry} if method == "POST" else dry
+    if key == "dataset":
+        body: Any = {
+            "access": [
+                dataset_access_entry(role, member).to_api_repr() for role, member, _c in grants
+            ]
+        }
+    else:
+        body = {"policy": dry} if method == "POST" else dry
     return Item(f"IAM policy of {resource}", [ApiRequest(method, url, body)], ensure)
 
 

@@ -166,6 +166,10 @@ def test_dry_run_prints_every_request_and_needs_no_credentials(tmp_path, no_conf
     assert ("roles/bigquery.user", pipelines) in granted
     assert ("roles/logging.viewer", f"group:{VIEWERS}") in granted
     assert not any(b["role"] in ("roles/owner", "roles/editor") for b in bindings)
+    access_entries = next(r for r in requests if r["method"] == "PATCH")["body"]["access"]
+    assert access_entries == [
+        {"role": "roles/bigquery.dataEditor", "userByEmail": pipelines.split(":")[1]}
+    ]
     assert urls[-1].endswith("/jobs?uploadType=resumable")  # --sample-data's load
     assert {r["method"] for r in requests} <= {"POST", "PUT", "PATCH"}
 
