@@ -8,7 +8,8 @@ The roles must cover the needs (tests/test_check.py checks it against the roles'
 `includedPermissions` as Google publishes them), and nothing broader than a need is
 granted: no Owner, Editor or admin role where a narrower one does.
 
-Resources are named by key (`project`, `bucket`, `dataset`, `repository:<id>`,
+Resources are named by key (`project`, `bucket`, `source_dataset` and `output_dataset` (the
+datasets of the customer and predictions tables: one, `churn`, by default), `repository:<id>`,
 `account:<principal>`, `prediction_datasets`: any dataset named prediction_*) and resolved
 for a project by `resource_name`. A grant on the project reaches every resource in it, as
 IAM inherits.
@@ -79,8 +80,9 @@ GRANTS: tuple[Grant, ...] = (
     Grant("pipelines", "roles/bigquery.user", "project",
           "run BigQuery jobs, open Storage Read sessions (roles/bigquery.jobUser cannot) "
           "and create the dataset a batch prediction job writes"),
-    Grant("pipelines", "roles/bigquery.dataEditor", "dataset",
-          "read the customer table; write the predictions and rejects tables"),
+    Grant("pipelines", "roles/bigquery.dataViewer", "source_dataset", "read the customer table"),
+    Grant("pipelines", "roles/bigquery.dataEditor", "output_dataset",
+          "write the predictions and rejects tables"),
     Grant("pipelines", "roles/bigquery.dataOwner", "project",
           "read and delete the prediction_* dataset a batch prediction job leaves",
           condition=_PREDICTION_DATASETS),
@@ -123,7 +125,7 @@ NEEDS: tuple[Need, ...] = (
          "project", ("bigquery.readsessions.create", "bigquery.readsessions.getData",
                      "bigquery.jobs.create")),
     Need("pipelines", "training 1 / scoring 2: read the customer table (Storage Read)",
-         "dataset", ("bigquery.tables.get", "bigquery.tables.getData")),
+         "source_dataset", ("bigquery.tables.get", "bigquery.tables.getData")),
     Need("pipelines", "training 6: register and promote a model version", "project",
          ("aiplatform.models.upload", "aiplatform.models.get", "aiplatform.models.update",
           "aiplatform.modelEvaluations.import")),
@@ -139,7 +141,7 @@ NEEDS: tuple[Need, ...] = (
                                  "bigquery.tables.getData", "bigquery.tables.list",
                                  "bigquery.tables.delete", "bigquery.datasets.delete")),
     Need("pipelines", "scoring 3: publish predictions (stage, replace in a transaction)",
-         "dataset", ("bigquery.tables.create", "bigquery.tables.get",
+         "output_dataset", ("bigquery.tables.create", "bigquery.tables.get",
                      "bigquery.tables.getData", "bigquery.tables.updateData",
                      "bigquery.tables.update", "bigquery.tables.delete")),
     Need("scheduler", "a schedule starts a run as churn-pipelines", "project",
@@ -206,13 +208,30 @@ def account_email(principal: str, settings: Settings) -> str:
 
 
 def source_table(settings: Settings) -> tuple[str, str, str]:
-    """(project, dataset, table) of the BigQuery source table: the dataset setup makes and
-    check reads."""
-    location = parse_uri(settings.source_uri)
+    """(project, dataset, table) of the BigQuery customer table."""
+    return _bigquery_table("source", settings.source_uri)
+
+
+def output_table(settings: Settings) -> tuple[str, str, str]:
+    """(project, dataset, table) of the BigQuery predictions table."""
+    return _bigquery_table("predictions", settings.predictions_uri)
+
+
+DATASET_KEYS = ("source_dataset", "output_dataset")
+
+
+def datasets(settings: Settings) -> dict[str, tuple[str, str]]:
+    """Dataset key -> (project, dataset): the datasets setup makes and check reads."""
+    source, output = source_table(settings), output_table(settings)
+    return {"source_dataset": source[:2], "output_dataset": output[:2]}
+
+
+def _bigquery_table(name: str, uri: str) -> tuple[str, str, str]:
+    location = parse_uri(uri)
     if location.kind != "bigquery":
         raise ChurnError(
-            f"source {settings.source_uri} is not a BigQuery table; a Google Cloud project's "
-            "source is bq://PROJECT.DATASET.TABLE (default bq://<project>.churn.customers)"
+            f"{name} {uri} is not a BigQuery table; in a Google Cloud project it is "
+            f"bq://PROJECT.DATASET.TABLE (see `{name}` in components/settings.py)"
         )
     project, dataset, table = location.bigquery_table.split(".")
     return project, dataset, table
@@ -225,8 +244,8 @@ def resource_name(key: str, settings: Settings) -> str:
         return f"projects/{project}"
     if key == "bucket":
         return f"projects/_/buckets/{bucket_name(settings)}"
-    if key == "dataset":
-        dataset_project, dataset, _table = source_table(settings)
+    if key in ("source_dataset", "output_dataset"):
+        dataset_project, dataset = datasets(settings)[key]
         return f"projects/{dataset_project}/datasets/{dataset}"
     if key == "prediction_datasets":
         # Any dataset a batch prediction job names prediction_<model>_<time>; one stands for all.
@@ -267,7 +286,8 @@ def _resource_label(grant: Grant) -> str:
     return {
         "project": "project",
         "bucket": "bucket (`gs://PROJECT-churn`)",
-        "dataset": "dataset of the source table (`churn`)",
+        "source_dataset": "dataset of the customer table (`churn`)",
+        "output_dataset": "dataset of the predictions table (`churn`)",
         "repository": f"repository `{name}`",
         "account": f"account {_PRINCIPAL_NAMES.get(name, name)}",
     }[kind]

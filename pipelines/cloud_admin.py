@@ -264,8 +264,8 @@ def read_policy(clients: AdminClients, settings: Settings, key: str) -> dict[str
             ],
             "etag": policy.get("etag", ""),
         }
-    if key == "dataset":
-        project, dataset, _table = access.source_table(settings)
+    if key in access.DATASET_KEYS:
+        project, dataset = access.datasets(settings)[key]
         return dataset_policy(clients.bigquery.get_dataset(f"{project}.{dataset}"))
     if key.startswith("account:"):
         # IAM takes the version as a query parameter here, and no body.
@@ -294,8 +294,8 @@ def write_policy(clients: AdminClients, settings: Settings, key: str, policy: di
 
         bucket = clients.storage.bucket(access.bucket_name(settings))
         bucket.set_iam_policy(Policy.from_api_repr(policy))
-    elif key == "dataset":
-        project, dataset_id, _table = access.source_table(settings)
+    elif key in access.DATASET_KEYS:
+        project, dataset_id = access.datasets(settings)[key]
         dataset = clients.bigquery.get_dataset(f"{project}.{dataset_id}")
         entries = list(dataset.access_entries)
         have = {(b["role"], m) for b in dataset_policy(dataset)["bindings"] for m in b["members"]}
@@ -321,8 +321,8 @@ def policy_request(clients: AdminClients, settings: Settings, key: str) -> tuple
         return "POST", clients.url("cloudresourcemanager", f"v3/{resource}:setIamPolicy")
     if key == "bucket":
         return "PUT", clients.url("storage", f"storage/v1/b/{access.bucket_name(settings)}/iam")
-    if key == "dataset":
-        project, dataset, _table = access.source_table(settings)
+    if key in access.DATASET_KEYS:
+        project, dataset = access.datasets(settings)[key]
         return "PATCH", clients.url(
             "bigquery", f"bigquery/v2/projects/{project}/datasets/{dataset}"
         )

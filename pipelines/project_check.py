@@ -189,54 +189,48 @@ def check_locations(ctx: Context) -> list[Finding]:
         )
     except exceptions.GoogleAPICallError as exc:
         findings.append(_fails("locations", f"cannot read gs://{bucket}", exc, ctx.setup_command))
-    project, dataset, _table = access.source_table(s)
+    for project, dataset in dict.fromkeys(access.datasets(s).values()):
+        findings.append(_dataset_location(ctx, project, dataset))
+    return findings
+
+
+def _dataset_location(ctx: Context, project: str, dataset: str) -> Finding:
+    s = ctx.settings
     try:
         location = ctx.clients.bigquery.get_dataset(f"{project}.{dataset}").location
     except exceptions.NotFound:
-        findings.append(
-            Finding(
-                "locations",
-                False,
-                f"BigQuery dataset {project}.{dataset} does not exist",
-                ctx.setup_command,
-            )
+        return Finding(
+            "locations",
+            False,
+            f"BigQuery dataset {project}.{dataset} does not exist",
+            ctx.setup_command,
         )
-        return findings
     except exceptions.GoogleAPICallError as exc:
-        findings.append(
-            _fails("locations", f"cannot read dataset {project}.{dataset}", exc, ctx.setup_command)
+        return _fails(
+            "locations", f"cannot read dataset {project}.{dataset}", exc, ctx.setup_command
         )
-        return findings
     if location.lower() != s.region.lower():
         other = f"{dataset}_{s.region.replace('-', '_')}"
-        findings.append(
-            Finding(
-                "locations",
-                False,
-                f"BigQuery dataset {project}.{dataset} is in {location}, region is {s.region}: "
-                "Vertex batch prediction needs its input and output in the model's region "
-                "(a dataset cannot move)",
-                f'set source = "bq://{project}.{other}.customers" and predictions = '
-                f'"bq://{project}.{other}.churn_predictions" in churn.toml, then '
-                f"{ctx.setup_command} (it makes the dataset there), and load the customers "
-                "into it (or add --sample-data)",
-            )
+        return Finding(
+            "locations",
+            False,
+            f"BigQuery dataset {project}.{dataset} is in {location}, region is {s.region}: "
+            "Vertex batch prediction needs its input and output in the model's region "
+            "(a dataset cannot move)",
+            f'set source = "bq://{project}.{other}.customers" and predictions = '
+            f'"bq://{project}.{other}.churn_predictions" in churn.toml, then '
+            f"{ctx.setup_command} (it makes the dataset there), and load the customers "
+            "into it (or add --sample-data)",
         )
-    elif (s.bigquery_location or "").lower() != location.lower():
-        findings.append(
-            Finding(
-                "locations",
-                False,
-                f"bigquery_location is {s.bigquery_location} but dataset {project}.{dataset} is "
-                f"in {location}",
-                f"unset bigquery_location (it follows the region) or set it to {location}",
-            )
+    if (s.bigquery_location or "").lower() != location.lower():
+        return Finding(
+            "locations",
+            False,
+            f"bigquery_location is {s.bigquery_location} but dataset {project}.{dataset} is "
+            f"in {location}",
+            f"unset bigquery_location (it follows the region) or set it to {location}",
         )
-    else:
-        findings.append(
-            Finding("locations", True, f"BigQuery dataset {project}.{dataset} in {location}")
-        )
-    return findings
+    return Finding("locations", True, f"BigQuery dataset {project}.{dataset} in {location}")
 
 
 def _multi_region(region: str) -> str:

@@ -65,7 +65,10 @@ def plan(settings: Settings, options: Options, clients: AdminClients) -> list[It
         _apis(settings, clients),
         *(_account(settings, clients, principal) for principal in ("pipelines", "scheduler", "ci")),
         _bucket(settings, clients),
-        _dataset(settings, clients),
+        *(
+            _dataset(settings, clients, project, dataset)
+            for project, dataset in dict.fromkeys(access.datasets(settings).values())
+        ),
         *(
             _repository(settings, clients, repository, kind)
             for repository, kind in (
@@ -182,8 +185,7 @@ def _bucket(settings: Settings, clients: AdminClients) -> Item:
     return Item(f"bucket gs://{name}", [ApiRequest("POST", url, body)], ensure)
 
 
-def _dataset(settings: Settings, clients: AdminClients) -> Item:
-    project, dataset, _table = access.source_table(settings)
+def _dataset(settings: Settings, clients: AdminClients, project: str, dataset: str) -> Item:
     location = settings.bigquery_location
 
     def ensure() -> str:
@@ -310,6 +312,8 @@ def _wait(clients: AdminClients, operation: dict[str, Any], seconds: float = 120
 def _policies(settings: Settings, clients: AdminClients, options: Options) -> Iterator[Item]:
     """One item per resource whose policy gets grants: read, add what is missing, write
     back with the etag read (a concurrent change fails rather than being overwritten)."""
+    # Keyed by resource name: the customer and predictions tables share a dataset by default.
+    keys: dict[str, str] = {}
     by_resource: dict[str, list[tuple[str, str, str]]] = {}
     for grant in access.GRANTS:
         member = access.principal_member(
@@ -320,9 +324,11 @@ def _policies(settings: Settings, clients: AdminClients, options: Options) -> It
         if member is None:
             continue
         condition = access.condition_expression(grant, settings)
-        by_resource.setdefault(grant.resource, []).append((grant.role, member, condition))
-    for key, grants in by_resource.items():
-        yield _policy(settings, clients, key, grants)
+        resource = access.resource_name(grant.resource, settings)
+        keys.setdefault(resource, grant.resource)
+        by_resource.setdefault(resource, []).append((grant.role, member, condition))
+    for resource, grants in by_resource.items():
+        yield _policy(settings, clients, keys[resource], grants)
 
 
 _NUMBER = "PROJECT_NUMBER"
@@ -353,7 +359,7 @@ def _policy(
     # A dry run cannot read the policy: it shows the bindings the write adds (a dataset's
     # as the access entries BigQuery takes).
     dry, _added = with_grants({"version": 1, "bindings": [], "etag": ""}, grants)
-    if key == "dataset":
+    if key in access.DATASET_KEYS:
         body: Any = {
             "access": [
                 dataset_access_entry(role, member).to_api_repr() for role, member, _c in grants

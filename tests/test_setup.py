@@ -168,7 +168,8 @@ def test_dry_run_prints_every_request_and_needs_no_credentials(tmp_path, no_conf
     assert not any(b["role"] in ("roles/owner", "roles/editor") for b in bindings)
     access_entries = next(r for r in requests if r["method"] == "PATCH")["body"]["access"]
     assert access_entries == [
-        {"role": "roles/bigquery.dataEditor", "userByEmail": pipelines.split(":")[1]}
+        {"role": role, "userByEmail": pipelines.split(":")[1]}
+        for role in ("roles/bigquery.dataViewer", "roles/bigquery.dataEditor")
     ]
     assert urls[-1].endswith("/jobs?uploadType=resumable")  # --sample-data's load
     assert {r["method"] for r in requests} <= {"POST", "PUT", "PATCH"}
