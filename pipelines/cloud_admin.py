@@ -265,8 +265,10 @@ def read_policy(clients: AdminClients, settings: Settings, key: str) -> dict[str
             "etag": policy.get("etag", ""),
         }
     if key in access.DATASET_KEYS:
-        project, dataset = access.datasets(settings)[key]
-        return dataset_policy(clients.bigquery.get_dataset(f"{project}.{dataset}"))
+        project, dataset_id = access.datasets(settings)[key]
+        dataset = clients.bigquery.get_dataset(f"{project}.{dataset_id}")
+        # The dataset as read goes along: writing it back sends the etag it was read with.
+        return dataset_policy(dataset) | {"dataset": dataset}
     if key.startswith("account:"):
         # IAM takes the version as a query parameter here, and no body.
         query = "options.requestedPolicyVersion=3"
@@ -295,8 +297,7 @@ def write_policy(clients: AdminClients, settings: Settings, key: str, policy: di
         bucket = clients.storage.bucket(access.bucket_name(settings))
         bucket.set_iam_policy(Policy.from_api_repr(policy))
     elif key in access.DATASET_KEYS:
-        project, dataset_id = access.datasets(settings)[key]
-        dataset = clients.bigquery.get_dataset(f"{project}.{dataset_id}")
+        dataset = policy["dataset"]
         entries = list(dataset.access_entries)
         have = {(b["role"], m) for b in dataset_policy(dataset)["bindings"] for m in b["members"]}
         for binding in policy["bindings"]:
@@ -304,7 +305,7 @@ def write_policy(clients: AdminClients, settings: Settings, key: str, policy: di
                 if (binding["role"], member) not in have:
                     entries.append(dataset_access_entry(binding["role"], member))
         dataset.access_entries = entries
-        dataset._properties["etag"] = policy["etag"]  # sent as If-Match: the etag read
+        # update_dataset sends the etag read as If-Match: a change made since fails (412).
         clients.bigquery.update_dataset(dataset, ["access_entries"])
     elif key.startswith("account:"):
         clients.iam("POST", f"v1/{resource}:setIamPolicy", {"policy": policy})
