@@ -69,6 +69,9 @@ class Need:
     permissions: tuple[str, ...]
 
 
+PROJECT_NUMBER = "PROJECT_NUMBER"
+"""Stands for the project's number in a member until it is known (a dry run never asks)."""
+
 PRINCIPALS = ("pipelines", "scheduler", "ci", "viewers", "github")
 
 _PREDICTION_DATASETS = 'resource.name.startsWith("projects/{project}/datasets/prediction_")'
@@ -192,7 +195,7 @@ def principal_member(
         if not github_repository:
             return None
         return (
-            f"principalSet://iam.googleapis.com/projects/{project_number or 'PROJECT_NUMBER'}"
+            f"principalSet://iam.googleapis.com/projects/{project_number or PROJECT_NUMBER}"
             f"/locations/global/workloadIdentityPools/{WIF_POOL}/attribute.repository/"
             f"{github_repository}"
         )

@@ -331,14 +331,11 @@ def _policies(settings: Settings, clients: AdminClients, options: Options) -> It
         yield _policy(settings, clients, keys[resource], grants)
 
 
-_NUMBER = "PROJECT_NUMBER"
-
-
 def _resolve(member: str, clients: AdminClients) -> str:
     """A principalSet names its pool by project number: a dry run prints the placeholder,
     a real run asks Resource Manager for the number when it writes the grant."""
-    if f"projects/{_NUMBER}/" in member:
-        return member.replace(_NUMBER, clients.project_number)
+    if f"projects/{access.PROJECT_NUMBER}/" in member:
+        return member.replace(access.PROJECT_NUMBER, clients.project_number)
     return member
 
 
