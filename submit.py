@@ -8,6 +8,9 @@
     python submit.py publish                           upload both templates (needs a project)
     python submit.py schedule [--scheduler vertex]     create or update the two schedules
         [--list | --pause | --resume | --delete]
+    python submit.py setup [--sample-data]             make a Google Cloud project ready
+        [--viewer-group EMAIL] [--github-repository ORG/REPO]
+    python submit.py check [--json]                    is the project ready? (read-only)
 
 With no Google Cloud project configured (`--project`, `CHURN_PROJECT` or
 `GOOGLE_CLOUD_PROJECT`), pipelines run on this machine; `--local` forces that. With one,
@@ -172,6 +175,34 @@ def _parser() -> argparse.ArgumentParser:
             flag, dest="action", action="store_const", const=flag[2:], help=f"{flag[2:]} them"
         )
     schedule.set_defaults(command=_schedule, action="apply")
+    setup = commands.add_parser(
+        "setup",
+        parents=[common, cloud],
+        help="make a Google Cloud project ready: APIs, accounts, grants, bucket, dataset, "
+        "repositories (idempotent)",
+    )
+    setup.add_argument("--source", help="customer table (default bq://PROJECT.churn.customers)")
+    setup.add_argument(
+        "--sample-data",
+        action="store_true",
+        help="load generated customers into the source table if it does not exist",
+    )
+    setup.add_argument(
+        "--viewer-group", help="Google group of the people who inspect runs (read access)"
+    )
+    setup.add_argument(
+        "--github-repository",
+        metavar="ORG/REPO",
+        help="let this repository's GitHub Actions act as churn-ci (Workload Identity "
+        "Federation; no key)",
+    )
+    setup.set_defaults(command=_setup)
+    check = commands.add_parser(
+        "check", parents=[common], help="check a Google Cloud project is ready (read-only)"
+    )
+    check.add_argument("--source", help="customer table (default bq://PROJECT.churn.customers)")
+    check.add_argument("--viewer-group", help="also check this group can inspect runs")
+    check.set_defaults(command=_check)
     serve = commands.add_parser(
         "serve", parents=[common], help="serve a model on 127.0.0.1, as a Vertex endpoint would"
     )
@@ -196,6 +227,7 @@ _SETTING_FLAGS = (
     "medium_risk_cutoff",
     "drift_threshold",
     "experiment",
+    "viewer_group",
 )
 
 
@@ -655,6 +687,50 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
             markup=False,
         )
     return 0
+
+
+def _setup(args: argparse.Namespace, settings: Settings) -> int:
+    """Make the project ready (or with --dry-run print what that sends)."""
+    from pipelines import project_setup
+
+    _require_project(settings)
+    options = project_setup.Options(
+        github_repository=args.github_repository, sample_data=args.sample_data
+    )
+
+    def report(what: str, outcome: str) -> None:
+        console.print(f"{what}: {outcome}", markup=False)
+
+    project_setup.run(settings, options, dry_run=args.dry_run, report=report)
+    if not args.dry_run:
+        console.print(
+            f"project {settings.project} is set up; check it: python submit.py check "
+            f"--project {settings.project} --region {settings.region}",
+            markup=False,
+        )
+    return 0
+
+
+def _check(args: argparse.Namespace, settings: Settings) -> int:
+    """Print one line per checked item; exit 1 when any fails."""
+    from pipelines import project_check
+
+    _require_project(settings)
+    with console.status(f"checking project {settings.project}"):
+        findings = project_check.run_checks(settings)
+    for finding in findings:
+        style = "red" if not finding.ok else "yellow" if finding.warning else ""
+        console.print(finding.line(), style=style, markup=False)
+    failed = sum(not finding.ok for finding in findings)
+    warned = sum(finding.warning for finding in findings)
+    warnings = f" ({warned} warning{'s' * (warned > 1)})" if warned else ""
+    if failed:
+        console.print(f"[red]{failed} of {len(findings)} checks failed[/red]{warnings}")
+    else:
+        console.print(f"[green]all {len(findings)} checks passed[/green]{warnings}")
+    if args.json:
+        print(json.dumps(project_check.as_json(findings)))
+    return 1 if failed else 0
 
 
 def _pinned(settings: Settings, dry_run: bool) -> Settings:

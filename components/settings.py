@@ -57,6 +57,17 @@ class Settings:
     scheduler_service_account: str | None = None
     """Service account Cloud Scheduler calls Vertex AI as
     (default churn-scheduler@<project>.iam.gserviceaccount.com)."""
+    ci_service_account: str | None = None
+    """Service account CI (GitHub Actions, through Workload Identity Federation) pushes
+    images and templates and updates the schedules as
+    (default churn-ci@<project>.iam.gserviceaccount.com)."""
+    viewer_group: str | None = None
+    """Google group whose members inspect runs (console, HTML reports, step logs); `setup`
+    grants it read access and `check` checks it."""
+    google_api_endpoint: str | None = None
+    """One host for the Google Cloud APIs `setup` and `check` call (Service Usage, IAM,
+    Resource Manager, Cloud Storage, BigQuery, Artifact Registry), for tests; default: each
+    API's own host."""
     component_image: str | None = None
     """Image every pipeline step runs in, read at compile time
     (default <region>-docker.pkg.dev/<project>/churn/components:<version>)."""
@@ -66,8 +77,10 @@ class Settings:
     bigquery_billing_project: str | None = None
     """Project BigQuery jobs run in and are billed to (default: project); tables may live
     in another project."""
-    bigquery_location: str = "US"
-    """BigQuery location of the jobs and of tables created for predictions."""
+    bigquery_location: str | None = None
+    """BigQuery location of the jobs, of the dataset `setup` makes and of tables created for
+    predictions (default: `region`: Vertex batch prediction needs its BigQuery input and
+    output where the model is)."""
     batch_prediction: bool = False
     """Score with a Vertex AI batch prediction job instead of in-process chunked scoring
     (for tables one machine should not score)."""
@@ -177,6 +190,9 @@ class Settings:
     and of the paired difference against the champion."""
 
     def __post_init__(self) -> None:
+        if self.bigquery_location is None:
+            # Filled here, not read through a property, so every reader of the field agrees.
+            object.__setattr__(self, "bigquery_location", self.region)
         _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
         _check_range("test_size", self.test_size, 0.05, 0.5)
         _check_range("promotion_floor", self.promotion_floor, 0.0, 1.0)
@@ -295,6 +311,10 @@ class Settings:
             self.scheduler_service_account
             or f"churn-scheduler@{self._cloud_project}.iam.gserviceaccount.com"
         )
+
+    @property
+    def ci_account(self) -> str:
+        return self.ci_service_account or f"churn-ci@{self._cloud_project}.iam.gserviceaccount.com"
 
     @property
     def component_image_uri(self) -> str:

@@ -54,7 +54,7 @@ def test_settings_reach_the_arguments_by_name_or_table(cloud):
     assert arguments["drift_threshold"] == cloud.drift_threshold  # by name
     assert (
         arguments["output_uri"]
-        == "bq://acme.churn.churn_predictions?billing_project=acme&location=US"
+        == "bq://acme.churn.churn_predictions?billing_project=acme&location=us-central1"
     )
     assert arguments["as_of"] == "2026-12-01"  # a run value wins
     assert arguments["export_dir"] == ""

@@ -249,7 +249,8 @@ def test_a_submission_carries_labels_account_cloud_arguments_and_the_image(
     values = json_format.MessageToDict(job.runtime_config)["parameterValues"]
     assert set(values) == declared  # every input has a value; none left to a default
     assert (
-        values["source_uri"] == f"bq://{PROJECT}.churn.customers?billing_project=acme&location=US"
+        values["source_uri"]
+        == f"bq://{PROJECT}.churn.customers?billing_project=acme&location={REGION}"
     )
     assert values["registry_uri"].startswith(f"vertex://{PARENT}/models/churn")
     for name, value in values.items():
