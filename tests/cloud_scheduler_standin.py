@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.cloud import scheduler_v1
 from google.protobuf import json_format
-from google_standin import ACCESS_TOKEN
+from google_standin import access_token
 
 Authorize = Callable[[Any, str, str], bool]
 """(request, permission, resource) -> whether the request's caller holds it there."""
@@ -64,7 +64,7 @@ class CloudScheduler:
         self.project = project
         self.authorize = authorize
         self.service_account_exists = service_account_exists
-        self.token_for = token_for or (lambda _email: ACCESS_TOKEN)
+        self.token_for = token_for or access_token
         self.jobs: dict[str, dict[str, Any]] = {}
         jobs = r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/jobs"
         one = jobs + r"/(?P<id>[^/:]+)"

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from artifact_registry_standin import ArtifactRegistry
 from cloud_scheduler_standin import CloudScheduler
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format
-from google_standin import ACCESS_TOKEN
+from google_standin import CLIENT_EMAIL, access_token
 from template_registry_standin import TemplateRegistry
 
 import submit
@@ -28,7 +29,13 @@ IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/churn/components@sha256:" + "ab" * 3
 def cloud(google_cloud, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_config: Path):
     """The stand-in with a Cloud Scheduler, a KFP repository and a Vertex pipelineJobs
     route that records what the fired jobs send; the CLI's settings point at it."""
+    images = ArtifactRegistry(google_cloud)
+    images.create_repository(PROJECT, REGION, "churn")
+    images.push(IMAGE)
+    serving = images.push(f"{REGION}-docker.pkg.dev/{PROJECT}/churn/serving:0.1.0")
     for name, value in {
+        "CHURN_ARTIFACT_REGISTRY_API_ENDPOINT": google_cloud.url,
+        "CHURN_SERVING_IMAGE": serving,
         "CHURN_CONFIG": str(no_config),
         "CHURN_HOME": str(tmp_path / "home"),
         "CHURN_PROJECT": PROJECT,
@@ -61,7 +68,7 @@ def test_scheduled_jobs_are_accepted_and_fire_pinned_runs_as_the_scheduler(cloud
     ]
     for job_id in ("churn-training-weekly", "churn-scoring-daily"):
         assert cloud.scheduler.fire(job_id) == 200
-    assert len(cloud.runs) == 2 and all(r.authorized for r in cloud.runs)
+    assert [r.caller for r in cloud.runs] == [SCHEDULER_ACCOUNT] * 2  # its OAuth account
     for request in cloud.runs:
         run = json_format.Parse(
             request.raw, aiplatform_v1.PipelineJob.pb(aiplatform_v1.PipelineJob())
@@ -140,7 +147,7 @@ def test_the_stand_in_refuses_what_cloud_scheduler_refuses(cloud):
     answer = requests.post(
         f"{cloud.url}/v1/{PARENT}/jobs",
         json=unknown,
-        headers={"Authorization": f"Bearer {ACCESS_TOKEN}"},
+        headers={"Authorization": f"Bearer {access_token(CLIENT_EMAIL)}"},
         timeout=10,
     )
     assert answer.status_code == 400 and "cronn" in answer.json()["error"]["message"]
