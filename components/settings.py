@@ -84,6 +84,9 @@ class Settings:
     (default <region>-aiplatform.googleapis.com; a URL with http:// is used as given)."""
     scheduler_api_endpoint: str | None = None
     """Cloud Scheduler API host (default cloudscheduler.googleapis.com)."""
+    logging_api_endpoint: str | None = None
+    """Cloud Logging API host, where `--wait` and `runs` read a failed step's error line
+    (default logging.googleapis.com)."""
     training_schedule: str = "0 2 * * 1"
     """Cron of the scheduled retraining, in `time_zone` (default Mondays at 02:00)."""
     scoring_schedule: str = "0 8 * * *"
@@ -317,6 +320,10 @@ class Settings:
     @property
     def scheduler_endpoint(self) -> str:
         return self.scheduler_api_endpoint or "cloudscheduler.googleapis.com"
+
+    @property
+    def logging_endpoint(self) -> str:
+        return self.logging_api_endpoint or "logging.googleapis.com"
 
     @property
     def label_map(self) -> dict[str, str]:
