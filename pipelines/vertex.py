@@ -259,12 +259,23 @@ def submit_job(
     starts it (step 0 of both pipelines), as scheduled runs do: a submission never waits
     for a run that a busy region has not started yet."""
     client = pipeline_client(settings)
-    return api_call(
-        "creating the pipeline job",
-        lambda: client.create_pipeline_job(
-            parent=_parent(settings), pipeline_job=job, pipeline_job_id=job_id_
-        ),
-    )
+    try:
+        return api_call(
+            "creating the pipeline job",
+            lambda: client.create_pipeline_job(
+                parent=_parent(settings), pipeline_job=job, pipeline_job_id=job_id_
+            ),
+        )
+    except VertexError as exc:
+        if "act as service_account" not in str(exc):
+            raise
+        # Vertex's 400 names the account, not the fix: whoever submits must be able to
+        # act as the pipelines' account.
+        raise VertexError(
+            f"{exc} Grant roles/iam.serviceAccountUser on it: gcloud iam service-accounts "
+            f"add-iam-policy-binding {job.service_account} --project {settings.project} "
+            '--member "user:$(gcloud config get account)" --role roles/iam.serviceAccountUser'
+        ) from None
 
 
 def api_call(what: str, request: Callable[[], Any]) -> Any:
@@ -272,7 +283,9 @@ def api_call(what: str, request: Callable[[], Any]) -> Any:
     try:
         return request()
     except exceptions.GoogleAPICallError as exc:
-        raise VertexError(f"{what} failed: {exc.code} {exc.message}") from None
+        # REST errors start with the request ("POST https://...: "): the reason is the rest.
+        reason = re.sub(r"^[A-Z]+ \S+: ", "", exc.message)
+        raise VertexError(f"{what} failed: {exc.code} {reason}") from None
 
 
 # --- following a run ------------------------------------------------------------------
@@ -378,11 +391,14 @@ def step_error(settings: Settings, task: aiplatform_v1.PipelineTaskDetail) -> st
     generic = _error_line(task.error.message or "the step failed")
     if _PROJECT_ERROR.search(task.error.message):
         return generic
-    custom_job = task.executor_detail.container_detail.main_job
+    # The CustomJob that ran the step; the logs link in Vertex's message names it too.
+    custom_job = task.executor_detail.container_detail.main_job.rsplit("/", 1)[-1]
+    linked = re.search(r"job_id%2F(\d+)", task.error.message)
+    custom_job = custom_job or (linked[1] if linked else "")
     if not custom_job:
         return generic
     try:
-        lines = step_log(settings, custom_job.rsplit("/", 1)[-1])
+        lines = step_log(settings, custom_job)
     except VertexError as exc:
         return f"{generic} (and its log could not be read: {exc})"
     for pattern in (_PROJECT_ERROR, _ANY_ERROR):
