@@ -61,9 +61,9 @@ def join_experiment(pipeline_job: str, experiment: str, api_endpoint: str | None
             context=f"{store}/contexts/{experiment}", child_contexts=[run_context.name]
         )
     except exceptions.GoogleAPICallError as exc:
+        reason = re.sub(r"^[A-Z]+ \S+: ", "", exc.message)  # REST errors start with the request
         raise ExperimentError(
-            f"adding run {pipeline_job} to experiment {experiment!r} failed: "
-            f"{exc.code} {exc.message}"
+            f"adding run {pipeline_job} to experiment {experiment!r} failed: {exc.code} {reason}"
         ) from None
     return run_context.name
 

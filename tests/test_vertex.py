@@ -341,7 +341,7 @@ def test_the_run_joins_its_experiment_once_vertex_has_started_it(google_cloud):
     from components.experiment import join_experiment
     from pipelines.training import training_pipeline
 
-    standin = vertex(google_cloud, start_after=2)  # started at the second GET
+    standin = vertex(google_cloud, start_after=1)  # started at the second GET
     client = aiplatform_v1.PipelineServiceClient(
         transport="rest", client_options={"api_endpoint": google_cloud.url}
     )

@@ -302,7 +302,7 @@ class VertexPipelines:
     def _progress(self, job_id: str, run: Run) -> dict[str, Any]:
         """The job as it stands after `run.gets` GETs."""
         job = dict(run.job)
-        tick = run.gets - self.start_after
+        tick = run.gets - 1 - self.start_after
         if tick < 0:
             return job  # PENDING: Vertex has not started the run, it has no context yet
         store = f"{job['name'].split('/pipelineJobs/')[0]}/metadataStores/default"
