@@ -360,6 +360,7 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     import tempfile
 
     import yaml
+    from rich.markup import escape
 
     from pipelines import vertex
     from pipelines.parameters import pipeline_arguments
@@ -396,7 +397,8 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     if job.state != job.state.PIPELINE_STATE_SUCCEEDED:
         step, error = vertex.failure(settings, job, names)
         where = f" in step {step}" if step else ""
-        console.print(f"[red]error:[/red] run {job_id} failed{where}: {error}")
+        # Vertex's words carry brackets ("The failed tasks are: [ingest]"): not markup.
+        console.print(f"[red]error:[/red] run {job_id} failed{where}: {escape(error)}")
         if args.json:
             print(json.dumps({"run_id": job_id, "status": "failed", "error": error}))
         return 1
