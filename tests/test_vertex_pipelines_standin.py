@@ -26,11 +26,17 @@ def client(google_cloud) -> aiplatform_v1.PipelineServiceClient:
     )
 
 
-def scoring_job() -> aiplatform_v1.PipelineJob:
+def scoring_job(template_uri: str | None = None) -> aiplatform_v1.PipelineJob:
     settings = load_settings({"project": PROJECT, "region": REGION}, environ={})
     arguments = pipeline_arguments(scoring_pipeline, settings, vertex=True)
     spec = json_format.MessageToDict(scoring_pipeline.pipeline_spec)
-    return pipeline_job(settings, arguments, display_name="churn-scoring", pipeline_spec=spec)
+    return pipeline_job(
+        settings,
+        arguments,
+        display_name="churn-scoring",
+        pipeline_spec=spec,
+        template_uri=template_uri,
+    )
 
 
 def submit(client, job_id: str = "churn-scoring-1", parent: str = PARENT):
@@ -122,3 +128,20 @@ def test_refuses_what_vertex_refuses(google_cloud, client):
     )
     assert reply.status_code == 400
     assert reply.json()["error"]["message"].startswith("Invalid JSON payload received.")
+
+
+def test_a_job_from_a_template_runs_the_template_the_registry_holds(google_cloud, client):
+    uri = "https://europe-west4-kfp.pkg.dev/acme/churn-pipelines/churn-scoring/sha256:ab"
+    spec = json_format.MessageToDict(scoring_pipeline.pipeline_spec)
+    standin = VertexPipelines(
+        google_cloud, PROJECT, REGION, templates=lambda u: spec if u == uri else None
+    )
+    with pytest.raises(exceptions.BadRequest, match="Failed to fetch the template"):
+        client.create_pipeline_job(
+            parent=PARENT, pipeline_job=scoring_job(uri[:-2] + "cd"), pipeline_job_id="s-1"
+        )
+    client.create_pipeline_job(parent=PARENT, pipeline_job=scoring_job(uri), pipeline_job_id="s-1")
+    assert [t.name for t in standin.runs["s-1"].plan][:2] == [
+        "load-champion",
+        "condition-branches-2",
+    ]
