@@ -436,7 +436,13 @@ def step_log(settings: Settings, custom_job_id: str, *, limit: int = 200) -> lis
             message = reply.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = reply.text[:200]
-        hint = "; grant roles/logging.viewer" if reply.status_code == 403 else ""
+        hint = (
+            f"; grant roles/logging.viewer: gcloud projects add-iam-policy-binding "
+            f'{settings.project} --member "user:$(gcloud config get account)" '
+            "--role roles/logging.viewer"
+            if reply.status_code == 403
+            else ""
+        )
         raise VertexError(f"{reply.status_code} {message}{hint}")
     lines = []
     for entry in reply.json().get("entries", []):
