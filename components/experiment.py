@@ -84,6 +84,8 @@ def join_experiment_on_vertex(experiment: str) -> None:
     from kfp import dsl
 
     with dsl.If(experiment != "", name="on-vertex-with-experiment"):
+        # A failure fails the run (visibly, unlike a warning nobody reads); a passing blip
+        # of the Metadata API should not.
         join_vertex_experiment(
             experiment=experiment, pipeline_job=dsl.PIPELINE_JOB_RESOURCE_NAME_PLACEHOLDER
-        ).set_display_name("0. Join experiment")
+        ).set_display_name("0. Join experiment").set_retry(num_retries=2)

@@ -233,7 +233,7 @@ class VertexPipelines:
         refused = refused or self._denied("aiplatform.pipelineJobs.list", parent)
         if refused:
             return refused
-        wanted = dict(re.findall(r'labels\.(\w+)="([^"]*)"', request.query["filter"][0]))
+        wanted = dict(re.findall(r'labels\.(\w+)="([^"]*)"', request.query.get("filter", [""])[0]))
         jobs = [self._progress(job_id, run) for job_id, run in self.runs.items()]
         jobs = [j for j in jobs if wanted.items() <= j.get("labels", {}).items()]
         # As Vertex does, a listing leaves out each run's details.
