@@ -109,9 +109,17 @@ def compile_template(pipeline_func: Any, path: Path, settings: Settings) -> Path
     dags = [document["root"]["dag"]] + [
         c["dag"] for c in document.get("components", {}).values() if "dag" in c
     ]
+    components = document.get("components", {})
     for dag in dags:
-        for task in dag["tasks"].values():
+        for name, task in dag["tasks"].items():
             task["cachingOptions"] = {"enableCache": True} if enable_caching else {}
+            # KFP cannot name the group holding an If/Elif/Else; the console shows what the
+            # task is called: name it after its branches ("vertex-batch-prediction or ...").
+            if task["taskInfo"]["name"] == name and name.startswith("condition-branches-"):
+                branches = components[task["componentRef"]["name"]]["dag"]["tasks"]
+                task["taskInfo"]["name"] = " or ".join(
+                    branches[key]["taskInfo"]["name"] for key in sorted(branches)
+                )
     path.write_text(yaml.safe_dump(document, sort_keys=True))
     return path
 

@@ -204,11 +204,14 @@ def test_a_submission_carries_labels_account_cloud_arguments_and_the_image(
     # Caching is off unless asked for: every task says so in the spec Vertex runs.
     assert all(not task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
     # Every group has a readable name in the console, not "condition-3".
-    groups = [c.dag for c in spec.components.values() if c.HasField("dag")]
+    groups = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
     for dag in groups:
         for key, task in dag.tasks.items():
-            if task.trigger_policy.condition:
-                assert not task.task_info.name.startswith("condition-"), key
+            assert not task.task_info.name.startswith("condition-"), key
+    if command == "score":
+        assert spec.root.dag.tasks["condition-branches-2"].task_info.name == (
+            "vertex-batch-prediction or chunked-scoring"
+        )
     if command == "score":
         assert values["as_of"] == "" and values["time_zone"] == "UTC"
         assert values["model_ref"] == "champion"
