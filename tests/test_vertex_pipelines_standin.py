@@ -49,14 +49,18 @@ def test_a_run_reports_every_task_nested_under_its_group(google_cloud, client):
     VertexPipelines(google_cloud, PROJECT, REGION, start_after=1)
     created = submit(client)
     assert created.state.name == "PIPELINE_STATE_PENDING"
-    states = []
+    states, step = [], []  # the run's states, and step 2's as the run goes
     while True:
         job = client.get_pipeline_job(name=created.name)
         states.append(job.state.name)
+        step += [
+            t.state.name for t in job.job_detail.task_details if t.task_name == "score-customers"
+        ]
         if job.state.name in ("PIPELINE_STATE_SUCCEEDED", "PIPELINE_STATE_FAILED"):
             break
     assert states[0] == "PIPELINE_STATE_PENDING" and states[-1] == "PIPELINE_STATE_SUCCEEDED"
     assert set(states[1:-1]) == {"PIPELINE_STATE_RUNNING"}
+    assert list(dict.fromkeys(step)) == ["PENDING", "RUNNING", "SUCCEEDED"]
     tasks = {t.task_name: t for t in job.job_detail.task_details}
     root = tasks.pop("churn-scoring")
     assert root.state.name == "SUCCEEDED" and not root.parent_task_id

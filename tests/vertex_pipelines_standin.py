@@ -13,17 +13,19 @@ What it refuses, in Vertex's words and shapes:
   have permission to act as service_account: ... (or it may not exist)."); who may do what
   is the `authorize(member, permission, resource)` hook (an IAM stand-in supplies it);
 - an executor image that does not exist (`image_exists(uri)`, from an Artifact Registry
-  stand-in): as on Vertex, the run is created and fails at the first step in that image.
+  stand-in, asked about Google's images too): as on Vertex, the run is created and fails
+  at the first step in that image.
 
-How a run goes, one step a GET: PENDING with no metadata context for `start_after` GETs
+How a run goes, a GET at a time: PENDING with no metadata context for `start_after` GETs
 (Vertex creates the run's context only when it starts the run), then RUNNING, each step
-RUNNING then SUCCEEDED in dependency order. `jobDetail.taskDetails` lists the root DAG's
-own entry, every group (condition branches, `dsl.If` / `dsl.Else`) and every step, nested
-ones with `parentTaskId`; a branch whose condition is false is NOT_TRIGGERED (Vertex's
-SKIPPED means a cache hit) and its steps never appear. A step in `fail` fails with
-Vertex's generic replica error, its own lines go to Cloud Logging under its CustomJob, its
-groups and the run fail with "The DAG failed because some tasks failed", and nothing after
-it starts. A step named in `artifacts` reports those output artifacts' metadata.
+PENDING, RUNNING, then SUCCEEDED in dependency order (two GETs a step).
+`jobDetail.taskDetails` lists the root DAG's own entry, every group (condition branches,
+`dsl.If` / `dsl.Else`) and every step, nested ones with `parentTaskId`; a branch whose
+condition is false is NOT_TRIGGERED (Vertex's SKIPPED means a cache hit) and its steps
+never appear. A step in `fail` fails with Vertex's generic replica error, its own lines go
+to Cloud Logging under its CustomJob, its groups and the run fail with "The DAG failed
+because some tasks failed", and nothing after it starts. A step named in `artifacts`
+reports those output artifacts' metadata.
 """
 
 import json
@@ -327,13 +329,14 @@ class VertexPipelines:
             ),
             None,
         )
-        done = min(tick, len(steps))
+        position, phase = divmod(tick, 2)  # a step is PENDING for one GET, then RUNNING
+        done = min(position, len(steps))
         if failing is not None:
             done = min(done, failing + 1)
         finished = done == len(steps) or (failing is not None and done == failing + 1)
         states: dict[str, str] = {}
         for i, step in enumerate(steps[: done + (0 if finished else 1)]):
-            states[step.name] = "RUNNING" if i == done else "SUCCEEDED"
+            states[step.name] = ("RUNNING" if phase else "PENDING") if i == done else "SUCCEEDED"
         failed = []
         if failing is not None and done == failing + 1:
             states[steps[failing].name] = "FAILED"
