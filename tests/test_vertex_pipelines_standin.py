@@ -131,7 +131,10 @@ def test_refuses_what_vertex_refuses(google_cloud, client):
         timeout=10,
     )
     assert reply.status_code == 400
-    assert reply.json()["error"]["message"].startswith("Invalid JSON payload received.")
+    assert reply.json()["error"]["message"] == (
+        "Invalid JSON payload received. Unknown name \"experiment\" at 'pipeline_job': "
+        "Cannot find field."
+    )
 
 
 def test_a_job_from_a_template_runs_the_template_the_registry_holds(google_cloud, client):

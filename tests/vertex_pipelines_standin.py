@@ -166,7 +166,13 @@ class VertexPipelines:
         try:
             job = json_format.Parse(request.raw, aiplatform_v1.PipelineJob.pb()())
         except json_format.ParseError as exc:
-            return error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+            unknown = re.search(r'has no field named "([^"]+)"', str(exc))
+            detail = (
+                f"Unknown name \"{unknown[1]}\" at 'pipeline_job': Cannot find field."
+                if unknown
+                else str(exc)
+            )
+            return error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {detail}")
         job_id = (request.query.get("pipelineJobId") or [""])[0]
         if not _JOB_ID.fullmatch(job_id):
             return error(
