@@ -36,7 +36,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.cloud import aiplatform_v1
-from google.cloud.logging_v2.types import ListLogEntriesRequest
+from google.cloud.logging_v2.types import ListLogEntriesRequest, ListLogEntriesResponse
 from google.protobuf import json_format
 from google_standin import CLIENT_EMAIL
 from kfp.pipeline_spec import pipeline_spec_pb2
@@ -312,7 +312,8 @@ class VertexPipelines:
             }
             for line in lines[: query.page_size or 50]
         ]
-        return 200, {"entries": entries}
+        reply = json_format.ParseDict({"entries": entries}, ListLogEntriesResponse.pb()())
+        return 200, json_format.MessageToDict(reply)
 
     # --- a run ------------------------------------------------------------------------
 
