@@ -94,7 +94,8 @@ class Settings:
     time_zone: str = "UTC"
     """IANA time zone of the schedules, and of "today" when a scheduled scoring run starts."""
     experiment: str = "churn-pipelines"
-    """Vertex AI experiment runs submitted from submit.py join, so their metrics compare."""
+    """Vertex AI experiment every Vertex run joins, submitted or scheduled (step 0 of both
+    pipelines), so their metrics compare; "" for none."""
     labels: str = "app=churn-pipelines"
     """Labels on every Vertex run, as key=value,key=value (lower case, for billing reports)."""
     enable_caching: bool = False
