@@ -406,6 +406,7 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     import tempfile
 
     import yaml
+    from rich.markup import escape
 
     from pipelines import vertex
     from pipelines.parameters import pipeline_arguments
@@ -421,28 +422,30 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     )
     job_id = vertex.job_id(pipeline_func.name)
     if args.dry_run:
-        requests = [vertex.create_job_request(settings, job, job_id)]
-        if settings.experiment:
-            requests += vertex.experiment_requests(settings)
-        for request in requests:
-            print(request.line())
+        print(vertex.create_job_request(settings, job, job_id).line())
         return 0
     with console.status(f"submitting {job_id} to Vertex AI Pipelines"):
         created = vertex.submit_job(settings, job, job_id)
     console.print(f"[bold]{pipeline_func.name}[/bold] submitted to Vertex AI: {created.name}")
+    if settings.experiment:
+        console.print(
+            f"it joins experiment {settings.experiment!r} when Vertex starts it (step 0)",
+            markup=False,
+        )
     console.print(f"console: {vertex.console_url(settings, job_id)}", markup=False)
     if not args.wait:
         if args.json:
             print(json.dumps({"run_id": job_id, "status": "submitted", "name": created.name}))
         return 0
-    names = vertex.display_names(pipeline_func)
+    names = vertex.display_names(pipeline_func.pipeline_spec)
     status, on_step = _progress()
     with status:
         job = vertex.follow(settings, created.name, names, on_step)
     if job.state != job.state.PIPELINE_STATE_SUCCEEDED:
-        step, error = vertex.failure(job, names)
+        step, error = vertex.failure(settings, job, names)
         where = f" in step {step}" if step else ""
-        console.print(f"[red]error:[/red] run {job_id} failed{where}: {error}")
+        # Vertex's words carry brackets ("The failed tasks are: [ingest]"): not markup.
+        console.print(f"[red]error:[/red] run {job_id} failed{where}: {escape(error)}")
         if args.json:
             print(json.dumps({"run_id": job_id, "status": "failed", "error": error}))
         return 1
@@ -573,6 +576,10 @@ def _vertex_run_rows(settings: Settings) -> list[dict[str, Any]]:
         started = job.start_time or job.create_time
         ended = job.end_time or datetime.now(UTC)
         succeeded = job.state == job.state.PIPELINE_STATE_SUCCEEDED
+        failed = job.state == job.state.PIPELINE_STATE_FAILED
+        # A listing has no task details: a finished run is read whole for its figures, a
+        # failed one for its failed step (Vertex's own error names no step and no cause).
+        whole = vertex.get_job(settings, job.name) if succeeded or failed else job
         rows.append(
             _row(
                 job.name.rsplit("/", 1)[-1],
@@ -580,9 +587,8 @@ def _vertex_run_rows(settings: Settings) -> list[dict[str, Any]]:
                 job.state.name.removeprefix("PIPELINE_STATE_").lower(),
                 started.isoformat(timespec="seconds") if started else "",
                 round((ended - started).total_seconds(), 1) if started else 0.0,
-                # A listing has no task details: a finished run is read whole for its figures.
-                (succeeded and vertex.run_summary(vertex.get_job(settings, job.name))) or {},
-                job.error.message or None,
+                (succeeded and vertex.run_summary(whole)) or {},
+                vertex.run_error(settings, whole) if failed else (job.error.message or None),
             )
         )
     return rows

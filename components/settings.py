@@ -102,6 +102,9 @@ class Settings:
     (default artifactregistry.googleapis.com)."""
     cloud_build_api_endpoint: str | None = None
     """Cloud Build API host `submit.py build` uses (default cloudbuild.googleapis.com)."""
+    logging_api_endpoint: str | None = None
+    """Cloud Logging API host, where `--wait` and `runs` read a failed step's error line
+    (default logging.googleapis.com)."""
     training_schedule: str = "0 2 * * 1"
     """Cron of the scheduled retraining, in `time_zone` (default Mondays at 02:00)."""
     scoring_schedule: str = "0 8 * * *"
@@ -109,7 +112,8 @@ class Settings:
     time_zone: str = "UTC"
     """IANA time zone of the schedules, and of "today" when a scheduled scoring run starts."""
     experiment: str = "churn-pipelines"
-    """Vertex AI experiment runs submitted from submit.py join, so their metrics compare."""
+    """Vertex AI experiment every Vertex run joins, submitted or scheduled (step 0 of both
+    pipelines), so their metrics compare; "" for none."""
     labels: str = "app=churn-pipelines"
     """Labels on every Vertex run, as key=value,key=value (lower case, for billing reports)."""
     enable_caching: bool = False
@@ -346,6 +350,10 @@ class Settings:
     @property
     def scheduler_endpoint(self) -> str:
         return self.scheduler_api_endpoint or "cloudscheduler.googleapis.com"
+
+    @property
+    def logging_endpoint(self) -> str:
+        return self.logging_api_endpoint or "logging.googleapis.com"
 
     @property
     def label_map(self) -> dict[str, str]:

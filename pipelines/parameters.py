@@ -41,6 +41,8 @@ SOURCES: dict[str, Source] = {
     # Where Vertex jobs started by a step (batch prediction) run.
     "project": lambda s, _vertex: s.project or "",
     "location": lambda s, _vertex: s.region,
+    # A run joins its experiment itself (step 0), on Vertex only: nothing to join locally.
+    "experiment": lambda s, vertex: (s.experiment or "") if vertex else "",
 }
 
 

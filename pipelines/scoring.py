@@ -1,6 +1,7 @@
 """Daily batch-scoring pipeline: every active customer scored, nothing lost, at scale.
 
 Steps:
+ 0. Join experiment (on Vertex AI, when `experiment` is set): as in training.
  1. Load champion: copy the model to score with (the `champion` alias unless `model_ref`
     names a version) out of the registry, refusing a file whose SHA-256 changed.
  2. Validate and score in chunks: stream the customer table from `source_uri` in Arrow
@@ -42,6 +43,7 @@ from kfp import dsl
 from components.batch_prediction import batch_prediction_tables, stage_batch_predictions
 from components.champion import load_champion
 from components.drift import scoring_result, summarize_scoring, summary_text
+from components.experiment import join_experiment_on_vertex
 from components.publish import publish_predictions
 from components.score import score_customers
 from components.settings import Settings, compile_time_settings
@@ -103,8 +105,10 @@ def scoring_pipeline(
     batch_machine_type: str = DEFAULTS.batch_machine_type,
     batch_starting_replicas: int = DEFAULTS.batch_starting_replicas,
     batch_max_replicas: int = DEFAULTS.batch_max_replicas,
+    experiment: str = "",
 ) -> dsl.Artifact:
     """Returns the run summary artifact (JSON, with the key figures as metadata)."""
+    join_experiment_on_vertex(experiment)
     champion = load_champion(registry_uri=registry_uri, model_ref=model_ref).set_display_name(
         "1. Load champion model"
     )
@@ -143,7 +147,7 @@ def scoring_pipeline(
         batch_summary = _publish_and_summarize(
             champion, batch_staged, output_uri, export_dir, drift_threshold
         )
-    with dsl.Else():
+    with dsl.Else(name="chunked-scoring"):
         scored = score_customers(
             source_uri=source_uri,
             output_uri=output_uri,

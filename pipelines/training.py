@@ -1,6 +1,8 @@
 """Weekly churn-model training pipeline.
 
 Steps:
+ 0. Join experiment (on Vertex AI, when `experiment` is set): add the run to its Vertex AI
+    experiment, so scheduled runs are compared with submitted ones in the console.
  1. Ingest: read the customer table from `source_uri` (file, DuckDB or BigQuery).
  2. Validate: check the data contract; set aside invalid and duplicate rows with reasons.
  3. Split: hold out a stratified, leak-free test set (a customer is on one side only).
@@ -24,6 +26,7 @@ from kfp import dsl
 
 from components.endpoint import deploy_to_endpoint
 from components.evaluate import evaluate_model
+from components.experiment import join_experiment_on_vertex
 from components.ingest import ingest
 from components.register import register_model
 from components.settings import Settings, compile_time_settings
@@ -63,8 +66,10 @@ def training_pipeline(
     endpoint_machine_type: str = DEFAULTS.endpoint_machine_type,
     endpoint_min_replicas: int = DEFAULTS.endpoint_min_replicas,
     endpoint_max_replicas: int = DEFAULTS.endpoint_max_replicas,
+    experiment: str = "",
 ) -> dsl.Artifact:
     """Returns the run summary artifact (JSON, with the key figures as metadata)."""
+    join_experiment_on_vertex(experiment)
     raw = ingest(source_uri=source_uri).set_display_name("1. Ingest customers")
     checked = validate_training_data(
         raw=raw.outputs["raw"],

@@ -26,6 +26,7 @@ import yaml
 from google.api_core import exceptions
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format, struct_pb2
+from kfp.pipeline_spec import pipeline_spec_pb2
 
 from components.errors import ChurnError
 from components.settings import Settings
@@ -37,6 +38,7 @@ _TERMINAL = {
     aiplatform_v1.PipelineState.PIPELINE_STATE_CANCELLED,
 }
 _PROJECT_ERROR = re.compile(r"components\.errors\.\w+: (?P<message>[^\n]+)")
+_ANY_ERROR = re.compile(r"^\s*[A-Za-z_.]*(?:Error|Exception): (?P<message>.+)$")
 
 
 class VertexError(ChurnError):
@@ -84,25 +86,40 @@ def console_url(settings: Settings, job_id: str) -> str:
 
 
 def compile_template(pipeline_func: Any, path: Path, settings: Settings) -> Path:
-    """Compile `pipeline_func` to KFP YAML at `path` for `settings`: every step in the
-    settings' component image, every task's cache as `enable_caching` says (in the template
-    itself, so scheduled runs, which only name the template, behave as submitted ones do).
-    The same code and settings give byte-identical YAML, hence the same sha256 version."""
+    """Compile `pipeline_func` to KFP YAML at `path` for `settings`: the project's steps in
+    the settings' component image (Google's own ops keep theirs), every task's cache as
+    `enable_caching` says (in the template itself, so scheduled runs, which only name the
+    template, behave as submitted ones do). The same code and settings give byte-identical
+    YAML, hence the same sha256 version."""
     from kfp import compiler
+
+    from components.settings import component_image
 
     compiler.Compiler().compile(pipeline_func, str(path))
     document = yaml.safe_load(path.read_text())
     # Steps name their image when their module is first imported, which may be before the
     # CLI's flags were read (argparse converts --as-of's default): the settings decide here.
+    # Only for the project's steps (built with the image `stage` gave them): a Google Cloud
+    # Pipeline Components op such as ModelBatchPredictOp runs in Google's image, not ours.
+    project_image = component_image()
     for executor in document["deploymentSpec"]["executors"].values():
-        executor["container"]["image"] = settings.component_image_uri
+        if executor["container"]["image"] == project_image:
+            executor["container"]["image"] = settings.component_image_uri
     enable_caching = settings.enable_caching
     dags = [document["root"]["dag"]] + [
         c["dag"] for c in document.get("components", {}).values() if "dag" in c
     ]
+    components = document.get("components", {})
     for dag in dags:
-        for task in dag["tasks"].values():
+        for name, task in dag["tasks"].items():
             task["cachingOptions"] = {"enableCache": True} if enable_caching else {}
+            # KFP cannot name the group holding an If/Elif/Else; the console shows what the
+            # task is called: name it after its branches ("vertex-batch-prediction or ...").
+            if task["taskInfo"]["name"] == name and name.startswith("condition-branches-"):
+                branches = components[task["componentRef"]["name"]]["dag"]["tasks"]
+                task["taskInfo"]["name"] = " or ".join(
+                    branches[key]["taskInfo"]["name"] for key in sorted(branches)
+                )
     path.write_text(yaml.safe_dump(document, sort_keys=True))
     return path
 
@@ -246,81 +263,27 @@ def pipeline_client(settings: Settings) -> aiplatform_v1.PipelineServiceClient:
 def submit_job(
     settings: Settings, job: aiplatform_v1.PipelineJob, job_id_: str
 ) -> aiplatform_v1.PipelineJob:
-    """Create the PipelineJob; then add the run to the settings' experiment."""
+    """Create the PipelineJob. The run joins the settings' experiment itself once Vertex
+    starts it (step 0 of both pipelines), as scheduled runs do: a submission never waits
+    for a run that a busy region has not started yet."""
     client = pipeline_client(settings)
-    created = api_call(
-        "creating the pipeline job",
-        lambda: client.create_pipeline_job(
-            parent=_parent(settings), pipeline_job=job, pipeline_job_id=job_id_
-        ),
-    )
-    if settings.experiment:
-        join_experiment(settings, client, created)
-    return created
-
-
-def experiment_requests(settings: Settings) -> list[ApiRequest]:
-    """What joining the experiment sends first (a dry run shows it; the run's own context,
-    added to the experiment next, exists only once Vertex has started the run)."""
-    store = f"{_parent(settings)}/metadataStores/default"
-    return [
-        ApiRequest(
-            "POST",
-            api_url(
-                settings.vertex_endpoint, f"{store}/contexts", {"contextId": settings.experiment}
-            ),
-            rest_json(_experiment_context(settings)),
-        )
-    ]
-
-
-def _experiment_context(settings: Settings) -> aiplatform_v1.Context:
-    # The shape the Vertex SDK gives an experiment, so the console's Experiments page lists it.
-    return aiplatform_v1.Context(
-        display_name=settings.experiment,
-        schema_title="system.Experiment",
-        schema_version="0.0.1",
-        metadata={"experiment_deleted": False},
-    )
-
-
-def join_experiment(
-    settings: Settings,
-    pipelines: aiplatform_v1.PipelineServiceClient,
-    job: aiplatform_v1.PipelineJob,
-    *,
-    wait_seconds: float = 120,
-) -> None:
-    """Add the run to the experiment (created if new), as `PipelineJob.submit(experiment=)`
-    does: Vertex creates the run's metadata context a few seconds after the job."""
-    client = aiplatform_v1.MetadataServiceClient(
-        transport="rest", client_options={"api_endpoint": settings.vertex_endpoint}
-    )
-    store = f"{_parent(settings)}/metadataStores/default"
     try:
-        client.create_context(
-            parent=store, context=_experiment_context(settings), context_id=settings.experiment
+        return api_call(
+            "creating the pipeline job",
+            lambda: client.create_pipeline_job(
+                parent=_parent(settings), pipeline_job=job, pipeline_job_id=job_id_
+            ),
         )
-    except exceptions.Conflict:  # 409: the experiment exists already
-        pass
-    except exceptions.GoogleAPICallError as exc:
-        raise VertexError(f"creating experiment {settings.experiment!r}: {exc.message}") from None
-    deadline = time.monotonic() + wait_seconds
-    while not job.job_detail.pipeline_run_context.name:
-        if job.state in _TERMINAL or time.monotonic() > deadline:
-            raise VertexError(
-                f"run {job.name} has no metadata context yet; it was not added to experiment "
-                f"{settings.experiment!r}"
-            )
-        time.sleep(settings.poll_seconds)
-        job = pipelines.get_pipeline_job(name=job.name)
-    api_call(
-        f"adding the run to experiment {settings.experiment!r}",
-        lambda: client.add_context_children(
-            context=f"{store}/contexts/{settings.experiment}",
-            child_contexts=[job.job_detail.pipeline_run_context.name],
-        ),
-    )
+    except VertexError as exc:
+        if "act as service_account" not in str(exc):
+            raise
+        # Vertex's 400 names the account, not the fix: whoever submits must be able to
+        # act as the pipelines' account.
+        raise VertexError(
+            f"{exc} Grant roles/iam.serviceAccountUser on it: gcloud iam service-accounts "
+            f"add-iam-policy-binding {job.service_account} --project {settings.project} "
+            '--member "user:$(gcloud config get account)" --role roles/iam.serviceAccountUser'
+        ) from None
 
 
 def api_call(what: str, request: Callable[[], Any]) -> Any:
@@ -328,13 +291,19 @@ def api_call(what: str, request: Callable[[], Any]) -> Any:
     try:
         return request()
     except exceptions.GoogleAPICallError as exc:
-        raise VertexError(f"{what} failed: {exc.code} {exc.message}") from None
+        # REST errors start with the request ("POST https://...: "): the reason is the rest.
+        reason = re.sub(r"^[A-Z]+ \S+: ", "", exc.message)
+        raise VertexError(f"{what} failed: {exc.code} {reason}") from None
 
 
 # --- following a run ------------------------------------------------------------------
 
 StepEvent = Callable[[str, str, float, str], None]
 """(step display name, "started" | "succeeded" | "failed", seconds, detail), as locally."""
+
+# SKIPPED is Vertex's word for a cache hit (a branch not taken is NOT_TRIGGERED).
+_EVENTS = {"RUNNING": "started", "SUCCEEDED": "succeeded", "SKIPPED": "succeeded"}
+_EVENTS |= {"FAILED": "failed", "CANCELLED": "failed"}
 
 
 def follow(
@@ -347,14 +316,14 @@ def follow(
     reported: dict[str, str] = {}
     while True:
         job = get_job(settings, name)
-        for step, state, seconds, error in _steps(job, display_names):
-            event = {"RUNNING": "started", "SUCCEEDED": "succeeded", "FAILED": "failed"}.get(state)
+        for step, task in _steps(job, display_names):
+            event = _EVENTS.get(task.state.name)
             if event is None or reported.get(step) == event:
                 continue
             if event != "started" and step not in reported:
                 on_step(step, "started", 0.0, "")
             reported[step] = event
-            on_step(step, event, seconds, error)
+            on_step(step, event, _seconds(task), "")
         if job.state in _TERMINAL:
             return job
         time.sleep(settings.poll_seconds)
@@ -368,34 +337,126 @@ def get_job(settings: Settings, name: str) -> aiplatform_v1.PipelineJob:
 
 def _steps(
     job: aiplatform_v1.PipelineJob, display_names: dict[str, str]
-) -> Iterator[tuple[str, str, float, str]]:
-    # Task details name tasks as the spec does; the root DAG's own entry is not a step.
+) -> Iterator[tuple[str, aiplatform_v1.PipelineTaskDetail]]:
+    # Task details list every task, those inside condition groups too (with their
+    # parentTaskId); the groups and the root DAG's own entry are not steps.
     tasks = job.job_detail.task_details
     for task in sorted(tasks, key=lambda t: t.create_time.timestamp() if t.create_time else 0.0):
         step = display_names.get(task.task_name)
         if step is None and task.task_name in display_names.values():
             step = task.task_name
-        if step is None:
-            continue
-        seconds = 0.0
-        if task.start_time and task.end_time:
-            seconds = (task.end_time - task.start_time).total_seconds()
-        yield step, task.state.name, seconds, task.error.message
+        if step is not None:
+            yield step, task
 
 
-def display_names(pipeline_func: Any) -> dict[str, str]:
+def _seconds(task: aiplatform_v1.PipelineTaskDetail) -> float:
+    if task.start_time and task.end_time:
+        return (task.end_time - task.start_time).total_seconds()
+    return 0.0
+
+
+def display_names(spec: pipeline_spec_pb2.PipelineSpec) -> dict[str, str]:
+    """Task name -> display name of every step, in the root DAG and in every group's DAG
+    (the steps inside `dsl.If` / `dsl.Else`); groups themselves are not steps."""
+    dags = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
     return {
         name: task.task_info.name
-        for name, task in pipeline_func.pipeline_spec.root.dag.tasks.items()
+        for dag in dags
+        for name, task in dag.tasks.items()
+        if not spec.components[task.component_ref.name].HasField("dag")
     }
 
 
-def failure(job: aiplatform_v1.PipelineJob, display_names_: dict[str, str]) -> tuple[str, str]:
-    """(failing step, its error line): the project's own error when the message has one."""
-    for step, state, _seconds, error in _steps(job, display_names_):
-        if state == "FAILED":
-            return step, _error_line(error)
+def failure(
+    settings: Settings, job: aiplatform_v1.PipelineJob, display_names_: dict[str, str]
+) -> tuple[str, str]:
+    """(failing step, its error line): the step's own error line when it can be found."""
+    for step, task in _steps(job, display_names_):
+        if task.state == aiplatform_v1.PipelineTaskDetail.State.FAILED:
+            return step, step_error(settings, task)
     return "", _error_line(job.error.message or "the run was cancelled")
+
+
+def run_error(settings: Settings, job: aiplatform_v1.PipelineJob) -> str:
+    """A finished run's error as `runs` lists it ("step: line"), mapped with the run's own
+    pipeline spec (which may be an older template than this checkout's)."""
+    spec = json_format.ParseDict(
+        json_format.MessageToDict(aiplatform_v1.PipelineJob.pb(job).pipeline_spec),
+        pipeline_spec_pb2.PipelineSpec(),
+        ignore_unknown_fields=True,
+    )
+    step, line = failure(settings, job, display_names(spec))
+    return f"{step}: {line}" if step else line
+
+
+def step_error(settings: Settings, task: aiplatform_v1.PipelineTaskDetail) -> str:
+    """A failed step's own error line ("column `MonthlyCharges` missing from bq://...").
+
+    Vertex reports a failed step as "The replica workerpool0-0 exited with a non-zero status
+    of 1 ...": the step's line is in its log, in Cloud Logging under the CustomJob that ran
+    the step (`resource.type="ml_job"`). Reading it needs `roles/logging.viewer`; without
+    it, Vertex's own line says what failed and the log's failure says what to grant."""
+    generic = _error_line(task.error.message or "the step failed")
+    if _PROJECT_ERROR.search(task.error.message):
+        return generic
+    # The CustomJob that ran the step; the logs link in Vertex's message names it too.
+    custom_job = task.executor_detail.container_detail.main_job.rsplit("/", 1)[-1]
+    linked = re.search(r"job_id%2F(\d+)", task.error.message)
+    custom_job = custom_job or (linked[1] if linked else "")
+    if not custom_job:
+        return generic
+    try:
+        lines = step_log(settings, custom_job)
+    except VertexError as exc:
+        return f"{generic} (and its log could not be read: {exc})"
+    for pattern in (_PROJECT_ERROR, _ANY_ERROR):
+        for line in lines:
+            found = pattern.search(line)
+            if found:
+                return found["message"].strip()
+    return generic
+
+
+def step_log(settings: Settings, custom_job_id: str, *, limit: int = 200) -> list[str]:
+    """The newest lines a step's CustomJob logged, newest first (Cloud Logging
+    `entries.list`; one REST call with google-auth, as the GAPIC client speaks only gRPC)."""
+    import requests
+
+    body = {
+        "resourceNames": [f"projects/{settings.project}"],
+        "filter": f'resource.type="ml_job" AND resource.labels.job_id="{custom_job_id}"',
+        "orderBy": "timestamp desc",
+        "pageSize": limit,
+    }
+    base = settings.logging_endpoint
+    base = base if re.match(r"https?://", base) else f"https://{base}"
+    try:
+        reply = requests.post(
+            f"{base.rstrip('/')}/v2/entries:list",
+            json=body,
+            headers={"Authorization": f"Bearer {_access_token()}"},
+            timeout=30,
+        )
+    except requests.RequestException as exc:
+        raise VertexError(f"reading the step's log failed: {exc}") from None
+    if reply.status_code != 200:
+        try:
+            message = reply.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = reply.text[:200]
+        hint = (
+            f"; grant roles/logging.viewer: gcloud projects add-iam-policy-binding "
+            f'{settings.project} --member "user:$(gcloud config get account)" '
+            "--role roles/logging.viewer"
+            if reply.status_code == 403
+            else ""
+        )
+        raise VertexError(f"{reply.status_code} {message}{hint}")
+    lines = []
+    for entry in reply.json().get("entries", []):
+        text = entry.get("textPayload") or entry.get("jsonPayload", {}).get("message", "")
+        lines.extend(reversed(text.splitlines()))
+    return lines
 
 
 def _error_line(message: str) -> str:

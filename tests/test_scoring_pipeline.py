@@ -33,6 +33,7 @@ def test_scoring_pipeline_compiles_to_a_valid_spec_with_numbered_steps(tmp_path:
         if not task["componentRef"]["name"].startswith("comp-condition-")  # dsl.If groups
     )
     assert names == [
+        "0. Join experiment",
         "1. Load champion model",
         "2. Validate and score in chunks",
         "2a. Batch prediction tables",

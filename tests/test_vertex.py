@@ -20,6 +20,7 @@ from artifact_registry_standin import ArtifactRegistry
 from google.cloud import aiplatform_v1, scheduler_v1
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
+from vertex_pipelines_standin import VertexPipelines
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT, REGION = "acme", "europe-west4"
@@ -83,6 +84,7 @@ def env(google_cloud, tmp_path: Path) -> dict[str, str]:
         "CHURN_REGION": REGION,
         "CHURN_VERTEX_API_ENDPOINT": google_cloud.url,
         "CHURN_SCHEDULER_API_ENDPOINT": google_cloud.url,
+        "CHURN_LOGGING_API_ENDPOINT": google_cloud.url,
         "CHURN_TEMPLATE_REGISTRY": f"{google_cloud.url}/{PROJECT}/churn-pipelines",
         "CHURN_POLL_SECONDS": "0.05",
     }
@@ -94,88 +96,10 @@ def parse(body: Any, message: Any) -> Any:
     return json_format.Parse(raw, message)
 
 
-class FakeVertex:
-    """Pipeline jobs and metadata contexts, answering like Vertex AI. A created run moves
-    through `states` (one per GET) and ends as `final` says."""
-
-    def __init__(self, standin, final: str = "SUCCEEDED", error: str = "") -> None:
-        self.standin, self.final, self.error = standin, final, error
-        self.jobs: dict[str, dict[str, Any]] = {}
-        self.gets = 0
-        self.contexts: set[str] = set()
-        standin.route("POST", rf"/v1/{PARENT}/pipelineJobs", self._create)
-        standin.route("GET", rf"/v1/{PARENT}/pipelineJobs/(?P<id>[^/]+)", self._get)
-        standin.route("GET", rf"/v1/{PARENT}/pipelineJobs", self._list)
-        store = rf"/v1/{PARENT}/metadataStores/default/contexts"
-        standin.route("POST", store, self._create_context)
-        standin.route("POST", rf"{store}/(?P<id>[^/:]+):addContextChildren", self._children)
-
-    def _create(self, request, _match):
-        job_id = request.query["pipelineJobId"][0]
-        job = request.json | {
-            "name": f"{PARENT}/pipelineJobs/{job_id}",
-            "state": "PIPELINE_STATE_PENDING",
-            "createTime": "2026-12-01T08:00:00Z",
-            "jobDetail": {
-                "pipelineRunContext": {"name": f"{PARENT}/metadataStores/default/contexts/{job_id}"}
-            },
-        }
-        self.jobs[job_id] = job
-        return 200, job
-
-    def _get(self, _request, match):
-        job = dict(self.jobs[match["id"]])
-        self.gets += 1
-        tasks = sorted(  # in step order: "1. Ingest customers", ...
-            job["pipelineSpec"]["root"]["dag"]["tasks"].items(),
-            key=lambda item: item[1]["taskInfo"]["name"],
-        )
-        done = min(self.gets, len(tasks))
-        details = [self._task(key, spec, "SUCCEEDED") for key, spec in tasks[: done - 1]]
-        if done == len(tasks) and self.final == "FAILED":
-            details.append(self._task(*tasks[1], "FAILED"))  # step 2 fails
-            job["state"] = "PIPELINE_STATE_FAILED"
-            job["error"] = {"code": 9, "message": "The DAG failed because some tasks failed."}
-        elif done == len(tasks):
-            details.append(self._task(*tasks[-1], "SUCCEEDED"))
-            job["state"] = "PIPELINE_STATE_SUCCEEDED"
-            job["startTime"], job["endTime"] = "2026-12-01T08:00:00Z", "2026-12-01T08:09:30Z"
-        else:
-            details.append(self._task(*tasks[done - 1], "RUNNING"))
-            job["state"] = "PIPELINE_STATE_RUNNING"
-        job["jobDetail"] = job["jobDetail"] | {"taskDetails": details}
-        return 200, job
-
-    def _task(self, key: str, spec: dict[str, Any], state: str) -> dict[str, Any]:
-        task = {
-            "taskName": key,
-            "state": state,
-            "createTime": "2026-12-01T08:00:00Z",
-            "startTime": "2026-12-01T08:00:00Z",
-            "endTime": "2026-12-01T08:01:00Z",
-        }
-        if state == "FAILED":
-            task["error"] = {"code": 9, "message": self.error}
-        if state == "SUCCEEDED" and key.startswith("summarize"):
-            task["outputs"] = {"summary": {"artifacts": [{"metadata": SUMMARY[key]}]}}
-        return task
-
-    def _list(self, _request, _match):
-        # As Vertex does, a listing leaves out each run's details.
-        jobs = [self._get(None, {"id": job_id})[1] for job_id in self.jobs]
-        return 200, {
-            "pipelineJobs": [{k: v for k, v in job.items() if k != "jobDetail"} for job in jobs]
-        }
-
-    def _create_context(self, request, _match):
-        context_id = request.query["contextId"][0]
-        if context_id in self.contexts:
-            return 409, {"error": {"code": 409, "status": "ALREADY_EXISTS", "message": "exists"}}
-        self.contexts.add(context_id)
-        return 200, request.json | {"name": f"{PARENT}/metadataStores/default/contexts/x"}
-
-    def _children(self, _request, _match):
-        return 200, {}
+def vertex(standin, **options) -> VertexPipelines:
+    """The strict PipelineJob stand-in for this project and region; the summary steps
+    report the summaries below."""
+    return VertexPipelines(standin, PROJECT, REGION, artifacts=ARTIFACTS, **options)
 
 
 # The summary steps' metadata as Vertex returns it: every number a float.
@@ -220,6 +144,30 @@ SUMMARY = {
 }
 
 
+SUMMARY["scoring-result"] = {
+    "run_id": "churn-scoring-1",
+    "status": "succeeded",
+    "model_version": 3.0,
+    "as_of_date": "2026-12-01",
+    "output": "bq://acme.churn.predictions",
+    "rejects_output": "bq://acme.churn.predictions_rejects",
+    "rows": {"read": 1000.0, "scored": 990.0, "rejected": 10.0, "duplicates": 0.0},
+    "churn_rate": 0.25,
+    "tiers": {"high": 100.0, "medium": 300.0, "low": 590.0},
+    "unseen_categories": {},
+    "missing_values": {},
+    "drift": None,
+    "exports": {},
+    "report": "gs://acme-churn/pipeline-root/run/summarize-scoring/report",
+}
+ARTIFACTS = {task: {"summary": summary} for task, summary in SUMMARY.items()}
+CONTRACT_ERROR = (
+    "Traceback (most recent call last):\n  ...\ncomponents.errors.ContractError: column "
+    "`MonthlyCharges` missing from bq://acme.churn.customers; found: tenure"
+)
+GCPC_IMAGE = re.compile(r"gcr\.io/ml-pipeline/google-cloud-pipeline-components:[\d.]+")
+
+
 def images(spec: pipeline_spec_pb2.PipelineSpec) -> set[str]:
     executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
     return {executor["container"]["image"] for executor in executors.values()}
@@ -233,7 +181,7 @@ def submissions(standin) -> list[Any]:
 def test_a_submission_carries_labels_account_cloud_arguments_and_the_image(
     google_cloud, env, command
 ):
-    FakeVertex(google_cloud)
+    standin = vertex(google_cloud, start_after=10**6)  # Vertex never gets to start the run
     out = cli(command, "--project", PROJECT, env=env)
 
     (request,) = submissions(google_cloud)
@@ -257,22 +205,33 @@ def test_a_submission_carries_labels_account_cloud_arguments_and_the_image(
         if name.endswith(("_uri", "_dir")) and value:
             assert value.startswith(("bq://", "gs://", "vertex://")), (name, value)
         assert not str(value).startswith("/"), (name, value)
-    assert images(spec) == {IMAGE}
+    # The project's steps run in the project's image; Google's batch prediction op keeps
+    # Google's image (it is not our code, and ours has no launcher for it).
+    executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
+    sent = {name: executor["container"]["image"] for name, executor in executors.items()}
+    if command == "score":
+        assert GCPC_IMAGE.fullmatch(sent.pop("exec-model-batch-predict"))
+    assert set(sent.values()) == {IMAGE}
     # Caching is off unless asked for: every task says so in the spec Vertex runs.
     assert all(not task.caching_options.enable_cache for task in spec.root.dag.tasks.values())
+    # Every group has a readable name in the console, not "condition-3".
+    groups = [spec.root.dag] + [c.dag for c in spec.components.values() if c.HasField("dag")]
+    for dag in groups:
+        for key, task in dag.tasks.items():
+            assert not task.task_info.name.startswith("condition-"), key
+    if command == "score":
+        assert spec.root.dag.tasks["condition-branches-2"].task_info.name == (
+            "vertex-batch-prediction or chunked-scoring"
+        )
     if command == "score":
         assert values["as_of"] == "" and values["time_zone"] == "UTC"
         assert values["model_ref"] == "champion"
-    # The run joined the experiment: its context created, then the run's context added.
-    (experiment,) = google_cloud.requests_to(
-        "POST", rf"/v1/{PARENT}/metadataStores/default/contexts"
-    )
-    assert experiment.query["contextId"] == ["churn-pipelines"]
-    parse(experiment.raw, aiplatform_v1.Context.pb(aiplatform_v1.Context()))
-    (children,) = google_cloud.requests_to(
-        "POST", r".*/contexts/churn-pipelines:addContextChildren"
-    )
-    assert children.json["childContexts"] == [f"{PARENT}/metadataStores/default/contexts/{job_id}"]
+    # The run joins its experiment itself (step 0): the submission neither waits for a run
+    # Vertex has not started nor fails because of it.
+    assert values["experiment"] == "churn-pipelines"
+    assert not google_cloud.requests_to("POST", r".*/metadataStores/.*")
+    assert standin.runs[job_id].job["state"] == "PIPELINE_STATE_PENDING"
+    assert "joins experiment 'churn-pipelines' when Vertex starts it" in out.stderr
     assert (
         f"https://console.cloud.google.com/vertex-ai/locations/{REGION}/pipelines/runs/{job_id}"
         f"?project={PROJECT}" in out.stderr
@@ -280,25 +239,24 @@ def test_a_submission_carries_labels_account_cloud_arguments_and_the_image(
 
 
 def test_the_dry_run_prints_the_very_request_a_submission_sends(google_cloud, env, tmp_path):
-    FakeVertex(google_cloud)
+    vertex(google_cloud)
     cli("train", env=env)
     (sent,) = submissions(google_cloud)
     dry = cli("train", "--dry-run", env=env)
-    printed = [json.loads(line) for line in dry.stdout.splitlines()]
-    assert [p["method"] for p in printed] == ["POST", "POST"]
-    assert printed[0]["url"].startswith(
-        f"{google_cloud.url}/v1/{PARENT}/pipelineJobs?pipelineJobId="
-    )
+    (printed,) = [json.loads(line) for line in dry.stdout.splitlines()]
+    assert printed["method"] == "POST"
+    assert printed["url"].startswith(f"{google_cloud.url}/v1/{PARENT}/pipelineJobs?pipelineJobId=")
     new = aiplatform_v1.PipelineJob.pb(aiplatform_v1.PipelineJob())
-    assert parse(printed[0]["body"], new) == parse(sent.raw, type(new)())
+    assert parse(printed["body"], new) == parse(sent.raw, type(new)())
     assert len(submissions(google_cloud)) == 1  # the dry run sent nothing
 
 
 def test_wait_follows_the_run_step_by_step_to_the_summary(google_cloud, env):
-    FakeVertex(google_cloud)
+    vertex(google_cloud)
     out = cli("train", "--wait", "--json", env=env)
-    for step in TRAINING_STEPS:
+    for step in ["0. Join experiment", *TRAINING_STEPS]:
         assert f"✓ {step}" in out.stderr
+    assert "8. Deploy" not in out.stderr  # its branch was not taken
     assert "model v3 (gradient_boosting): ROC-AUC 0.845" in out.stderr
     assert "rows: 21,096 read, 10 rejected (3 duplicates), 16,868 train, 4,218 test" in out.stderr
     result = json.loads(out.stdout.splitlines()[-1])
@@ -308,33 +266,124 @@ def test_wait_follows_the_run_step_by_step_to_the_summary(google_cloud, env):
     assert result["report"].startswith("gs://")
 
 
-def test_a_failed_run_exits_non_zero_with_the_failing_steps_error_line(google_cloud, env):
-    error = (
-        "Traceback (most recent call last):\n  ...\ncomponents.errors.ContractError: column "
-        "`MonthlyCharges` missing from bq://acme.churn.customers; found: tenure\n"
-    )
-    FakeVertex(google_cloud, final="FAILED", error=error)
-    out = cli("train", "--wait", "--json", env=env, check=False)
+def test_score_wait_shows_the_steps_inside_the_branch_and_the_failing_steps_own_line(
+    google_cloud, env
+):
+    """Steps 2 to 4 run inside `dsl.Else`; Vertex reports the failed step's error as the
+    replica's exit status, and the step's own line is in its log (Cloud Logging)."""
+    standin = vertex(google_cloud, fail={"publish-predictions-2": CONTRACT_ERROR})
+    out = cli("score", "--wait", "--json", env=env, check=False)
     assert out.returncode == 1
-    assert "✗ 2. Validate data contract" in out.stderr
+    for step in ["1. Load champion model", "2. Validate and score in chunks"]:
+        assert f"✓ {step}" in out.stderr
+    assert "✗ 3. Publish predictions" in out.stderr
     assert (
-        "failed in step 2. Validate data contract: column `MonthlyCharges` missing from "
+        "failed in step 3. Publish predictions: column `MonthlyCharges` missing from "
         "bq://acme.churn.customers; found: tenure"
     ) in " ".join(out.stderr.split())
+    assert "condition-" not in out.stderr and "Traceback" not in out.stderr
+    (query,) = google_cloud.requests_to("POST", "/v2/entries:list")
+    assert query.authorized and query.json["resourceNames"] == [f"projects/{PROJECT}"]
+    (custom_job,) = standin.logs
+    assert query.json["filter"] == (
+        f'resource.type="ml_job" AND resource.labels.job_id="{custom_job}"'
+    )
     assert json.loads(out.stdout.splitlines()[-1])["status"] == "failed"
 
 
-def test_runs_lists_the_projects_vertex_runs(google_cloud, env):
-    FakeVertex(google_cloud)
+def test_a_failed_step_whose_log_cannot_be_read_says_what_to_grant(google_cloud, env):
+    def no_logs(_member: str, permission: str, _resource: str) -> bool:
+        return not permission.startswith("logging.")
+
+    vertex(google_cloud, fail={"validate-training-data": CONTRACT_ERROR}, authorize=no_logs)
+    out = cli("train", "--wait", env=env, check=False)
+    assert out.returncode == 1
+    line = " ".join(out.stderr.split())
+    assert "failed in step 2. Validate data contract: The replica workerpool0-0 exited" in line
+    assert "403 Permission 'logging.logEntries.list' denied" in line
+    assert "grant roles/logging.viewer" in line
+
+
+def test_a_missing_image_fails_the_run_at_its_first_step(google_cloud, env):
+    vertex(google_cloud, image_exists=lambda uri: uri != IMAGE)
+    out = cli("train", "--wait", env=env, check=False)
+    assert out.returncode == 1
+    line = " ".join(out.stderr.split())
+    assert "✗ 1. Ingest customers" in out.stderr
+    assert "failed in step 1. Ingest customers: " in line and f"pull image {IMAGE}" in line
+
+
+def test_a_refused_service_account_is_one_line_with_the_fix(google_cloud, env):
+    def no_act_as(_member: str, permission: str, _resource: str) -> bool:
+        return permission != "iam.serviceAccounts.actAs"
+
+    vertex(google_cloud, authorize=no_act_as)
+    out = cli("train", env=env, check=False)
+    assert out.returncode == 1
+    account = f"churn-pipelines@{PROJECT}.iam.gserviceaccount.com"
+    (line,) = out.stderr.strip().splitlines()
+    assert line.startswith("error: creating the pipeline job failed: 400 You do not have ")
+    assert f"act as service_account: {account}" in line
+    assert "roles/iam.serviceAccountUser" in line and "gcloud iam service-accounts" in line
+
+
+def test_runs_lists_the_projects_vertex_runs_with_a_failed_steps_line(google_cloud, env):
+    standin = vertex(google_cloud)
     cli("train", "--wait", env=env)
+    standin.fail = {"validate-training-data": CONTRACT_ERROR}
+    cli("train", "--wait", env=env | {"CHURN_EXPERIMENT": ""}, check=False)
     out = cli("runs", "--json", env=env)
     (listed,) = google_cloud.requests_to("GET", rf"/v1/{PARENT}/pipelineJobs")
     assert listed.query["filter"] == ['labels.app="churn-pipelines"']
     assert listed.query["orderBy"] == ["create_time desc"]
-    (row,) = json.loads(out.stdout)
-    assert row["status"] == "succeeded" and row["pipeline"] == "churn-training"
-    assert row["headline"] == "ROC-AUC 0.845" and row["model_version"] == 3
-    assert row["seconds"] == 570.0
+    failed, succeeded = json.loads(out.stdout)
+    assert succeeded["status"] == "succeeded" and succeeded["pipeline"] == "churn-training"
+    assert succeeded["headline"] == "ROC-AUC 0.845" and succeeded["model_version"] == 3
+    assert succeeded["seconds"] == 8 * 60.0  # eight steps, the experiment's included
+    assert failed["status"] == "failed"
+    assert failed["headline"] == (
+        "2. Validate data contract: column `MonthlyCharges` missing from "
+        "bq://acme.churn.customers; found: tenure"
+    )
+
+
+def test_the_run_joins_its_experiment_once_vertex_has_started_it(google_cloud):
+    """Step 0's function, in-process against the stand-in: the run's context exists only
+    once Vertex started the run; then the experiment is created (or reused) and the run's
+    context added to it, as `PipelineJob.submit(experiment=...)` does."""
+    from components.errors import ChurnError
+    from components.experiment import join_experiment
+    from pipelines.training import training_pipeline
+
+    standin = vertex(google_cloud, start_after=1)  # started at the second GET
+    client = aiplatform_v1.PipelineServiceClient(
+        transport="rest", client_options={"api_endpoint": google_cloud.url}
+    )
+    spec = json_format.MessageToDict(training_pipeline.pipeline_spec)
+    for job_id in ("churn-training-1", "churn-training-2"):
+        client.create_pipeline_job(
+            parent=PARENT,
+            pipeline_job=aiplatform_v1.PipelineJob(
+                display_name="churn-training", pipeline_spec=spec
+            ),
+            pipeline_job_id=job_id,
+        )
+    name = f"{PARENT}/pipelineJobs/churn-training-1"
+    with pytest.raises(ChurnError, match="has no metadata context"):
+        join_experiment(name, "churn-pipelines", google_cloud.url)  # not started yet
+    client.get_pipeline_job(name=f"{PARENT}/pipelineJobs/churn-training-2")
+    for job_id in ("churn-training-1", "churn-training-2"):
+        join_experiment(f"{PARENT}/pipelineJobs/{job_id}", "churn-pipelines", google_cloud.url)
+    experiment = f"{PARENT}/metadataStores/default/contexts/churn-pipelines"
+    assert standin.contexts[experiment]["schemaTitle"] == "system.Experiment"
+    assert standin.children[experiment] == [
+        f"{PARENT}/metadataStores/default/contexts/churn-training-{n}" for n in (1, 2)
+    ]
+    # The regional endpoint serves its own location only.
+    with pytest.raises(ChurnError, match="400 Location us-central1 does not match"):
+        join_experiment(
+            f"projects/{PROJECT}/locations/us-central1/pipelineJobs/x", "e", google_cloud.url
+        )
 
 
 class FakeRegistry:
@@ -377,7 +426,9 @@ def test_publish_uploads_both_templates_tagged_and_pinned_by_sha256(google_cloud
         spec = json_format.ParseDict(
             yaml.safe_load(upload["content"]), pipeline_spec_pb2.PipelineSpec()
         )
-        assert images(spec) == {IMAGE}
+        ours = {i for i in images(spec) if not GCPC_IMAGE.fullmatch(i)}
+        assert ours == {IMAGE}
+        assert len(images(spec) - ours) == (upload["package"] == "churn-scoring")
         uri = (
             f"{google_cloud.url}/{PROJECT}/churn-pipelines/{upload['package']}/{upload['version']}"
         )
@@ -463,6 +514,8 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
         if package == "churn-scoring":
             # Static body: the date is decided when the run starts, in the schedule's zone.
             assert values["as_of"] == "" and values["time_zone"] == "Europe/London"
+        # A scheduled run joins the experiment too: the pipeline does it (step 0).
+        assert values["experiment"] == "churn-pipelines"
     cli("schedule", "--pause", env=env)
     assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/jobs/.+:pause")) == 2
     assert {job["state"] for job in scheduler.jobs.values()} == {"PAUSED"}
@@ -521,7 +574,7 @@ def test_dry_runs_need_no_credentials_and_no_network(tmp_path):
     env = base_env(tmp_path)  # no GOOGLE_APPLICATION_CREDENTIALS, an empty HOME
     del env["CHURN_COMPONENT_IMAGE"]  # the flags alone name the project's image
     train = cli("train", "--dry-run", "--project", "P", "--region", "R", env=env)
-    (submission, experiment) = [json.loads(line) for line in train.stdout.splitlines()]
+    (submission,) = [json.loads(line) for line in train.stdout.splitlines()]
     assert submission["url"].startswith(
         "https://R-aiplatform.googleapis.com/v1/projects/P/locations/R/pipelineJobs?pipelineJobId="
     )
@@ -529,7 +582,6 @@ def test_dry_runs_need_no_credentials_and_no_network(tmp_path):
     assert job.service_account == "churn-pipelines@P.iam.gserviceaccount.com"
     spec = parse(json_format.MessageToJson(job.pipeline_spec), pipeline_spec_pb2.PipelineSpec())
     assert images(spec) == {"R-docker.pkg.dev/P/churn/components:0.1.0"}
-    assert experiment["url"].endswith("/metadataStores/default/contexts?contextId=churn-pipelines")
 
     schedule = cli("schedule", "--dry-run", "--project", "P", "--region", "R", env=env)
     lines = [json.loads(line) for line in schedule.stdout.splitlines()]
