@@ -644,10 +644,8 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
 
     _require_project(settings)
     backend = schedules.open_schedules(settings, args.scheduler)
-    plan = {
-        "training": ("churn-training-weekly", settings.training_schedule),
-        "scoring": ("churn-scoring-daily", settings.scoring_schedule),
-    }
+    crons = {"training": settings.training_schedule, "scoring": settings.scoring_schedule}
+    plan = {key: (name, crons[key]) for key, name in schedules.SCHEDULE_NAMES.items()}
     if args.action == "list":
         states = {name: backend.get(name) for name, _cron in plan.values()}
         if args.json:

@@ -13,7 +13,7 @@ child, which is how the console's Experiments page finds the run and its metrics
 import contextlib
 import re
 
-from components.errors import ChurnError
+from components.errors import ChurnError, google_reason
 from components.stage import stage
 
 _JOB = re.compile(r"(?P<parent>projects/[^/]+/locations/(?P<location>[^/]+))/pipelineJobs/[^/]+")
@@ -61,9 +61,8 @@ def join_experiment(pipeline_job: str, experiment: str, api_endpoint: str | None
             context=f"{store}/contexts/{experiment}", child_contexts=[run_context.name]
         )
     except exceptions.GoogleAPICallError as exc:
-        reason = re.sub(r"^[A-Z]+ \S+: ", "", exc.message)  # REST errors start with the request
         raise ExperimentError(
-            f"adding run {pipeline_job} to experiment {experiment!r} failed: {exc.code} {reason}"
+            f"adding run {pipeline_job} to experiment {experiment!r} failed: {google_reason(exc)}"
         ) from None
     return run_context.name
 

@@ -65,9 +65,9 @@ class Settings:
     """Google group whose members inspect runs (console, HTML reports, step logs); `setup`
     grants it read access and `check` checks it."""
     google_api_endpoint: str | None = None
-    """One host for the Google Cloud APIs `setup` and `check` call (Service Usage, IAM,
-    Resource Manager, Cloud Storage, BigQuery, Artifact Registry), for tests; default: each
-    API's own host."""
+    """One host for every Google Cloud API the project calls (a stand-in in the tests, or a
+    Private Service Connect endpoint); an API's own `*_api_endpoint` setting wins over it.
+    Default: each API's own host."""
     component_image: str | None = None
     """Image every pipeline step runs in, read at compile time
     (default <region>-docker.pkg.dev/<project>/churn/components:<version>)."""
@@ -345,15 +345,28 @@ class Settings:
 
     @property
     def vertex_endpoint(self) -> str:
-        return self.vertex_api_endpoint or f"{self.region}-aiplatform.googleapis.com"
+        return self._endpoint(self.vertex_api_endpoint, f"{self.region}-aiplatform.googleapis.com")
 
     @property
     def scheduler_endpoint(self) -> str:
-        return self.scheduler_api_endpoint or "cloudscheduler.googleapis.com"
+        return self._endpoint(self.scheduler_api_endpoint, "cloudscheduler.googleapis.com")
 
     @property
     def logging_endpoint(self) -> str:
-        return self.logging_api_endpoint or "logging.googleapis.com"
+        return self._endpoint(self.logging_api_endpoint, "logging.googleapis.com")
+
+    @property
+    def artifact_registry_endpoint(self) -> str:
+        return self._endpoint(
+            self.artifact_registry_api_endpoint, "artifactregistry.googleapis.com"
+        )
+
+    @property
+    def cloud_build_endpoint(self) -> str:
+        return self._endpoint(self.cloud_build_api_endpoint, "cloudbuild.googleapis.com")
+
+    def _endpoint(self, own: str | None, default: str) -> str:
+        return own or self.google_api_endpoint or default
 
     @property
     def label_map(self) -> dict[str, str]:

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from components.errors import ChurnError
+from components.errors import ChurnError, google_reason
 from components.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,7 +104,7 @@ def _google(what: str) -> Iterator[None]:
             "run `gcloud auth application-default login`"
         ) from None
     except exceptions.GoogleAPICallError as exc:
-        raise ImageError(f"{what} failed: {exc.code} {exc.message}") from None
+        raise ImageError(f"{what} failed: {google_reason(exc)}") from None
 
 
 def configured_images(settings: Settings) -> dict[str, str]:
@@ -118,10 +118,9 @@ def configured_images(settings: Settings) -> dict[str, str]:
 def registry_client(settings: Settings) -> Any:
     from google.cloud import artifactregistry_v1
 
-    endpoint = settings.artifact_registry_api_endpoint or "artifactregistry.googleapis.com"
     with _google("connecting to Artifact Registry"):
         return artifactregistry_v1.ArtifactRegistryClient(
-            transport="rest", client_options={"api_endpoint": endpoint}
+            transport="rest", client_options={"api_endpoint": settings.artifact_registry_endpoint}
         )
 
 
@@ -320,10 +319,9 @@ def source_object(settings: Settings, tarball: bytes) -> tuple[str, str]:
 def build_client(settings: Settings) -> Any:
     from google.cloud.devtools import cloudbuild_v1
 
-    endpoint = settings.cloud_build_api_endpoint or "cloudbuild.googleapis.com"
     with _google("connecting to Cloud Build"):
         return cloudbuild_v1.CloudBuildClient(
-            transport="rest", client_options={"api_endpoint": endpoint}
+            transport="rest", client_options={"api_endpoint": settings.cloud_build_endpoint}
         )
 
 
@@ -343,7 +341,7 @@ def dry_run_cloud_build(settings: Settings, root: Path = REPO_ROOT) -> list[str]
     create = ApiRequest(
         "POST",
         api_url(
-            settings.cloud_build_api_endpoint or "cloudbuild.googleapis.com",
+            settings.cloud_build_endpoint,
             f"projects/{settings.project}/locations/{settings.region}/builds",
         ),
         rest_json(build),

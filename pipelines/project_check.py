@@ -17,7 +17,7 @@ from typing import Any
 from google.api_core import exceptions
 
 from components.contract import TELCO_CHURN, column_key
-from components.errors import one_line
+from components.errors import google_reason
 from components.settings import Settings
 from pipelines import access
 from pipelines.cloud_admin import (
@@ -84,7 +84,7 @@ Check = Callable[[Context], list[Finding]]
 
 
 def _fails(check: str, what: str, exc: exceptions.GoogleAPICallError, fix: str) -> Finding:
-    return Finding(check, False, f"{what}: {exc.code} {one_line(exc.message)}", fix)
+    return Finding(check, False, f"{what}: {google_reason(exc)}", fix)
 
 
 def check_apis(ctx: Context) -> list[Finding]:
@@ -337,6 +337,71 @@ def check_champion(ctx: Context) -> list[Finding]:
     return [Finding("champion", True, f"{model} version {found.version_id}")]
 
 
+def check_images(ctx: Context) -> list[Finding]:
+    """Both images exist in Artifact Registry (runs refuse to start without them); before the
+    first `build` that is a warning, as the champion is before the first training."""
+    from pipelines import images
+
+    s = ctx.settings
+    build = f"python submit.py build --project {s.project} --region {s.region}"
+    client = images.registry_client(s)
+    findings = []
+    for name, uri in images.configured_images(s).items():
+        try:
+            pinned = images.resolve_image(uri, client)
+        except images.ImageError as exc:
+            message = str(exc).removesuffix(f"; {images.BUILD_FIX}")
+            findings.append(Finding("images", True, message, build, warning=True))
+            continue
+        findings.append(Finding("images", True, f"{name}: {pinned}"))
+    return findings
+
+
+def check_schedules(ctx: Context) -> list[Finding]:
+    """Each schedule exists (as a Cloud Scheduler job or a Vertex schedule), is enabled,
+    starts a template that is published and pinned by its sha256 version, and its last run
+    started. Not scheduled yet is a warning; a schedule that cannot start its run fails."""
+    from pipelines import schedules, vertex
+
+    s = ctx.settings
+    command = f"python submit.py schedule --project {s.project} --region {s.region}"
+    findings = []
+    for name in schedules.SCHEDULE_NAMES.values():
+        try:
+            state = schedules.find_schedule(s, name)
+        except vertex.VertexError as exc:
+            findings.append(Finding("schedules", False, str(exc), ctx.setup_command))
+            continue
+        if state is None:
+            message = f"{name} does not exist: nothing starts its runs"
+            findings.append(Finding("schedules", True, message, command, warning=True))
+            continue
+        where = f"{name} ({state.state.lower()}, {state.cron} {state.time_zone})"
+        if "/sha256:" not in state.template_uri:
+            findings.append(
+                Finding("schedules", False, f"{where} starts {state.template_uri!r}, not a "
+                        "template pinned by its sha256 version", command)
+            )  # fmt: skip
+        elif not vertex.template_published(s, state.template_uri):
+            findings.append(
+                Finding("schedules", False, f"{where} starts {state.template_uri}, which is "
+                        "not published", command)
+            )  # fmt: skip
+        elif state.last_error:
+            findings.append(
+                Finding("schedules", False, f"{where}: its last run at {state.last_run.split()[0]} "
+                        f"did not start: {state.last_error}", ctx.setup_command)
+            )  # fmt: skip
+        elif state.state not in ("ENABLED", "ACTIVE"):
+            resume = f"{command} --resume"
+            findings.append(Finding("schedules", True, f"{where} starts no runs", resume,
+                                    warning=True))  # fmt: skip
+        else:
+            last = f"; last run {state.last_run}" if state.last_run else "; has not run yet"
+            findings.append(Finding("schedules", True, where + last))
+    return findings
+
+
 CHECKS: list[Check] = [
     check_apis,
     check_accounts,
@@ -344,10 +409,11 @@ CHECKS: list[Check] = [
     check_locations,
     check_repositories,
     check_source_table,
+    check_images,
     check_champion,
+    check_schedules,
 ]
-"""Every check, in the order they print. More (images exist, schedules enabled and
-pinned) go here."""
+"""Every check, in the order they print."""
 
 
 def run_checks(settings: Settings, checks: list[Check] | None = None) -> list[Finding]:

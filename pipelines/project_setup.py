@@ -17,7 +17,7 @@ from typing import Any
 
 from google.api_core import exceptions
 
-from components.errors import ChurnError, one_line
+from components.errors import ChurnError, google_reason
 from components.settings import Settings
 from pipelines import access
 from pipelines.cloud_admin import (
@@ -102,7 +102,7 @@ def run(
             with credentials_needed():
                 outcome = item.ensure()
         except exceptions.GoogleAPICallError as exc:
-            raise SetupError(f"{item.what}: {exc.code} {one_line(exc.message)}") from None
+            raise SetupError(f"{item.what}: {google_reason(exc)}") from None
         report(item.what, outcome)
         outcomes.append((item.what, outcome))
     return outcomes

@@ -23,6 +23,7 @@ from google.api_core import exceptions
 from google.cloud import aiplatform_v1, scheduler_v1
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from components.errors import google_reason
 from components.settings import Settings
 from pipelines.vertex import (
     ApiRequest,
@@ -32,6 +33,9 @@ from pipelines.vertex import (
     pipeline_job,
     rest_json,
 )
+
+SCHEDULE_NAMES = {"training": "churn-training-weekly", "scoring": "churn-scoring-daily"}
+"""The schedule of each pipeline: a Cloud Scheduler job id, or a Vertex schedule's name."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,12 @@ def open_schedules(settings: Settings, backend: str) -> Schedules:
     if backend == "vertex":
         return VertexSchedules(settings)
     return CloudSchedulerJobs(settings)
+
+
+def find_schedule(settings: Settings, name: str) -> ScheduleState | None:
+    """Schedule `name` wherever `schedule` made it: a Cloud Scheduler job, else a Vertex
+    schedule; None when neither exists."""
+    return CloudSchedulerJobs(settings).get(name) or VertexSchedules(settings).get(name)
 
 
 class CloudSchedulerJobs:
@@ -147,9 +157,7 @@ class CloudSchedulerJobs:
             )
             return "created"
         except exceptions.GoogleAPICallError as exc:
-            raise VertexError(
-                f"reading {scheduled.name} failed: {exc.code} {exc.message}"
-            ) from None
+            raise VertexError(f"reading {scheduled.name} failed: {google_reason(exc)}") from None
         mask = field_mask_pb2.FieldMask(
             paths=["description", "schedule", "time_zone", "attempt_deadline", "http_target"]
         )
@@ -162,7 +170,7 @@ class CloudSchedulerJobs:
         except exceptions.NotFound:
             return None
         except exceptions.GoogleAPICallError as exc:
-            raise VertexError(f"reading {name} failed: {exc.code} {exc.message}") from None
+            raise VertexError(f"reading {name} failed: {google_reason(exc)}") from None
         run = json.loads(job.http_target.body or b"{}")
         # `status` is the last attempt's outcome: code 0 (or none) when Vertex took the run.
         error = f"{job.status.code} {job.status.message}".strip() if job.status.code else ""

@@ -28,7 +28,7 @@ from google.cloud import aiplatform_v1
 from google.protobuf import json_format, struct_pb2
 from kfp.pipeline_spec import pipeline_spec_pb2
 
-from components.errors import ChurnError
+from components.errors import ChurnError, google_reason
 from components.settings import Settings
 
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
@@ -93,17 +93,15 @@ def compile_template(pipeline_func: Any, path: Path, settings: Settings) -> Path
     YAML, hence the same sha256 version."""
     from kfp import compiler
 
-    from components.settings import component_image
-
     compiler.Compiler().compile(pipeline_func, str(path))
     document = yaml.safe_load(path.read_text())
     # Steps name their image when their module is first imported, which may be before the
     # CLI's flags were read (argparse converts --as-of's default): the settings decide here.
-    # Only for the project's steps (built with the image `stage` gave them): a Google Cloud
-    # Pipeline Components op such as ModelBatchPredictOp runs in Google's image, not ours.
-    project_image = component_image()
+    # Only for the project's steps: `stage` makes each a lightweight Python component (its
+    # executor runs `--function_to_execute`); a Google Cloud Pipeline Components op such as
+    # ModelBatchPredictOp is a container component in Google's image, which it keeps.
     for executor in document["deploymentSpec"]["executors"].values():
-        if executor["container"]["image"] == project_image:
+        if "--function_to_execute" in executor["container"].get("args", []):
             executor["container"]["image"] = settings.component_image_uri
     enable_caching = settings.enable_caching
     dags = [document["root"]["dag"]] + [
@@ -180,6 +178,26 @@ def publish_template(settings: Settings, path: Path, tags: list[str]) -> Publish
     return Published(
         package, version, tags, f"{settings.template_registry_uri}/{package}/{version}"
     )
+
+
+def template_published(settings: Settings, template_uri: str) -> bool:
+    """Whether the KFP repository holds `template_uri` (`<repository>/<package>/<version>`):
+    read as a PipelineJob's `templateUri` is, by downloading it."""
+    import requests
+
+    try:
+        answer = requests.get(
+            template_uri, headers={"Authorization": f"Bearer {_access_token()}"}, timeout=60
+        )
+    except requests.RequestException as exc:
+        raise VertexError(f"reading template {template_uri} failed: {exc}") from None
+    if answer.status_code == 404:
+        return False
+    if not answer.ok:
+        raise VertexError(
+            f"reading template {template_uri} failed: {answer.status_code} {answer.text[:200]}"
+        )
+    return True
 
 
 def _access_token() -> str:
@@ -292,8 +310,7 @@ def api_call(what: str, request: Callable[[], Any]) -> Any:
         return request()
     except exceptions.GoogleAPICallError as exc:
         # REST errors start with the request ("POST https://...: "): the reason is the rest.
-        reason = re.sub(r"^[A-Z]+ \S+: ", "", exc.message)
-        raise VertexError(f"{what} failed: {exc.code} {reason}") from None
+        raise VertexError(f"{what} failed: {google_reason(exc)}") from None
 
 
 # --- following a run ------------------------------------------------------------------

@@ -30,6 +30,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
+from google_standin import error
+
 _REPO = (
     r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/repositories/(?P<repo>[^/]+)"
 )
@@ -41,12 +43,14 @@ _IMAGE_URI = re.compile(
 MEDIA_TYPE = "application/vnd.docker.distribution.manifest.v2+json"
 
 
+def _registry_uri(repository: str) -> str:
+    """`LOCATION-docker.pkg.dev/PROJECT/REPO` of `projects/PROJECT/locations/LOCATION/...`."""
+    _, project, _, location, _, repo = repository.split("/")
+    return f"{location}-docker.pkg.dev/{project}/{repo}"
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def error(code: int, status: str, message: str) -> tuple[int, dict[str, Any]]:
-    return code, {"error": {"code": code, "message": message, "status": status}}
 
 
 NOT_FOUND = error(404, "NOT_FOUND", "Requested entity was not found.")
@@ -69,10 +73,15 @@ class _Package:
 class ArtifactRegistry:
     """Docker repositories, their images' versions and tags."""
 
-    def __init__(self, standin) -> None:
-        self.repositories: dict[str, dict[str, Any]] = {}
+    def __init__(self, standin, repositories: dict[str, dict[str, Any]] | None = None) -> None:
+        """`repositories`: another stand-in's (google_standin.CloudProject, which `setup`
+        makes them in and which serves their metadata); by default this one's own."""
         self.packages: dict[tuple[str, str], _Package] = {}
-        standin.route("GET", _REPO, self._get_repository)
+        if repositories is None:
+            self.repositories: dict[str, dict[str, Any]] = {}
+            standin.route("GET", _REPO, self._get_repository)
+        else:
+            self.repositories = repositories
         standin.route("GET", _REPO + r"/dockerImages", self._list_images)
         standin.route("GET", _REPO + r"/dockerImages/(?P<image>[^/]+)", self._get_image)
         standin.route("GET", _PACKAGE + r"/tags", self._list_tags)
@@ -113,8 +122,7 @@ class ArtifactRegistry:
         package.versions.setdefault(digest, _Version(digest, size, _now()))
         if match["tag"]:
             package.tags[match["tag"]] = digest
-        registry = self.repositories[repo]["registryUri"]
-        return f"{registry}/{match['image']}@{digest}"
+        return f"{_registry_uri(repo)}/{match['image']}@{digest}"
 
     def image_exists(self, uri: str) -> bool:
         """Whether `uri` (by tag, default `latest`, or by digest) names a pushed image."""
@@ -161,7 +169,7 @@ class ArtifactRegistry:
 
     def _docker_image(self, repo: str, image: str, version: _Version) -> dict[str, Any]:
         package = self.packages[(repo, image)]
-        registry = self.repositories[repo]["registryUri"]
+        registry = _registry_uri(repo)
         return {
             "name": f"{repo}/dockerImages/{image.replace('/', '%2F')}@{version.digest}",
             "uri": f"{registry}/{image}@{version.digest}",

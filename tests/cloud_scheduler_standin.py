@@ -25,10 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.cloud import scheduler_v1
 from google.protobuf import json_format
-from google_standin import access_token
-
-Authorize = Callable[[Any, str, str], bool]
-"""(request, permission, resource) -> whether the request's caller holds it there."""
+from google_standin import Authorize, access_token, account_resource, allow_all, error
 
 # Cloud Scheduler's locations (a subset of https://cloud.google.com/about/locations/ that
 # the tests use and a real project would: the regions Vertex AI Pipelines runs in).
@@ -41,14 +38,6 @@ JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,500}")
 _RPC_CODES = {200: 0, 400: 3, 401: 16, 403: 7, 404: 5, 409: 6, 429: 8, 500: 13, 503: 14}
 
 
-def error(code: int, status: str, message: str) -> tuple[int, dict[str, Any]]:
-    return code, {"error": {"code": code, "status": status, "message": message}}
-
-
-def _allow_all(_request: Any, _permission: str, _resource: str) -> bool:
-    return True
-
-
 class CloudScheduler:
     """The Cloud Scheduler v1 jobs API of one project, on `standin`."""
 
@@ -57,7 +46,7 @@ class CloudScheduler:
         standin: Any,
         project: str,
         *,
-        authorize: Authorize = _allow_all,
+        authorize: Authorize = allow_all,
         service_account_exists: Callable[[str], bool] = lambda _email: True,
         token_for: Callable[[str], str] | None = None,
     ) -> None:
@@ -208,7 +197,7 @@ class CloudScheduler:
                 "NOT_FOUND",
                 f"Location '{match['location']}' is not found or access is unauthorized.",
             )
-        if not self.authorize(request, permission, f"projects/{self.project}"):
+        if not self.authorize(request.member, permission, f"projects/{self.project}"):
             return error(
                 403,
                 "PERMISSION_DENIED",
@@ -239,7 +228,7 @@ class CloudScheduler:
         job = scheduler_v1.Job.wrap(message)
         if len(raw) > 1024 * 1024:
             return None, error(400, "INVALID_ARGUMENT", "The job is larger than 1MB.")
-        if not _valid_cron(job.schedule) or not _valid_zone(job.time_zone):
+        if not valid_cron(job.schedule) or not _valid_zone(job.time_zone):
             return None, error(400, "INVALID_ARGUMENT", "Schedule or time zone is invalid.")
         return job, None
 
@@ -258,9 +247,9 @@ class CloudScheduler:
             )
         email = target.oauth_token.service_account_email
         if email:
-            resource = f"projects/-/serviceAccounts/{email}"
+            resource = account_resource(email)
             if not self.service_account_exists(email) or not self.authorize(
-                request, "iam.serviceAccounts.actAs", resource
+                request.member, "iam.serviceAccounts.actAs", resource
             ):
                 return error(
                     403,
@@ -318,7 +307,7 @@ _DAYS = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"]
 _FIELDS = ((0, 59, ()), (0, 23, ()), (1, 31, ()), (1, 12, _MONTHS), (0, 7, _DAYS))
 
 
-def _valid_cron(schedule: str) -> bool:
+def valid_cron(schedule: str) -> bool:
     """A unix-cron string (five fields: minute hour day-of-month month day-of-week)."""
     parts = schedule.split()
     if len(parts) != 5 or schedule != schedule.strip():

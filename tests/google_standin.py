@@ -195,6 +195,22 @@ def _error(code: int, status: str, message: str) -> dict[str, Any]:
     return {"error": {"code": code, "status": status, "message": message}}
 
 
+Authorize = Callable[[str | None, str, str], bool]
+"""(member, permission, resource) -> whether that caller holds it there: `Iam.allowed`, or
+`allow_all` for a test about something else. Each API's stand-in takes one."""
+
+
+def allow_all(_member: str | None, _permission: str, _resource: str) -> bool:
+    return True
+
+
+def account_resource(email: str) -> str:
+    """The IAM resource of a service account, in the project its address names (what an
+    `iam.serviceAccounts.actAs` check is judged on: grants on the account or its project)."""
+    project = email.partition("@")[2].removesuffix(".iam.gserviceaccount.com")
+    return f"projects/{project}/serviceAccounts/{email}"
+
+
 def error(code: int, status: str, message: str, **extra: Any) -> tuple[int, dict[str, Any]]:
     """Google's JSON error answer: (HTTP status, body)."""
     return code, {"error": {"code": code, "status": status, "message": message, **extra}}
@@ -459,6 +475,7 @@ class CloudProject:
         "roles/artifactregistry.admin",
         "roles/iam.workloadIdentityPoolAdmin",
         "roles/aiplatform.user",
+        "roles/cloudscheduler.admin",
     )
 
     def __post_init__(self) -> None:

@@ -20,11 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from cloud_scheduler_standin import Authorize, error
-
-
-def _allow_all(_request: Any, _permission: str, _resource: str) -> bool:
-    return True
+from google_standin import Authorize, allow_all, error
 
 
 @dataclass
@@ -44,11 +40,12 @@ class TemplateRegistry:
         location: str,
         *,
         repositories: Callable[[], set[str]] = lambda: {"churn-pipelines"},
-        authorize: Authorize = _allow_all,
+        authorize: Authorize = allow_all,
     ) -> None:
         self.project, self.location = project, location
         self.repositories, self.authorize = repositories, authorize
         self.packages: dict[tuple[str, str], Package] = {}
+        self.uploads: list[dict[str, Any]] = []  # each upload: package, version, tags, content
         base = rf"/{project}/(?P<repo>[^/]+)"
         standin.route("POST", base, self._upload)
         standin.route("GET", base + r"/(?P<package>[^/]+)/(?P<ref>[^/]+)", self._download)
@@ -65,7 +62,7 @@ class TemplateRegistry:
         resource = f"projects/{self.project}/locations/{self.location}/repositories/{repo}"
         if repo not in self.repositories():
             return error(404, "NOT_FOUND", f"Requested entity was not found: {resource}")
-        if not self.authorize(request, permission, resource):
+        if not self.authorize(request.member, permission, resource):
             return error(
                 403,
                 "PERMISSION_DENIED",
@@ -93,6 +90,9 @@ class TemplateRegistry:
         tags = parts["tags"].get_content() if "tags" in parts else ""
         for tag in filter(None, tags.split(",")):
             found.tags[tag] = version  # a tag names one version: it moves to this upload
+        self.uploads.append(
+            {"package": package, "version": version, "tags": tags, "content": content}
+        )
         return 200, f"{package}/{version}".encode()
 
     def _download(self, request, match):

@@ -16,10 +16,13 @@ from pathlib import Path
 import pytest
 import yaml
 from artifact_registry_standin import ArtifactRegistry, CloudBuild
+from cloud_scheduler_standin import CloudScheduler
 from google.api_core import exceptions
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
-from test_vertex import PARENT, FakeCloudScheduler, FakeRegistry, FakeVertex, images, parse
+from template_registry_standin import TemplateRegistry
+from test_vertex import PARENT, images, parse, project_images
+from vertex_pipelines_standin import VertexPipelines
 
 import submit
 from components.settings import Settings
@@ -225,7 +228,7 @@ def cloud_env(google_cloud, registry, tmp_path, monkeypatch, no_config):
 def test_a_command_with_a_missing_image_is_refused_before_any_vertex_request(
     cloud_env, registry, command, capsys
 ):
-    FakeVertex(cloud_env)
+    VertexPipelines(cloud_env, PROJECT, REGION)
     registry.push(f"{REPOSITORY}/components:0.1.0")  # only the serving image is missing
     assert submit.main([command]) == 1
     line = " ".join(capsys.readouterr().err.split())
@@ -242,9 +245,9 @@ def test_with_images_pushed_runs_templates_and_schedules_name_their_digests(
 ):
     components = registry.push(f"{REPOSITORY}/components:0.1.0")
     serving = registry.push(f"{REPOSITORY}/serving:0.1.0")
-    FakeVertex(cloud_env)
-    uploads = FakeRegistry(cloud_env)
-    scheduler = FakeCloudScheduler(cloud_env)
+    VertexPipelines(cloud_env, PROJECT, REGION)
+    uploads = TemplateRegistry(cloud_env, PROJECT, REGION)
+    scheduler = CloudScheduler(cloud_env, PROJECT)
     assert submit.main(["train"]) == 0
     assert submit.main(["schedule"]) == 0
 
@@ -256,7 +259,7 @@ def test_with_images_pushed_runs_templates_and_schedules_name_their_digests(
     assert job["runtimeConfig"]["parameterValues"]["serving_image"] == serving
     for upload in uploads.uploads:
         template = parse(yaml.safe_load(upload["content"]), pipeline_spec_pb2.PipelineSpec())
-        assert images(template) == {components}
+        assert project_images(template) == {components}
     assert len(scheduler.jobs) == 2
     runs = {}
     for scheduled in scheduler.jobs.values():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from google_standin import CloudProject, Iam, refuse
+from strict_cloud import strict_cloud
 
 import submit
 from components.contract import TELCO_CHURN
@@ -23,7 +24,7 @@ def project(google_cloud, monkeypatch, no_config) -> CloudProject:
     monkeypatch.setenv("CHURN_CONFIG", str(no_config))
     monkeypatch.setenv("CHURN_GOOGLE_API_ENDPOINT", google_cloud.url)
     monkeypatch.setenv("CHURN_VERTEX_API_ENDPOINT", google_cloud.url)
-    made = CloudProject(google_cloud)
+    made = strict_cloud(google_cloud, REGION).project
     model = f"projects/{made.project}/locations/{REGION}/models/churn"
 
     def champion(request, _match):
@@ -74,17 +75,22 @@ def test_check_passes_on_a_clean_setup(project, capsys):
 
     code, lines, out = check(project, capsys, "--viewer-group", VIEWERS, "--json")
 
-    assert code == 0, "\n".join(failures(lines))
-    assert lines[-1].startswith("all ") and lines[-1].endswith(" checks passed")
-    checked = {line.split(":")[0].removeprefix("ok   ") for line in lines[:-1]}
+    assert code == 0, "\n".join(lines)
+    # Before the first build and schedule, images and schedules are warnings with their fix.
+    assert re.fullmatch(r"all \d+ checks passed \(4 warnings\)", lines[-1])
+    assert [line.split(":")[0] for line in lines if line.startswith("WARN")] == [
+        "WARN images", "WARN images", "WARN schedules", "WARN schedules"
+    ]  # fmt: skip
+    checked = {line.split(":")[0][5:] for line in lines[:-1]}
     assert checked == {
-        "apis", "accounts", "permissions", "locations", "repositories", "source table", "champion"
+        "apis", "accounts", "permissions", "locations", "repositories", "source table", "champion",
+        "images", "schedules",
     }  # fmt: skip
     findings = json.loads(out)
     assert all(f["ok"] for f in findings) and len(findings) == len(lines) - 1
     # The README shows this output, for a project named my-project.
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    shown = readme.split("A clean project:\n\n```text\n", 1)[1].split("\n```", 1)[0]
+    shown = readme.split("right after `setup`:\n\n```text\n", 1)[1].split("\n```", 1)[0]
     assert shown.splitlines() == [line.replace(project.project, "my-project") for line in lines]
 
 
@@ -236,7 +242,7 @@ def test_check_warns_without_failing_when_no_model_is_trained_yet(project, capsy
     code, lines, _ = check(project, capsys)
 
     assert code == 0
-    assert lines[-1].endswith("checks passed (1 warning)")
+    assert lines[-1].endswith("checks passed (5 warnings)")  # images, schedules, champion
     assert (
         f"WARN champion: no champion in projects/{project.project}/locations/{REGION}/models/"
         "churn yet: scoring refuses to run until one is promoted; fix: python submit.py train "

@@ -105,7 +105,7 @@ def test_what_cloud_scheduler_refuses_is_one_line(cloud, monkeypatch, capsys, en
 
 
 def test_the_scheduler_refuses_an_account_the_caller_may_not_act_as(cloud, capsys):
-    cloud.scheduler.authorize = lambda _request, permission, _resource: (
+    cloud.scheduler.authorize = lambda _member, permission, _resource: (
         permission != "iam.serviceAccounts.actAs"
     )
     assert submit.main(["schedule"]) == 1

@@ -3,9 +3,6 @@ client libraries and credentials flow, against the recording stand-in on 127.0.0
 Recorded bodies are parsed into the real protos, so a field Vertex would not accept fails."""
 
 import base64
-import email.parser
-import email.policy
-import hashlib
 import json
 import os
 import re
@@ -17,10 +14,12 @@ from typing import Any
 import pytest
 import yaml
 from artifact_registry_standin import ArtifactRegistry
+from cloud_scheduler_standin import CloudScheduler
 from google.cloud import aiplatform_v1, scheduler_v1
 from google.protobuf import json_format
 from kfp.pipeline_spec import pipeline_spec_pb2
-from vertex_pipelines_standin import VertexPipelines
+from template_registry_standin import TemplateRegistry
+from vertex_pipelines_standin import VertexPipelines, VertexSchedules
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT, REGION = "acme", "europe-west4"
@@ -171,6 +170,11 @@ GCPC_IMAGE = re.compile(r"gcr\.io/ml-pipeline/google-cloud-pipeline-components:[
 def images(spec: pipeline_spec_pb2.PipelineSpec) -> set[str]:
     executors = json_format.MessageToDict(spec.deployment_spec)["executors"]
     return {executor["container"]["image"] for executor in executors.values()}
+
+
+def project_images(spec: pipeline_spec_pb2.PipelineSpec) -> set[str]:
+    """The images of the project's own steps (Google's batch prediction op keeps its own)."""
+    return {image for image in images(spec) if not GCPC_IMAGE.fullmatch(image)}
 
 
 def submissions(standin) -> list[Any]:
@@ -386,34 +390,8 @@ def test_the_run_joins_its_experiment_once_vertex_has_started_it(google_cloud):
         )
 
 
-class FakeRegistry:
-    """Artifact Registry's KFP upload: a multipart form of `content` (the YAML) and `tags`;
-    the answer is `<package>/sha256:<digest of the content>` as plain text."""
-
-    def __init__(self, standin) -> None:
-        self.uploads: list[dict[str, Any]] = []
-        standin.route("POST", rf"/{PROJECT}/churn-pipelines", self._upload)
-
-    def _upload(self, request, _match):
-        head = f"Content-Type: {request.headers['content-type']}\r\n\r\n".encode()
-        form = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + request.raw)
-        parts = {p.get_param("name", header="content-disposition"): p for p in form.iter_parts()}
-        content = parts["content"].get_payload(decode=True)
-        package = yaml.safe_load(content)["pipelineInfo"]["name"]
-        version = "sha256:" + hashlib.sha256(content).hexdigest()
-        self.uploads.append(
-            {
-                "package": package,
-                "version": version,
-                "tags": parts["tags"].get_content(),
-                "content": content,
-            }
-        )
-        return 200, f"{package}/{version}".encode()
-
-
 def test_publish_uploads_both_templates_tagged_and_pinned_by_sha256(google_cloud, env):
-    registry = FakeRegistry(google_cloud)
+    registry = TemplateRegistry(google_cloud, PROJECT, REGION)
     out = cli("publish", env=env)
     cli("publish", env=env)
     assert [u["package"] for u in registry.uploads] == ["churn-training", "churn-scoring"] * 2
@@ -426,7 +404,7 @@ def test_publish_uploads_both_templates_tagged_and_pinned_by_sha256(google_cloud
         spec = json_format.ParseDict(
             yaml.safe_load(upload["content"]), pipeline_spec_pb2.PipelineSpec()
         )
-        ours = {i for i in images(spec) if not GCPC_IMAGE.fullmatch(i)}
+        ours = project_images(spec)
         assert ours == {IMAGE}
         assert len(images(spec) - ours) == (upload["package"] == "churn-scoring")
         uri = (
@@ -437,46 +415,13 @@ def test_publish_uploads_both_templates_tagged_and_pinned_by_sha256(google_cloud
     assert [d["body"]["content"]["sha256"] for d in dry] == [u["version"] for u in first]
 
 
-class FakeCloudScheduler:
-    def __init__(self, standin) -> None:
-        self.jobs: dict[str, dict[str, Any]] = {}
-        jobs = rf"/v1/{PARENT}/jobs"
-        standin.route("GET", rf"{jobs}/(?P<id>[^/:]+)", self._get)
-        standin.route("POST", jobs, self._create)
-        standin.route("PATCH", rf"{jobs}/(?P<id>[^/:]+)", self._update)
-        standin.route("POST", rf"{jobs}/(?P<id>[^/:]+):pause", self._pause)
-
-    def _pause(self, _request, match):
-        name = f"{PARENT}/jobs/{match['id']}"
-        self.jobs[name]["state"] = "PAUSED"
-        return 200, self.jobs[name]
-
-    def _get(self, _request, match):
-        name = f"{PARENT}/jobs/{match['id']}"
-        if name not in self.jobs:
-            return 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": "no job"}}
-        return 200, self.jobs[name]
-
-    def _create(self, request, _match):
-        job = request.json
-        if job["name"] in self.jobs:
-            return 409, {"error": {"code": 409, "status": "ALREADY_EXISTS", "message": "exists"}}
-        self.jobs[job["name"]] = job | {"state": "ENABLED"}
-        return 200, self.jobs[job["name"]]
-
-    def _update(self, request, match):
-        name = f"{PARENT}/jobs/{match['id']}"
-        self.jobs[name] = self.jobs[name] | request.json
-        return 200, self.jobs[name]
-
-
 def scheduled_run(body: dict[str, Any]) -> Any:
     return parse(body, aiplatform_v1.PipelineJob.pb(aiplatform_v1.PipelineJob()))
 
 
 def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_cloud, env):
-    registry = FakeRegistry(google_cloud)
-    scheduler = FakeCloudScheduler(google_cloud)
+    registry = TemplateRegistry(google_cloud, PROJECT, REGION)
+    scheduler = CloudScheduler(google_cloud, PROJECT)
     env = env | {"CHURN_TIME_ZONE": "Europe/London"}
     first = cli("schedule", env=env)
     second = cli("schedule", env=env)
@@ -521,33 +466,9 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
     assert {job["state"] for job in scheduler.jobs.values()} == {"PAUSED"}
 
 
-class FakeVertexSchedules:
-    def __init__(self, standin) -> None:
-        self.schedules: dict[str, dict[str, Any]] = {}
-        path = rf"/v1/{PARENT}/schedules"
-        standin.route("GET", path, self._list)
-        standin.route("POST", path, self._create)
-        standin.route("PATCH", rf"{path}/(?P<id>[^/:]+)", self._update)
-
-    def _list(self, request, _match):
-        wanted = re.fullmatch(r'display_name="(.+)"', request.query["filter"][0])[1]
-        found = [s for s in self.schedules.values() if s["displayName"] == wanted]
-        return 200, {"schedules": found}
-
-    def _create(self, request, _match):
-        name = f"{PARENT}/schedules/{len(self.schedules) + 1}"
-        self.schedules[name] = request.json | {"name": name, "state": "ACTIVE"}
-        return 200, self.schedules[name]
-
-    def _update(self, request, match):
-        name = f"{PARENT}/schedules/{match['id']}"
-        self.schedules[name] = self.schedules[name] | request.json
-        return 200, self.schedules[name]
-
-
 def test_schedule_creates_then_updates_vertex_schedules_never_twice(google_cloud, env):
-    registry = FakeRegistry(google_cloud)
-    schedules = FakeVertexSchedules(google_cloud)
+    registry = TemplateRegistry(google_cloud, PROJECT, REGION)
+    schedules = VertexSchedules(google_cloud, PROJECT, REGION)
     env = env | {"CHURN_TIME_ZONE": "Asia/Tokyo"}
     cli("schedule", "--scheduler", "vertex", env=env)
     cli("schedule", "--scheduler", "vertex", env=env)

@@ -6,7 +6,7 @@ import requests
 from google.api_core import exceptions
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format
-from google_standin import ACCESS_TOKEN
+from google_standin import CLIENT_EMAIL, access_token
 from vertex_pipelines_standin import VertexPipelines
 
 from components.settings import load_settings
@@ -127,7 +127,7 @@ def test_refuses_what_vertex_refuses(google_cloud, client):
     reply = requests.post(
         f"{google_cloud.url}/v1/{PARENT}/pipelineJobs?pipelineJobId=churn-scoring-4",
         json={"displayName": "x", "experiment": "churn-pipelines"},
-        headers={"Authorization": f"Bearer {ACCESS_TOKEN}"},
+        headers={"Authorization": f"Bearer {access_token(CLIENT_EMAIL)}"},
         timeout=10,
     )
     assert reply.status_code == 400

@@ -35,14 +35,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cloud_scheduler_standin import valid_cron as _valid_cron
 from google.cloud import aiplatform_v1
 from google.cloud.logging_v2.types import ListLogEntriesRequest, ListLogEntriesResponse
 from google.protobuf import json_format
-from google_standin import CLIENT_EMAIL
+from google_standin import Authorize, account_resource, allow_all, error
 from kfp.pipeline_spec import pipeline_spec_pb2
-
-Authorize = Callable[[str, str, str], bool]
-"""(member, permission, resource) -> allowed?"""
 
 PROJECT_NUMBER = "123456789012"
 STARTED = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
@@ -64,14 +62,6 @@ IMAGE_ERROR = (
 )
 DAG_ERROR = "The DAG failed because some tasks failed. The failed tasks are: [{tasks}]."
 _JOB_ID = re.compile(r"[a-z][-a-z0-9]{0,127}")
-
-
-def allow_all(_member: str, _permission: str, _resource: str) -> bool:
-    return True
-
-
-def error(code: int, status: str, message: str) -> tuple[int, dict[str, Any]]:
-    return code, {"error": {"code": code, "status": status, "message": message}}
 
 
 @dataclass
@@ -147,8 +137,8 @@ class VertexPipelines:
             return error(403, "PERMISSION_DENIED", f"Project {match['project']} not found.")
         return None
 
-    def _denied(self, permission: str, resource: str) -> tuple[int, dict[str, Any]] | None:
-        if self.authorize(f"serviceAccount:{CLIENT_EMAIL}", permission, resource):
+    def _denied(self, request, permission: str, resource: str) -> tuple[int, dict[str, Any]] | None:
+        if self.authorize(request.member, permission, resource):
             return None
         return error(
             403,
@@ -160,7 +150,7 @@ class VertexPipelines:
     def _create(self, request, match):
         refused = self._where(match)
         parent = f"projects/{match['project']}/locations/{match['location']}"
-        refused = refused or self._denied("aiplatform.pipelineJobs.create", parent)
+        refused = refused or self._denied(request, "aiplatform.pipelineJobs.create", parent)
         if refused:
             return refused
         try:
@@ -186,12 +176,9 @@ class VertexPipelines:
             )
         account = job.service_account
         exists = self.service_accounts is None or account in self.service_accounts
-        resource = f"projects/-/serviceAccounts/{account}"
+        resource = account_resource(account)
         if account and not (
-            exists
-            and self.authorize(
-                f"serviceAccount:{CLIENT_EMAIL}", "iam.serviceAccounts.actAs", resource
-            )
+            exists and self.authorize(request.member, "iam.serviceAccounts.actAs", resource)
         ):
             return error(
                 400,
@@ -223,10 +210,10 @@ class VertexPipelines:
         self.runs[job_id] = Run(body, spec, _plan(spec, values), dict(self.fail))
         return 200, body
 
-    def _get(self, _request, match):
+    def _get(self, request, match):
         refused = self._where(match)
         name = f"projects/{match['project']}/locations/{match['location']}"
-        refused = refused or self._denied("aiplatform.pipelineJobs.get", name)
+        refused = refused or self._denied(request, "aiplatform.pipelineJobs.get", name)
         if refused:
             return refused
         run = self.runs.get(match["id"])
@@ -238,7 +225,7 @@ class VertexPipelines:
     def _list(self, request, match):
         refused = self._where(match)
         parent = f"projects/{match['project']}/locations/{match['location']}"
-        refused = refused or self._denied("aiplatform.pipelineJobs.list", parent)
+        refused = refused or self._denied(request, "aiplatform.pipelineJobs.list", parent)
         if refused:
             return refused
         wanted = dict(re.findall(r'labels\.(\w+)="([^"]*)"', request.query.get("filter", [""])[0]))
@@ -251,7 +238,9 @@ class VertexPipelines:
     def _create_context(self, request, match):
         refused = self._where(match)
         store = f"projects/{match['project']}/locations/{match['location']}/metadataStores/default"
-        refused = refused or self._denied("aiplatform.metadataStores.contexts.create", store)
+        refused = refused or self._denied(
+            request, "aiplatform.metadataStores.contexts.create", store
+        )
         if refused:
             return refused
         context = json_format.Parse(request.raw, aiplatform_v1.Context.pb()())
@@ -265,7 +254,9 @@ class VertexPipelines:
         refused = self._where(match)
         store = f"projects/{match['project']}/locations/{match['location']}/metadataStores/default"
         name = f"{store}/contexts/{match['id']}"
-        refused = refused or self._denied("aiplatform.metadataStores.contexts.update", name)
+        refused = refused or self._denied(
+            request, "aiplatform.metadataStores.contexts.update", name
+        )
         if refused:
             return refused
         body = json_format.Parse(
@@ -281,9 +272,7 @@ class VertexPipelines:
         """Cloud Logging `entries.list`: the lines of the CustomJob the filter names."""
         query = json_format.Parse(request.raw, ListLogEntriesRequest.pb()())
         for resource in query.resource_names:
-            if not self.authorize(
-                f"serviceAccount:{CLIENT_EMAIL}", "logging.logEntries.list", resource
-            ):
+            if not self.authorize(request.member, "logging.logEntries.list", resource):
                 return error(
                     403,
                     "PERMISSION_DENIED",
@@ -551,3 +540,84 @@ def _number(text: str) -> str:
 
 def _time(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class VertexSchedules:
+    """Vertex AI Schedules of one project and location on `standin`: bodies parse into
+    `aiplatform_v1.Schedule`, the cron is `TZ=<zone> <unix-cron>` or plain unix-cron, at most
+    `maxConcurrentRunCount` runs, the caller holds `aiplatform.schedules.*`. Ids are
+    Vertex's own (numbers), so a schedule is found by listing with a display-name filter."""
+
+    def __init__(
+        self, standin, project: str, location: str, *, authorize: Authorize = allow_all
+    ) -> None:
+        self.project, self.location, self.authorize = project, location, authorize
+        self.schedules: dict[str, dict[str, Any]] = {}
+        path = rf"/v1/projects/{project}/locations/{location}/schedules"
+        standin.route("GET", path, self._list)
+        standin.route("POST", path, self._create)
+        standin.route("PATCH", rf"{path}/(?P<id>[0-9]+)", self._update)
+        for verb, state in (("pause", "PAUSED"), ("resume", "ACTIVE")):
+            standin.route("POST", rf"{path}/(?P<id>[0-9]+):{verb}", self._setter(verb, state))
+
+    @property
+    def parent(self) -> str:
+        return f"projects/{self.project}/locations/{self.location}"
+
+    def _refused(self, request, permission: str, body: bool = True):
+        if not self.authorize(request.member, permission, self.parent):
+            return error(
+                403,
+                "PERMISSION_DENIED",
+                f"Permission '{permission}' denied on resource '//aiplatform.googleapis.com/"
+                f"{self.parent}' (or it may not exist).",
+            )
+        if not body:
+            return None
+        try:
+            json_format.Parse(request.raw, aiplatform_v1.Schedule.pb(aiplatform_v1.Schedule()))
+        except json_format.ParseError as exc:
+            return error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+        zone, _, cron = request.json.get("cron", "").partition(" ")
+        if not zone.startswith("TZ=") or not _valid_cron(cron):
+            return error(400, "INVALID_ARGUMENT", "Invalid cron expression.")
+        return None
+
+    def _list(self, request, _match):
+        refused = self._refused(request, "aiplatform.schedules.list", body=False)
+        if refused:
+            return refused
+        terms = re.findall(r'display_name="(.+)"', request.query.get("filter", [""])[0])
+        found = [s for s in self.schedules.values() if not terms or s["displayName"] in terms]
+        return 200, {"schedules": found}
+
+    def _create(self, request, _match):
+        refused = self._refused(request, "aiplatform.schedules.create")
+        if refused:
+            return refused
+        name = f"{self.parent}/schedules/{len(self.schedules) + 1}"
+        self.schedules[name] = request.json | {"name": name, "state": "ACTIVE"}
+        return 200, self.schedules[name]
+
+    def _update(self, request, match):
+        refused = self._refused(request, "aiplatform.schedules.update")
+        name = f"{self.parent}/schedules/{match['id']}"
+        if refused is None and name not in self.schedules:
+            refused = error(404, "NOT_FOUND", f"Schedule {name} not found.")
+        if refused:
+            return refused
+        self.schedules[name] = self.schedules[name] | request.json
+        return 200, self.schedules[name]
+
+    def _setter(self, verb: str, state: str):
+        def handler(request, match):
+            refused = self._refused(request, f"aiplatform.schedules.{verb}", body=False)
+            name = f"{self.parent}/schedules/{match['id']}"
+            if refused is None and name not in self.schedules:
+                refused = error(404, "NOT_FOUND", f"Schedule {name} not found.")
+            if refused:
+                return refused
+            self.schedules[name]["state"] = state
+            return 200, {}
+
+        return handler
