@@ -163,7 +163,11 @@ class VertexPipelines:
                 else str(exc)
             )
             return error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {detail}")
-        job_id = (request.query.get("pipelineJobId") or [""])[0]
+        # The id is optional: without one (a Cloud Scheduler job's static body), Vertex
+        # makes one from the pipeline's name and the time.
+        job_id = (request.query.get("pipelineJobId") or [""])[0] or (
+            f"{spec_name(job)}-{datetime.now(UTC):%Y%m%d%H%M%S%f}"
+        )
         if not _JOB_ID.fullmatch(job_id):
             return error(
                 400,
@@ -463,6 +467,12 @@ class VertexPipelines:
             return any(s in states for s in inner)
         position = [t.name for t in run.plan].index(task)
         return finished or any(t.name in states for t in run.plan[position:])
+
+
+def spec_name(job: aiplatform_v1.PipelineJob) -> str:
+    """The pipeline's name for a generated job id: its display name, as an id may be."""
+    name = re.sub(r"[^a-z0-9-]+", "-", (job.display_name or "pipeline").lower()).strip("-")
+    return name if name[:1].isalpha() else f"pipeline-{name}"
 
 
 def _plan(spec: pipeline_spec_pb2.PipelineSpec, values: dict[str, Any]) -> list[Task]:
