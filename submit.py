@@ -9,7 +9,7 @@
     python submit.py schedule [--scheduler vertex]     create or update the two schedules
         [--list | --pause | --resume | --delete]
     python submit.py setup [--sample-data]             make a Google Cloud project ready
-        [--viewer-group EMAIL] [--github-repository ORG/REPO]
+        [--submitter-group EMAIL] [--viewer-group EMAIL] [--github-repository ORG/REPO]
     python submit.py check [--json]                    is the project ready? (read-only)
 
 With no Google Cloud project configured (`--project`, `CHURN_PROJECT` or
@@ -188,6 +188,10 @@ def _parser() -> argparse.ArgumentParser:
         help="load generated customers into the source table if it does not exist",
     )
     setup.add_argument(
+        "--submitter-group",
+        help="Google group of the people who submit runs and build images from a laptop",
+    )
+    setup.add_argument(
         "--viewer-group", help="Google group of the people who inspect runs (read access)"
     )
     setup.add_argument(
@@ -201,6 +205,7 @@ def _parser() -> argparse.ArgumentParser:
         "check", parents=[common], help="check a Google Cloud project is ready (read-only)"
     )
     check.add_argument("--source", help="customer table (default bq://PROJECT.churn.customers)")
+    check.add_argument("--submitter-group", help="also check this group can submit and build")
     check.add_argument("--viewer-group", help="also check this group can inspect runs")
     check.set_defaults(command=_check)
     serve = commands.add_parser(
@@ -227,6 +232,7 @@ _SETTING_FLAGS = (
     "medium_risk_cutoff",
     "drift_threshold",
     "experiment",
+    "submitter_group",
     "viewer_group",
 )
 

@@ -61,6 +61,9 @@ class Settings:
     """Service account CI (GitHub Actions, through Workload Identity Federation) pushes
     images and templates and updates the schedules as
     (default churn-ci@<project>.iam.gserviceaccount.com)."""
+    submitter_group: str | None = None
+    """Google group whose members submit runs, build the images and follow runs from their
+    laptops; `setup` grants it what those commands need and `check` checks it."""
     viewer_group: str | None = None
     """Google group whose members inspect runs (console, HTML reports, step logs); `setup`
     grants it read access and `check` checks it."""

@@ -35,6 +35,7 @@ APIS = (
     "artifactregistry.googleapis.com",
     "bigquery.googleapis.com",
     "bigquerystorage.googleapis.com",
+    "cloudbuild.googleapis.com",
     "cloudresourcemanager.googleapis.com",
     "cloudscheduler.googleapis.com",
     "iam.googleapis.com",
@@ -72,7 +73,7 @@ class Need:
 PROJECT_NUMBER = "PROJECT_NUMBER"
 """Stands for the project's number in a member until it is known (a dry run never asks)."""
 
-PRINCIPALS = ("pipelines", "scheduler", "ci", "viewers", "github")
+PRINCIPALS = ("pipelines", "scheduler", "ci", "submitters", "viewers", "github")
 
 _PREDICTION_DATASETS = 'resource.name.startsWith("projects/{project}/datasets/prediction_")'
 
@@ -103,6 +104,9 @@ GRANTS: tuple[Grant, ...] = (
           "push the component and serving images"),
     Grant("ci", "roles/artifactregistry.writer", f"repository:{TEMPLATE_REPOSITORY}",
           "publish the pipeline templates"),
+    Grant("ci", "roles/storage.objectViewer", "bucket",
+          "read the source `build` uploads: Cloud Build builds the images as churn-ci"),
+    Grant("ci", "roles/logging.logWriter", "project", "build logs"),
     Grant("ci", "roles/cloudscheduler.admin", "project",
           "create and update the Cloud Scheduler jobs (the narrowest role that can)"),
     Grant("ci", "roles/aiplatform.user", "project", "submit runs and manage Vertex schedules"),
@@ -110,6 +114,20 @@ GRANTS: tuple[Grant, ...] = (
           "runs and Vertex schedules it makes run as churn-pipelines"),
     Grant("ci", "roles/iam.serviceAccountUser", "account:scheduler",
           "Cloud Scheduler jobs it makes call Vertex AI as churn-scheduler"),
+    # The people who submit runs, build images and follow runs from their laptops.
+    Grant("submitters", "roles/aiplatform.user", "project", "submit, follow and list runs"),
+    Grant("submitters", "roles/iam.serviceAccountUser", "account:pipelines",
+          "the runs they submit run as churn-pipelines"),
+    Grant("submitters", "roles/artifactregistry.reader", f"repository:{DOCKER_REPOSITORY}",
+          "look up the images by digest before submitting"),
+    Grant("submitters", "roles/cloudbuild.builds.editor", "project",
+          "start `build` with Cloud Build and follow it"),
+    Grant("submitters", "roles/iam.serviceAccountUser", "account:ci",
+          "the builds they start run as churn-ci"),
+    Grant("submitters", "roles/storage.objectCreator", "bucket",
+          "upload the source `build` sends to Cloud Build"),
+    Grant("submitters", "roles/logging.viewer", "project",
+          "read a failed step's own error line"),
     # The people who inspect runs.
     Grant("viewers", "roles/aiplatform.viewer", "project", "see runs, models and schedules"),
     Grant("viewers", "roles/storage.objectViewer", "bucket",
@@ -157,6 +175,10 @@ NEEDS: tuple[Need, ...] = (
          ("artifactregistry.repositories.uploadArtifacts",
           "artifactregistry.repositories.downloadArtifacts", "artifactregistry.tags.create",
           "artifactregistry.tags.update")),
+    Need("ci", "build images with Cloud Build (as churn-ci)", "bucket",
+         ("storage.objects.get",)),
+    Need("ci", "build images with Cloud Build (as churn-ci)", "project",
+         ("logging.logEntries.create",)),
     Need("ci", "publish templates", f"repository:{TEMPLATE_REPOSITORY}",
          ("artifactregistry.repositories.uploadArtifacts", "artifactregistry.kfpartifacts.create",
           "artifactregistry.tags.create", "artifactregistry.tags.update")),
@@ -168,6 +190,20 @@ NEEDS: tuple[Need, ...] = (
          ("iam.serviceAccounts.actAs",)),
     Need("ci", "create and update the schedules", "account:scheduler",
          ("iam.serviceAccounts.actAs",)),
+    Need("submitters", "submit and follow a run (train, score --wait)", "project",
+         ("aiplatform.pipelineJobs.create", "aiplatform.pipelineJobs.get",
+          "aiplatform.pipelineJobs.list", "logging.logEntries.list")),
+    Need("submitters", "submit and follow a run (train, score --wait)", "account:pipelines",
+         ("iam.serviceAccounts.actAs",)),
+    Need("submitters", "submit and follow a run (train, score --wait)",
+         f"repository:{DOCKER_REPOSITORY}",
+         ("artifactregistry.tags.get", "artifactregistry.dockerimages.get")),
+    Need("submitters", "build the images with Cloud Build", "project",
+         ("cloudbuild.builds.create", "cloudbuild.builds.get")),
+    Need("submitters", "build the images with Cloud Build", "account:ci",
+         ("iam.serviceAccounts.actAs",)),
+    Need("submitters", "build the images with Cloud Build", "bucket",
+         ("storage.objects.create",)),
     Need("viewers", "inspect runs in the console", "project",
          ("aiplatform.pipelineJobs.get", "aiplatform.pipelineJobs.list",
           "aiplatform.models.get")),
@@ -182,7 +218,7 @@ def principal_member(
     principal: str, settings: Settings, github_repository: str = "", project_number: str = ""
 ) -> str | None:
     """The IAM member of `principal` in `settings`'s project, or None when it is not
-    configured (no viewer group, no GitHub repository)."""
+    configured (no submitter or viewer group, no GitHub repository)."""
     if principal == "pipelines":
         return f"serviceAccount:{settings.pipeline_service_account}"
     if principal == "scheduler":
@@ -191,6 +227,8 @@ def principal_member(
         return f"serviceAccount:{settings.ci_account}"
     if principal == "viewers":
         return f"group:{settings.viewer_group}" if settings.viewer_group else None
+    if principal == "submitters":
+        return f"group:{settings.submitter_group}" if settings.submitter_group else None
     if principal == "github":
         if not github_repository:
             return None
@@ -277,6 +315,7 @@ _PRINCIPAL_NAMES = {
     "pipelines": "churn-pipelines",
     "scheduler": "churn-scheduler",
     "ci": "churn-ci",
+    "submitters": "the submitter group (`--submitter-group`)",
     "viewers": "the viewer group (`--viewer-group`)",
     "github": "GitHub Actions of ORG/REPO (`--github-repository`)",
 }

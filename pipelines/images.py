@@ -307,6 +307,13 @@ def cloud_build_request(
         images=images,
         timeout={"seconds": 3600},
         tags=["churn-pipelines"],
+        # As churn-ci, which `setup` lets push to `churn` and read the source: a new
+        # project's default build account may do neither. A build with an account of its
+        # own must send its logs somewhere other than the default logs bucket.
+        service_account=f"projects/{settings.project}/serviceAccounts/{settings.ci_account}",
+        options=cloudbuild_v1.BuildOptions(
+            logging=cloudbuild_v1.BuildOptions.LoggingMode.CLOUD_LOGGING_ONLY
+        ),
     )
 
 

@@ -57,6 +57,8 @@ class Context:
     def setup_command(self) -> str:
         s = self.settings
         command = f"python submit.py setup --project {s.project} --region {s.region}"
+        if s.submitter_group:
+            command += f" --submitter-group {s.submitter_group}"
         if s.viewer_group:
             command += f" --viewer-group {s.viewer_group}"
         return command
@@ -127,8 +129,8 @@ def check_permissions(ctx: Context) -> list[Finding]:
         steps.setdefault((need.principal, need.what), []).append(need)
     findings = []
     for (principal, what), needs in steps.items():
-        # No viewer group set: nothing to check. GitHub's principalSet names a repository
-        # check is not told about; the workflow's first sign-in tests it.
+        # No submitter or viewer group set: nothing to check. GitHub's principalSet names a
+        # repository check is not told about; the workflow's first sign-in tests it.
         member = access.principal_member(principal, ctx.settings)
         if member is None or principal == "github":
             continue

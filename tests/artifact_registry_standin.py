@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from google_standin import error
+from google_standin import Authorize, account_resource, allow_all, error
 
 _REPO = (
     r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/repositories/(?P<repo>[^/]+)"
@@ -276,8 +276,18 @@ class CloudBuild:
     """Builds in one stand-in, pushing to `registry`. Each GET of a build moves it on one
     step; `storage` is a google-cloud-storage client of the GCS emulator the source is in."""
 
-    def __init__(self, standin, registry: ArtifactRegistry, storage: Any) -> None:
-        self.registry, self.storage = registry, storage
+    def __init__(
+        self,
+        standin,
+        registry: ArtifactRegistry,
+        storage: Any,
+        *,
+        authorize: Authorize = allow_all,
+    ) -> None:
+        """`authorize` judges the caller (`cloudbuild.builds.create`, and `actAs` on the
+        build's own account) and that account: it must read the source object and may push
+        to each image's repository, or the build fails as Cloud Build's would."""
+        self.registry, self.storage, self.authorize = registry, storage, authorize
         self.builds: dict[str, _Build] = {}
         self.operations: dict[str, str] = {}  # operation name -> build id
         standin.route("POST", _BUILDS + r"/builds", self._create)
@@ -290,15 +300,55 @@ class CloudBuild:
 
         body = request.json or {}
         try:  # fields Cloud Build does not know are refused, as the API refuses them
-            json_format.ParseDict(body, cloudbuild_v1.Build.pb(cloudbuild_v1.Build()))
+            parsed = cloudbuild_v1.Build.wrap(
+                json_format.ParseDict(body, cloudbuild_v1.Build.pb(cloudbuild_v1.Build()))
+            )
         except json_format.ParseError as exc:
             return error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+        parent = f"projects/{match['project']}"
+        if not self.authorize(request.member, "cloudbuild.builds.create", parent):
+            return error(
+                403,
+                "PERMISSION_DENIED",
+                f"The caller does not have permission ('cloudbuild.builds.create' on {parent}).",
+            )
+        account = body.get("serviceAccount", "").rsplit("/", 1)[-1]
+        if account and not self.authorize(
+            request.member, "iam.serviceAccounts.actAs", account_resource(account)
+        ):
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                f"generic::invalid_argument: could not resolve service account {account}: "
+                "the caller lacks iam.serviceAccounts.actAs on it (or it does not exist)",
+            )
+        modes = cloudbuild_v1.BuildOptions.LoggingMode
+        if account and parsed.options.logging not in (modes.CLOUD_LOGGING_ONLY, modes.NONE):
+            return error(
+                400,
+                "INVALID_ARGUMENT",
+                "generic::invalid_argument: if 'build.service_account' is specified, the build "
+                "must either (a) specify 'build.logs_bucket', (b) use the REGIONAL_USER_OWNED_"
+                "BUCKET build.options.default_logs_bucket_behavior option, or (c) use either "
+                "CLOUD_LOGGING_ONLY / NONE logging options",
+            )
         if not body.get("steps"):
             return error(400, "INVALID_ARGUMENT", "invalid build: no build steps")
         storage_source = body.get("source", {}).get("storageSource")
         if not storage_source:
             return error(400, "INVALID_ARGUMENT", "invalid build: no source")
         bucket, name = storage_source.get("bucket", ""), storage_source.get("object", "")
+        builder = f"serviceAccount:{account}" if account else None
+        if account and not self.authorize(
+            builder, "storage.objects.get", f"projects/_/buckets/{bucket}"
+        ):
+            return error(
+                403,
+                "PERMISSION_DENIED",
+                f"{account} does not have storage.objects.get access to the Google Cloud "
+                f"Storage object. Permission 'storage.objects.get' denied on resource (or it "
+                f"may not exist).",
+            )
         blob = self.storage.bucket(bucket).get_blob(name)
         generation = storage_source.get("generation")
         if blob is None or (generation and int(generation) != blob.generation):
@@ -422,7 +472,24 @@ class CloudBuild:
             return
         results = []
         now = _now()
+        # Pushed as the build's account (none named: the project's default build account,
+        # which a new project grants nothing here).
+        account = build.get("serviceAccount", "").rsplit("/", 1)[-1]
+        builder = f"serviceAccount:{account}" if account else None
         for name in build.get("images", []):
+            location, project, repo = re.match(
+                r"([^/]+)-docker\.pkg\.dev/([^/]+)/([^/]+)/", name
+            ).groups()
+            repository = f"projects/{project}/locations/{location}/repositories/{repo}"
+            if not self.authorize(
+                builder, "artifactregistry.repositories.uploadArtifacts", repository
+            ):
+                detail = (
+                    f"failed to push {name}: denied: Permission 'artifactregistry.repositories."
+                    f"uploadArtifacts' denied on resource {repository} (or it may not exist)"
+                )
+                self._finish(found, "FAILURE", detail, "PUSH_FAILED")
+                return
             try:
                 self.registry.push(f"{name}@{built[name]}")  # moves the tag
             except LookupError as exc:

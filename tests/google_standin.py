@@ -476,6 +476,7 @@ class CloudProject:
         "roles/iam.workloadIdentityPoolAdmin",
         "roles/aiplatform.user",
         "roles/cloudscheduler.admin",
+        "roles/cloudbuild.builds.editor",
     )
 
     def __post_init__(self) -> None:

