@@ -25,6 +25,7 @@ from cloud_scheduler_standin import CloudScheduler
 from google_standin import CloudProject, GoogleStandIn
 from template_registry_standin import TemplateRegistry
 from vertex_pipelines_standin import VertexPipelines, VertexSchedules
+from vertex_standin import VertexModels
 
 
 @dataclass
@@ -37,6 +38,7 @@ class StrictCloud:
     pipelines: VertexPipelines
     schedules: VertexSchedules
     scheduler: CloudScheduler
+    models: VertexModels
 
     @property
     def environment(self) -> dict[str, str]:
@@ -101,6 +103,12 @@ def strict_cloud(standin: GoogleStandIn, region: str, **project: Any) -> StrictC
             made.project,
             authorize=allowed,
             service_account_exists=lambda email: email in made.accounts,
+        ),
+        models=VertexModels(
+            standin,
+            location=f"projects/{made.project}/locations/{region}",
+            image_exists=images.image_exists,
+            authorize=allowed,
         ),
     )
 

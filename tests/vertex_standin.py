@@ -6,13 +6,10 @@ from urllib.parse import unquote
 
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format
+from google_standin import Authorize, allow_all, error
 
 LOCATION = "projects/p/locations/us-central1"
 MODEL = f"{LOCATION}/models/churn"
-
-
-def _refusal(code: int, status: str, message: str) -> tuple[int, dict]:
-    return code, {"error": {"code": code, "status": status, "message": message}}
 
 
 class VertexModels:
@@ -28,13 +25,17 @@ class VertexModels:
         self,
         standin,
         *,
+        location: str = LOCATION,
         image_exists: Callable[[str], bool] = lambda _uri: True,
-        authorize: Callable[[object, str, str], bool] = lambda _r, _p, _res: True,
+        authorize: Authorize = allow_all,
     ) -> None:
+        """`location`: `projects/P/locations/L`, the one this stand-in serves; the model is
+        `<location>/models/churn`."""
         self.versions: dict[str, dict] = {}
         self.aliases: dict[str, str] = {}
+        self.location, self.model = location, f"{location}/models/churn"
         self.image_exists, self.authorize = image_exists, authorize
-        base = "/v1/" + LOCATION
+        base = "/v1/" + location
         standin.route("GET", base + r"/models/(?P<ref>[^/:]+)", self._get)
         standin.route("POST", base + r"/models:upload", self._upload)
         standin.route("POST", base + r"/models/(?P<ref>[^/:]+):mergeVersionAliases", self._merge)
@@ -59,22 +60,22 @@ class VertexModels:
                 aiplatform_v1.UploadModelRequest.pb(aiplatform_v1.UploadModelRequest()),
             )
         except json_format.ParseError as exc:
-            return _refusal(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
-        if not self.authorize(request, "aiplatform.models.upload", LOCATION):
-            return _refusal(
+            return error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
+        if not self.authorize(request.member, "aiplatform.models.upload", self.location):
+            return error(
                 403,
                 "PERMISSION_DENIED",
                 f"Permission 'aiplatform.models.upload' denied on resource '//aiplatform."
-                f"googleapis.com/{LOCATION}' (or it may not exist).",
+                f"googleapis.com/{self.location}' (or it may not exist).",
             )
         model = body.get("model", {})
         if not model.get("artifactUri", "").startswith("gs://"):
-            return _refusal(
+            return error(
                 400, "INVALID_ARGUMENT", "artifact_uri must be a Cloud Storage path (gs://)."
             )
         image = model.get("containerSpec", {}).get("imageUri", "")
         if not self.image_exists(image):
-            return _refusal(
+            return error(
                 400,
                 "FAILED_PRECONDITION",
                 f"The container image {image} does not exist, or the Vertex AI Service Agent "
@@ -83,13 +84,14 @@ class VertexModels:
         if not self.versions and body.get("parentModel"):
             return 404, {"error": {"code": 404, "status": "NOT_FOUND", "message": "no parent"}}
         version = str(len(self.versions) + 1)
-        self.versions[version] = body["model"] | {"name": MODEL, "versionId": version}
+        self.versions[version] = body["model"] | {"name": self.model, "versionId": version}
         response = {
             "@type": "type.googleapis.com/google.cloud.aiplatform.v1.UploadModelResponse",
-            "model": MODEL,
+            "model": self.model,
             "modelVersionId": version,
         }
-        return 200, {"name": f"{LOCATION}/operations/{version}", "done": True, "response": response}
+        operation = f"{self.location}/operations/{version}"
+        return 200, {"name": operation, "done": True, "response": response}
 
     def _merge(self, request, match):
         version = self._resolve(match["ref"])["versionId"]
