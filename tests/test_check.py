@@ -43,8 +43,11 @@ def setup(project: CloudProject, *extra: str) -> None:
     assert submit.main(["setup", "--project", project.project, "--region", REGION, *extra]) == 0
 
 
-def source_table(project: CloudProject, columns=TELCO_CHURN.columns) -> None:
-    """The customer table, made as the person setting up would: schema only."""
+def source_table(
+    project: CloudProject, columns=TELCO_CHURN.columns, table: str = "churn.customers"
+) -> None:
+    """The customer table (`DATASET.TABLE` in the project), made as the person setting up
+    would: schema only."""
     from google.cloud import bigquery
 
     client = bigquery.Client(
@@ -52,7 +55,7 @@ def source_table(project: CloudProject, columns=TELCO_CHURN.columns) -> None:
     )
     kinds = {"numeric": "FLOAT64", "id": "STRING", "categorical": "STRING", "label": "STRING"}
     schema = [bigquery.SchemaField(c.name, kinds[c.kind]) for c in columns]
-    client.create_table(bigquery.Table(f"{project.project}.churn.customers", schema=schema))
+    client.create_table(bigquery.Table(f"{project.project}.{table}", schema=schema))
 
 
 def check(project: CloudProject, capsys, *extra: str) -> tuple[int, list[str], str]:

@@ -2,26 +2,35 @@
 project whose every API judges as Google does (tests/strict_cloud.py: one IAM for every
 caller, images that must exist, runs that report nested steps, a scheduler that fires):
 
-    setup -> check (clean) -> build -> train --wait -> publish -> schedule
-    -> the scheduler fires both jobs -> runs -> check (all set)
+    setup --sample-data -> check (clean) -> build -> train --wait -> publish -> schedule
+    -> the scheduler fires both jobs -> scoring writes BigQuery -> runs -> check (all set)
 
 The CLI runs in this process (`submit.main`, the command line's own code). Each actor signs
-in as itself: the person setting up (the stand-in key's account), churn-ci for what the
-deploy workflow does (publish, schedule), churn-scheduler when a job fires. No step's code
-runs here: the stand-in plays each run's steps as Vertex reports them (the steps themselves
-are tested under kfp.local and against the BigQuery emulator elsewhere).
+in as itself: the person setting up (the stand-in key's account, a member of the submitter
+group once added), churn-ci for what the deploy workflow does (publish, schedule),
+churn-scheduler when a job fires, churn-pipelines for the steps. The stand-in plays each
+run's steps as Vertex reports them; the steps that cross into other services run here as
+the project's own code with the run's own parameters: training's step 6 registers the
+champion (Vertex's model service, the serving image by digest), scoring's steps 1 to 3
+load it, score the customer table and publish the predictions. The stand-in holds the
+metadata and IAM of buckets and BigQuery; fake GCS and the BigQuery emulator hold their
+objects and rows, and judge no permission.
 
 Each way issue 16 found this journey to fail has its own test against the same stand-ins:
-images never pushed and a submitter who may not act as churn-pipelines (here), the
-pipelines' account without Storage Read sessions, no customer table, a dataset outside the
-region and viewers who cannot open reports (tests/test_check.py), steps inside branches,
-Google's image swapped, a run not yet started when it joins its experiment, a failed
-step's own line (tests/test_vertex.py), a schedule whose account lost its grant (here).
+images never pushed and a submitter who may not act as churn-ci (here), the pipelines'
+account without Storage Read sessions, no customer table, a dataset outside the region and
+viewers who cannot open reports (tests/test_check.py), steps inside branches, Google's
+image swapped, a run not yet started when it joins its experiment, a failed step's own line
+(tests/test_vertex.py), a schedule whose account lost its grant (here).
 """
 
+import contextlib
+import inspect
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
+import bigquery_emulator
 import pytest
 from cloud_scheduler_standin import valid_cron
 from google_standin import CLIENT_EMAIL, service_account_key
@@ -41,7 +50,13 @@ fake_gcs = pytest.importorskip(
 
 @pytest.fixture
 def cloud(google_cloud, tmp_path: Path, monkeypatch, no_config) -> StrictCloud:
-    made = strict_cloud(google_cloud, REGION)
+    """The project (its id the BigQuery emulator's, so a day that loads rows can put them
+    there) and its bucket's objects in fake GCS for the whole day: the stand-in holds the
+    bucket's metadata and IAM, fake GCS its objects (the build source, model directories)."""
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    made = strict_cloud(google_cloud, REGION, project=bigquery_emulator.PROJECT)
     made.pipelines.artifacts = ARTIFACTS  # what each run's summary step reports
     for name, value in made.environment.items():
         monkeypatch.setenv(name, value)
@@ -50,7 +65,22 @@ def cloud(google_cloud, tmp_path: Path, monkeypatch, no_config) -> StrictCloud:
     monkeypatch.setenv("CHURN_VIEWER_GROUP", VIEWERS)
     monkeypatch.setenv("CHURN_SUBMITTER_GROUP", TEAM)
     monkeypatch.setenv("CHURN_POLL_SECONDS", "0.01")
-    return made
+    with fake_gcs.FakeGCSServer() as server:
+        objects = storage.Client(made.project.project, credentials=AnonymousCredentials())
+        made.objects = objects.create_bucket(f"{made.project.project}-churn")
+        # Only what reads or writes objects goes to fake GCS (`objects_in_fake_gcs`): with
+        # STORAGE_EMULATOR_HOST set, the storage client sends no credentials anywhere, and
+        # the stand-in refuses bucket calls without them, as Google does.
+        made.gcs_url = server.url
+        monkeypatch.delenv("STORAGE_EMULATOR_HOST")
+        yield made
+
+
+@contextlib.contextmanager
+def objects_in_fake_gcs(cloud: StrictCloud) -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("STORAGE_EMULATOR_HOST", cloud.gcs_url)
+        yield
 
 
 def run(capsys, *argv: str) -> tuple[int, list[str]]:
@@ -67,24 +97,19 @@ def sign_in_as(email: str, cloud: StrictCloud, tmp_path: Path, monkeypatch) -> N
 
 
 def build(cloud: StrictCloud, capsys) -> tuple[int, list[str]]:
-    """`submit.py build` with Cloud Build: its source goes to the bucket (fake GCS holds the
-    objects; the stand-in its metadata and IAM)."""
+    """`submit.py build` with Cloud Build, judged by the project's IAM."""
     from artifact_registry_standin import CloudBuild
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
 
-    with fake_gcs.FakeGCSServer():
-        objects = storage.Client(cloud.project.project, credentials=AnonymousCredentials())
-        objects.create_bucket(f"{cloud.project.project}-churn")
-        CloudBuild(cloud.standin, cloud.images, objects, authorize=cloud.standin.iam.allowed)
+    CloudBuild(
+        cloud.standin, cloud.images, cloud.objects.client, authorize=cloud.standin.iam.allowed
+    )
+    with objects_in_fake_gcs(cloud):
         return run(capsys, "build")
 
 
 def register_as_step_6(cloud: StrictCloud, job: dict, tmp_path: Path):
     """What the training run's step 6 does with the run's parameters: register a (small,
-    here) model and promote it. Model directories go to the bucket (fake GCS)."""
-    from google.auth.credentials import AnonymousCredentials
-    from google.cloud import storage
+    here) model and promote it; its directory goes to the bucket."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
@@ -98,9 +123,7 @@ def register_as_step_6(cloud: StrictCloud, job: dict, tmp_path: Path):
     clean = validate(generate_customers(300, seed=3, messy=False), source="t").clean
     model = Pipeline([("preprocess", build_preprocessor()), ("model", LogisticRegression())])
     model.fit(clean.drop(columns=["customerID", "Churn"]), clean["Churn"])
-    with fake_gcs.FakeGCSServer():
-        objects = storage.Client(cloud.project.project, credentials=AnonymousCredentials())
-        objects.create_bucket(f"{cloud.project.project}-churn")
+    with objects_in_fake_gcs(cloud):
         return register_and_promote(
             # On Vertex the step reaches the regional endpoint; here, the stand-in.
             registry_uri=f"{values['registry_uri']}&api_endpoint={cloud.standin.url}",
@@ -128,15 +151,68 @@ def register_as_step_6(cloud: StrictCloud, job: dict, tmp_path: Path):
         )
 
 
-def test_the_first_day_works_as_the_readme_tells_it(cloud, capsys, tmp_path, monkeypatch):
+def run_step(component, values: dict, **artifacts):
+    """Call a step's own function as its KFP executor would: the run's parameter values by
+    name (numbers come back from JSON as floats; whole ones are ints again), the artifacts
+    as given."""
+    parameters = inspect.signature(component.python_func).parameters
+    given = {}
+    for name, parameter in parameters.items():
+        if name in values:
+            value = values[name]
+            whole = parameter.annotation in (int, "int")
+            given[name] = int(value) if whole else value
+    return component.python_func(**given, **artifacts)
+
+
+def run_scoring_steps(cloud: StrictCloud, job: dict, tmp_path: Path) -> dict:
+    """Steps 1 to 3 of a fired scoring run, the project's own code with the run's own
+    parameters: load the champion from the Vertex registry, score the customer table,
+    publish to the predictions table (BigQuery: the emulator holds the rows)."""
+    from google_cloud_pipeline_components.types.artifact_types import VertexModel
+    from kfp.dsl import Artifact, Dataset, Model
+
+    from components.champion import load_champion
+    from components.publish import publish_predictions
+    from components.score import score_customers
+
+    values = dict(job["runtimeConfig"]["parameterValues"])
+    values["registry_uri"] += f"&api_endpoint={cloud.standin.url}"
+    values["run_id"] = job["displayName"]
+    model = Model(name="model", uri=str(tmp_path / "champion"))
+    vertex_model = VertexModel(name="vertex_model", uri=str(tmp_path / "vertex_model"))
+    with objects_in_fake_gcs(cloud):
+        run_step(load_champion, values, model=model, vertex_model=vertex_model)
+    staged = Dataset(name="staged", uri=str(tmp_path / "staged"))
+    observed = Artifact(name="observed", uri=str(tmp_path / "observed"))
+    run_step(score_customers, values, model=model, staged=staged, observed=observed)
+    published = Artifact(name="published", uri=str(tmp_path / "published"))
+    run_step(publish_predictions, values, staged=staged, published=published)
+    return values
+
+
+@pytest.mark.bigquery
+def test_the_first_day_works_as_the_readme_tells_it(
+    cloud, bq_dataset, capsys, tmp_path, monkeypatch
+):
+    from components.warehouse import parse_uri, read_table, related_table
+    from components.warehouse.bigquery import row_count
+
     project = cloud.project.project
+    dataset = bq_dataset.split(".")[1]
+    monkeypatch.setenv("CHURN_SOURCE", f"bq://{bq_dataset}.customers")
+    monkeypatch.setenv("CHURN_PREDICTIONS", f"bq://{bq_dataset}.churn_predictions")
+    monkeypatch.setenv("CHURN_SAMPLE_ROWS", "300")
     scheduler = f"churn-scheduler@{project}.iam.gserviceaccount.com"
     ci = f"churn-ci@{project}.iam.gserviceaccount.com"
 
-    # 1. Set up, then load the customers (here: the table's schema, no rows).
-    code, lines = run(capsys, "setup")
+    # 1. Set up, with generated customers in the source table. (The emulator holds the
+    #    rows; the stand-in, which judges IAM, holds BigQuery's metadata: the table's schema
+    #    is made there too.)
+    code, lines = run(capsys, "setup", "--sample-data")
     assert code == 0, "\n".join(lines)
-    source_table(cloud.project)
+    assert row_count(parse_uri(f"bq://{bq_dataset}.customers")) == 300
+    source_table(cloud.project, table=f"{dataset}.customers")
 
     # 2. Check: clean; what comes next is a warning with its command.
     code, lines = run(capsys, "check")
@@ -200,6 +276,20 @@ def test_the_first_day_works_as_the_readme_tells_it(cloud, capsys, tmp_path, mon
     fired = [r for r in cloud.standin.requests_to("POST", r"/v1/.*/pipelineJobs")][-2:]
     assert [r.caller for r in fired] == [scheduler, scheduler]
     assert all(job["status"] == {} for job in cloud.scheduler.jobs.values())
+
+    # 6b. The scoring run's steps 1 to 3, as churn-pipelines with its own parameters, score
+    #     every customer with the champion and write the predictions table in BigQuery.
+    (scoring,) = [
+        json.loads(r.raw) for r in fired if json.loads(r.raw)["displayName"] == "churn-scoring"
+    ]
+    sign_in_as(f"churn-pipelines@{project}.iam.gserviceaccount.com", cloud, tmp_path, monkeypatch)
+    values = run_scoring_steps(cloud, scoring, tmp_path)
+    assert values["output_uri"].startswith(f"bq://{bq_dataset}.churn_predictions?")
+    predictions = read_table(values["output_uri"])
+    rejects = read_table(related_table(values["output_uri"], "_rejects"))
+    assert len(predictions) > 250 and len(predictions) + len(rejects) == 300
+    assert set(predictions["risk_tier"]) <= {"high", "medium", "low"}
+    assert set(predictions["model_version"]) == {1}  # the champion step 6 registered
 
     # 7. Runs: the laptop's run and both scheduled ones.
     sign_in_as(CLIENT_EMAIL, cloud, tmp_path, monkeypatch)
