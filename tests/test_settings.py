@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from components.errors import SettingsError
-from components.settings import load_settings
+from components.settings import Settings, load_settings
 
 
 def test_precedence(tmp_path: Path):
@@ -160,3 +160,20 @@ def test_the_compile_time_image_comes_from_settings(no_config: Path):
     assert image == "us-central1-docker.pkg.dev/acme/churn/components:0.1.0"
     pinned = "x.example/churn/components@sha256:" + "0" * 64
     assert component_image({"CHURN_CONFIG": none, "CHURN_COMPONENT_IMAGE": pinned}) == pinned
+
+
+def test_google_api_endpoint_is_every_apis_host_unless_the_api_has_its_own():
+    one = Settings(project="p", region="europe-west4", google_api_endpoint="http://127.0.0.1:9")
+    assert {
+        one.vertex_endpoint,
+        one.scheduler_endpoint,
+        one.logging_endpoint,
+        one.artifact_registry_endpoint,
+        one.cloud_build_endpoint,
+    } == {"http://127.0.0.1:9"}
+    own = Settings(project="p", region="europe-west4", google_api_endpoint="http://127.0.0.1:9",
+                   vertex_api_endpoint="vertex.example")  # fmt: skip
+    assert own.vertex_endpoint == "vertex.example"
+    default = Settings(project="p", region="europe-west4")
+    assert default.vertex_endpoint == "europe-west4-aiplatform.googleapis.com"
+    assert default.cloud_build_endpoint == "cloudbuild.googleapis.com"
