@@ -332,7 +332,7 @@ def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _as_of_date(text: str) -> str:
     """Check a --as-of date early; the pipeline gets it as text ("" = today when it runs)."""
-    from components.score import resolve_as_of
+    from components.scoring.staged import resolve_as_of
 
     if not text.strip():
         return ""
@@ -504,7 +504,7 @@ def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: arg
 
 def _ensure_sample_data(settings: Settings) -> None:
     """On a first local run, fill the embedded warehouse with generated customers."""
-    from components.sample_data import generate_customers
+    from components.data.sample_data import generate_customers
     from components.warehouse import table_exists, write_table
 
     if table_exists(settings.source_uri):
@@ -822,7 +822,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     model_dir = settings.home / "serving" / f"v{version:04d}"
     entry = registry.fetch(version, model_dir)
     # Imported once there is a model to serve: the model server's libraries take seconds.
-    from components.serving import start_model_server
+    from components.serving.server import start_model_server
 
     # `kill` stops us like Ctrl-C does, so the model server is never left behind; and
     # Ctrl-C works even when started from a shell that ignores it (`cmd &` in a script).
@@ -860,7 +860,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _example_request(settings: Settings) -> Path:
     """A request body of two generated customers, for the printed curl line to send."""
     from components.contract import TELCO_CHURN
-    from components.sample_data import generate_customers
+    from components.data.sample_data import generate_customers
 
     customers = generate_customers(2, seed=settings.seed, messy=False)
     customers = customers.drop(columns=TELCO_CHURN.label_column).astype(object)

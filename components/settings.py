@@ -171,7 +171,7 @@ class Settings:
     accept_library_mismatch: bool = False
     """Score and serve a model pickled with other versions of scikit-learn, numpy or joblib
     than the image runs (logging a warning) instead of refusing it. Off: a model is only
-    unpickled by the libraries its record says pickled it (components/model_files.py)."""
+    unpickled by the libraries its record says pickled it (components/registry/model_files.py)."""
 
     # --- Calibration, capacity tiers and the promotion gate's uncertainty ----------------
     resampling: str = "auto"

@@ -40,12 +40,12 @@ from typing import Any
 from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
 from kfp import dsl
 
-from components.batch_prediction import batch_prediction_tables, stage_batch_predictions
-from components.champion import load_champion
-from components.drift import scoring_result, summarize_scoring, summary_text
 from components.experiment import join_experiment_on_vertex
-from components.publish import publish_predictions
-from components.score import score_customers
+from components.scoring.batch_prediction import batch_prediction_tables, stage_batch_predictions
+from components.scoring.champion import load_champion
+from components.scoring.chunked import score_customers
+from components.scoring.publish import publish_predictions
+from components.scoring.summary import scoring_result, summarize_scoring, summary_text
 from components.settings import Settings, compile_time_settings
 
 DEFAULTS = Settings()

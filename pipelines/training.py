@@ -24,16 +24,16 @@ project's serving image in Artifact Registry); a local registry ignores it.
 
 from kfp import dsl
 
-from components.endpoint import deploy_to_endpoint
-from components.evaluate import evaluate_model
+from components.data.ingest import ingest
+from components.data.split import split_data
+from components.data.validate import validate_training_data
 from components.experiment import join_experiment_on_vertex
-from components.ingest import ingest
-from components.register import register_model
+from components.model.evaluate import evaluate_model
+from components.model.register import register_model
+from components.model.train import train_candidates
+from components.reports.training import summarize_training
+from components.serving.endpoint import deploy_to_endpoint
 from components.settings import Settings, compile_time_settings
-from components.split import split_data
-from components.summary import summarize_training
-from components.train import train_candidates
-from components.validate import validate_training_data
 
 DEFAULTS = Settings()
 # Vertex picks the training step's machine from these; kfp.local ignores them.

@@ -15,20 +15,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
 from components.errors import SourceError
-from components.publish import publish_scores
-from components.sample_data import generate_customers
-from components.score import (
+from components.model.train import CandidateResult, fit_final
+from components.scoring.chunked import read_customers, stage_scores
+from components.scoring.publish import publish_scores
+from components.scoring.staged import (
     PREDICTION_COLUMNS,
     PREDICTIONS_FILE,
     REJECTS_FILE,
     REPEATS_FILE,
     ScoringJob,
-    read_customers,
-    stage_scores,
 )
-from components.train import CandidateResult, fit_final
-from components.validate import validate
 from components.warehouse import (
     STAGED_ROW,
     bigquery,

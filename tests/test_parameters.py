@@ -61,7 +61,7 @@ def test_settings_reach_the_arguments_by_name_or_table(cloud):
 
 
 def test_a_parameter_nothing_maps_fails_loudly(cloud):
-    from components.ingest import ingest
+    from components.data.ingest import ingest
 
     @dsl.pipeline(name="churn-new")
     def new_pipeline(source_uri: str, brand_new_knob: int = 3):

@@ -8,7 +8,7 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from components.report import (
+from components.reports.render import (
     _WARN,
     _distribution_figure,
     _psi_figure,

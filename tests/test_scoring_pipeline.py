@@ -16,7 +16,7 @@ from kfp import compiler
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
 
 import submit
-from components.sample_data import generate_customers
+from components.data.sample_data import generate_customers
 from pipelines.scoring import scoring_pipeline
 
 

@@ -10,9 +10,10 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN
-from components.features import build_preprocessor
-from components.split import split_train_test
-from components.train import (
+from components.data.split import split_train_test
+from components.data.validate import validate
+from components.model.features import build_preprocessor
+from components.model.train import (
     FAMILIES,
     Family,
     _prepare_folds,
@@ -21,7 +22,6 @@ from components.train import (
     search_candidates,
     select_best,
 )
-from components.validate import validate
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ Honesty rules this module enforces by construction:
   predictions on the training split.
 The saved model is one scikit-learn `Pipeline(preprocess, model)` with no imblearn step, so
 serving applies exactly the preprocessing training used; with calibration, `model` is a
-`components.calibration.CalibratedModel` (the estimator, then its calibrator).
+`components.model.calibration.CalibratedModel` (the estimator, then its calibrator).
 """
 
 import logging
@@ -46,11 +46,11 @@ from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.validation import has_fit_parameter
 from threadpoolctl import threadpool_limits
 
-from components.calibration import CalibratedModel, ProbabilityCalibrator, choose_method
 from components.contract import TELCO_CHURN, DataContract
+from components.data.split import cv_folds
 from components.errors import ContractError
-from components.features import build_preprocessor
-from components.split import cv_folds
+from components.model.calibration import CalibratedModel, ProbabilityCalibrator, choose_method
+from components.model.features import build_preprocessor
 from components.stage import stage
 
 log = logging.getLogger(__name__)
@@ -438,14 +438,14 @@ def train_candidates(
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.registry import file_sha256, save_model
-    from components.train import (
+    from components.model.train import (
         choose_threshold,
         fit_calibrator,
         fit_final,
         search_candidates,
         select_best,
     )
+    from components.registry import file_sha256, save_model
 
     logging.basicConfig(level=logging.INFO)
     log = logging.getLogger("train")
