@@ -34,7 +34,9 @@ from components.scoring.champion import load_champion
 from components.scoring.staged import PREDICTIONS_FILE, REJECTS_FILE, REPEATS_FILE, ScoringJob
 from components.settings import Settings
 from components.warehouse import bigquery, parse_uri, write_table
-from pipelines.scoring import scoring_pipeline
+from pipelines.compiling import build_pipeline
+
+scoring_pipeline = build_pipeline("scoring", Settings())
 
 SOURCE = "bq://p.churn.customers?billing_project=jobs&location=EU"
 OUTPUT = "bq://p.churn.churn_predictions"

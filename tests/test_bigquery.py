@@ -286,8 +286,11 @@ def test_a_local_scoring_run_reads_from_and_publishes_to_bigquery(bq_dataset, mo
     """The scoring pipeline under kfp.local: its steps are processes of their own, which
     find the emulator through the endpoint variables they inherit."""
     from components.registry import LocalRegistry, save_model
+    from components.settings import Settings
+    from pipelines.compiling import build_pipeline
     from pipelines.runner import run_locally
-    from pipelines.scoring import scoring_pipeline
+
+    scoring_pipeline = build_pipeline("scoring", Settings())
 
     registry = LocalRegistry(home / "registry")
     entry = registry.register(

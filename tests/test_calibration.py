@@ -23,7 +23,10 @@ from components.model.train import (
     search_candidates,
     select_best,
 )
-from pipelines.training import training_pipeline
+from components.settings import Settings
+from pipelines.compiling import build_pipeline
+
+training_pipeline = build_pipeline("training", Settings())
 
 
 @pytest.fixture(scope="module")

@@ -160,7 +160,10 @@ def test_training_compares_with_a_champion_pickled_by_other_libraries(
 
 
 def test_the_scoring_pipeline_passes_the_setting_to_its_scoring_step() -> None:
-    from pipelines.scoring import scoring_pipeline
+    from components.settings import Settings
+    from pipelines.compiling import build_pipeline
+
+    scoring_pipeline = build_pipeline("scoring", Settings())
 
     arguments = pipeline_arguments(
         scoring_pipeline, Settings(accept_library_mismatch=True), vertex=False

@@ -5,7 +5,6 @@ churners, decided over the whole staged run.
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -19,9 +18,6 @@ from components.scoring.staged import (
 )
 from components.scoring.tiers import RISK_TIERS
 from components.warehouse import STAGED_ROW
-
-if TYPE_CHECKING:
-    pass
 
 
 def capacity_count(rows_scored: int, *, top_n: int, top_share: float) -> int:

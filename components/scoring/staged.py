@@ -5,7 +5,7 @@ every chunk of a run shares, and one scored chunk as the record batches staged.
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -15,10 +15,6 @@ import pyarrow as pa
 from components.errors import SettingsError
 from components.monitoring.drift import DriftTally
 from components.warehouse import STAGED_ROW
-
-if TYPE_CHECKING:
-    pass
-
 
 PREDICTIONS_FILE = "predictions.parquet"
 REJECTS_FILE = "rejects.parquet"

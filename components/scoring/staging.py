@@ -6,7 +6,7 @@ repeated across chunks, and the capacity tiers.
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pyarrow as pa
 
@@ -26,9 +26,6 @@ from components.scoring.staged import (
     reject_batch,
 )
 from components.scoring.tiers import RISK_TIERS
-
-if TYPE_CHECKING:
-    pass
 
 
 @dataclass

@@ -3,8 +3,7 @@ against what was read, churn rate, tiers and input drift, as JSON, KFP metrics a
 self-contained HTML report.
 """
 
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
@@ -13,9 +12,6 @@ from components.errors import ContractError
 from components.monitoring.drift import SCORE, ReferenceProfile
 from components.scoring.tiers import RISK_TIERS
 from components.stage import stage
-
-if TYPE_CHECKING:
-    pass
 
 
 def scoring_summary(
@@ -98,6 +94,7 @@ def summarize_scoring(
 ) -> None:
     """Write the run summary (JSON), the drift report (HTML) and the headline metrics."""
     import json
+    from pathlib import Path
 
     from components.monitoring.drift import drift_rows, drift_summary, load_profile, read_tally
     from components.scoring.summary import render_scoring_report, scoring_summary
@@ -153,6 +150,7 @@ def summarize_scoring(
 def summary_text(summary: Input[Artifact]) -> str:
     """The run summary as text, the form a pipeline can take from whichever scoring
     branch ran (kfp.local's `dsl.OneOf` selects parameters, not artifacts)."""
+    from pathlib import Path
 
     return Path(summary.path).read_text()
 
@@ -161,6 +159,7 @@ def summary_text(summary: Input[Artifact]) -> str:
 def scoring_result(summary_json: str, summary: Output[Artifact]) -> None:
     """The scoring run's summary artifact (JSON, key figures as metadata)."""
     import json
+    from pathlib import Path
 
     result = json.loads(summary_json)
     Path(summary.path).write_text(json.dumps(result, indent=2))
