@@ -32,7 +32,7 @@ from components.model.train import (search_candidates, select_best, choose_thres
     fit_calibrator, fit_final)
 from components.model.evaluate import bootstrap_interval, classification_metrics, feature_importance
 from components.model.predict import predict_probability
-from components.reports.render import render_training_report
+from components.reports.training_report import render_training_report
 from components.settings import Settings
 s = Settings()
 frame = read_table(sys.argv[1])

@@ -59,7 +59,8 @@ def render_scoring_report(
 ) -> str:
     """The scoring run's HTML report: the run summary and, when the model has a reference
     profile, the drift sections (`components.report.render_drift_report` draws them)."""
-    from components.reports.render import html_page, render_drift_report
+    from components.reports.drift_report import render_drift_report
+    from components.reports.page import html_page
 
     if profile is None:
         note = (
