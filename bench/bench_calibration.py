@@ -28,13 +28,8 @@ from components.data.split import leakage_groups, split_train_test
 from components.data.validate import validate
 from components.model.evaluate import calibration_metrics, classification_metrics
 from components.model.predict import predict_probability
-from components.model.train import (
-    choose_threshold,
-    fit_calibrator,
-    fit_final,
-    search_candidates,
-    select_best,
-)
+from components.model.search import choose_threshold, search_candidates, select_best
+from components.model.train import fit_calibrator, fit_final
 from components.settings import Settings
 
 

@@ -60,7 +60,8 @@ def prepare_model(directory: Path, family: str) -> None:
     from components.data.sample_data import generate_customers
     from components.data.split import split_train_test
     from components.data.validate import validate
-    from components.model.train import CandidateResult, fit_final
+    from components.model.search import CandidateResult
+    from components.model.train import fit_final
     from components.monitoring.drift import reference_profile, save_profile
 
     clean = validate(generate_customers(21_096, seed=1), source="generated").clean

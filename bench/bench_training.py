@@ -28,8 +28,8 @@ t0 = time.perf_counter()
 from components.warehouse import read_table
 from components.data.validate import validate
 from components.data.split import split_train_test
-from components.model.train import (search_candidates, select_best, choose_threshold,
-    fit_calibrator, fit_final)
+from components.model.search import search_candidates, select_best, choose_threshold
+from components.model.train import fit_calibrator, fit_final
 from components.model.evaluate import bootstrap_interval, classification_metrics, feature_importance
 from components.model.predict import predict_probability
 from components.reports.training_report import render_training_report

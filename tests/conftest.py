@@ -54,7 +54,8 @@ def champion_home(home: Path) -> Path:
     from components.contract import TELCO_CHURN
     from components.data.split import split_train_test
     from components.data.validate import validate
-    from components.model.train import CandidateResult, fit_final
+    from components.model.search import CandidateResult
+    from components.model.train import fit_final
     from components.monitoring.drift import reference_profile, save_profile
     from components.registry import LocalRegistry, save_model
 

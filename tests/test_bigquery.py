@@ -18,7 +18,8 @@ import pytest
 from components.data.sample_data import generate_customers
 from components.data.validate import validate
 from components.errors import SourceError
-from components.model.train import CandidateResult, fit_final
+from components.model.search import CandidateResult
+from components.model.train import fit_final
 from components.scoring.chunked import read_customers, stage_scores
 from components.scoring.publish import publish_scores
 from components.scoring.staged import (

@@ -15,14 +15,8 @@ from components.data.validate import validate
 from components.model.calibration import CalibratedModel, ProbabilityCalibrator
 from components.model.evaluate import calibration_metrics, expected_calibration_error
 from components.model.predict import predict_probability
-from components.model.train import (
-    FAMILIES,
-    fit_calibrator,
-    fit_final,
-    resampling_choices,
-    search_candidates,
-    select_best,
-)
+from components.model.search import FAMILIES, resampling_choices, search_candidates, select_best
+from components.model.train import fit_calibrator, fit_final
 from components.settings import Settings
 from pipelines.compiling import build_pipeline
 

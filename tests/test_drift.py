@@ -11,7 +11,8 @@ import pytest
 from components.contract import TELCO_CHURN
 from components.data.sample_data import generate_customers
 from components.data.validate import validate
-from components.model.train import CandidateResult, fit_final
+from components.model.search import CandidateResult
+from components.model.train import fit_final
 from components.monitoring.drift import (
     MISSING,
     SCORE,

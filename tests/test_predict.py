@@ -27,7 +27,8 @@ from components.model.predict import (
     small_frame_path,
     tree_kernel,
 )
-from components.model.train import FAMILIES, CandidateResult, fit_final
+from components.model.search import FAMILIES, CandidateResult
+from components.model.train import fit_final
 
 
 def _numbers_with_gaps(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:

@@ -20,7 +20,8 @@ from components.contract import TELCO_CHURN
 from components.data.sample_data import generate_customers
 from components.data.validate import validate
 from components.errors import ChurnError, ContractError, SettingsError, SourceError
-from components.model.train import CandidateResult, fit_final
+from components.model.search import CandidateResult
+from components.model.train import fit_final
 from components.monitoring.drift import reference_profile
 from components.scoring.capacity import capacity_count
 from components.scoring.chunked import available_cpus, read_customers, stage_scores

@@ -13,15 +13,15 @@ from components.contract import TELCO_CHURN
 from components.data.split import split_train_test
 from components.data.validate import validate
 from components.model.features import build_preprocessor
-from components.model.train import (
+from components.model.search import (
     FAMILIES,
     Family,
     _prepare_folds,
     choose_threshold,
-    fit_final,
     search_candidates,
     select_best,
 )
+from components.model.train import fit_final
 
 
 @pytest.fixture(scope="module")
