@@ -8,7 +8,6 @@ serving applies exactly the preprocessing training used; with calibration, `mode
 `components.model.calibration.CalibratedModel` (the estimator, then its calibrator).
 """
 
-import logging
 
 import pandas as pd
 from imblearn.over_sampling import SMOTE
@@ -100,6 +99,7 @@ def train_candidates(
     `promotion_metric`, calibrate it and choose its threshold from out-of-fold predictions,
     and refit it on the whole training split."""
     import json
+    import logging
     from pathlib import Path
 
     import pandas as pd
