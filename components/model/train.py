@@ -8,7 +8,6 @@ serving applies exactly the preprocessing training used; with calibration, `mode
 `components.model.calibration.CalibratedModel` (the estimator, then its calibrator).
 """
 
-
 import pandas as pd
 from imblearn.over_sampling import SMOTE
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
