@@ -1,44 +1,39 @@
 """Compile every pipeline to KFP YAML for Vertex AI Pipelines.
 
-    python compile.py [--output-dir compiled]
+    python compile.py [--output-dir compiled] [--config churn.toml]
 
-Writes `<output-dir>/<name>.yaml` per pipeline (training.py -> training.yaml). The component
-image the YAML names comes from the settings at compile time (`component_image` in churn.toml
-or `CHURN_COMPONENT_IMAGE`; with a project, its Artifact Registry image by default).
+Writes `<output-dir>/<name>.yaml` per pipeline (training.py -> training.yaml). The settings
+(`--config` or `CHURN_CONFIG`, else ./churn.toml when there, then `CHURN_*` environment)
+decide the component image the YAML names (`component_image`, else with a project its
+Artifact Registry image) and each step's CPU and memory (`training_cpu`, `scoring_memory`, ...).
 """
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
-from kfp import compiler
-
-# name -> "module:function"; the YAML is named after the module, as in pipelines/.
-PIPELINES = {
-    "training": "pipelines.training:training_pipeline",
-    "scoring": "pipelines.scoring:scoring_pipeline",
-}
+from components.errors import ChurnError
+from components.settings import Settings, load_settings
+from pipelines.compiling import PIPELINES, compile_pipeline
 
 
-def compile_all(output_dir: Path) -> list[Path]:
+def compile_all(output_dir: Path, settings: Settings) -> list[Path]:
     """Compile each pipeline in PIPELINES into `output_dir`; return the files written."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, target in PIPELINES.items():
-        module_name, function_name = target.split(":")
-        pipeline_func = getattr(importlib.import_module(module_name), function_name)
-        path = output_dir / f"{name}.yaml"
-        compiler.Compiler().compile(pipeline_func, str(path))
-        written.append(path)
-    return written
+    return [compile_pipeline(name, output_dir / f"{name}.yaml", settings) for name in PIPELINES]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output-dir", type=Path, default=Path("compiled"))
+    parser.add_argument("--config", type=Path, help="TOML settings file (default churn.toml)")
     args = parser.parse_args(argv)
-    for path in compile_all(args.output_dir):
+    try:
+        settings = load_settings(config_file=args.config)
+    except ChurnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for path in compile_all(args.output_dir, settings):
         print(path)
     return 0
 

@@ -248,9 +248,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     _check_registry(settings)
     if settings.runs_on_vertex:
         return _on_vertex("training", {}, settings, args, _print_training)
-    from pipelines.training import training_pipeline
-
     settings = _registration_image(settings)
+    training_pipeline = _pipeline("training", settings)
     if settings.source is None:
         _ensure_sample_data(settings)
     check_source(settings.source_uri)  # a missing table fails here, not in step 1
@@ -332,7 +331,7 @@ def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _as_of_date(text: str) -> str:
     """Check a --as-of date early; the pipeline gets it as text ("" = today when it runs)."""
-    from components.score import resolve_as_of
+    from components.scoring.staged import resolve_as_of
 
     if not text.strip():
         return ""
@@ -352,8 +351,7 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     run = {"model_ref": args.model, "as_of": args.as_of}
     if settings.runs_on_vertex:
         return _on_vertex("scoring", run, settings, args, _print_scoring)
-    from pipelines.scoring import scoring_pipeline
-
+    scoring_pipeline = _pipeline("scoring", settings)
     if settings.source is None:
         _ensure_sample_data(settings)
     # Found now, not after every customer is scored.
@@ -397,13 +395,10 @@ def _print_scoring(summary: dict[str, Any], args: argparse.Namespace) -> int:
     return 0
 
 
-def _pipeline(name: str):
-    import importlib
+def _pipeline(name: str, settings: Settings):
+    from pipelines.compiling import build_pipeline
 
-    from compile import PIPELINES
-
-    module, function = PIPELINES[name].split(":")
-    return getattr(importlib.import_module(module), function)
+    return build_pipeline(name, settings)
 
 
 def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summary) -> int:
@@ -417,11 +412,11 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     from pipelines import vertex
     from pipelines.parameters import pipeline_arguments
 
-    pipeline_func = _pipeline(name)
     settings = _pinned(settings, args.dry_run)
+    pipeline_func = _pipeline(name, settings)
     arguments = pipeline_arguments(pipeline_func, settings, vertex=True, run=run)
     with tempfile.TemporaryDirectory() as tmp:
-        path = vertex.compile_template(pipeline_func, Path(tmp) / f"{name}.yaml", settings)
+        path = vertex.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
         spec = yaml.safe_load(path.read_text())
     job = vertex.pipeline_job(
         settings, arguments, display_name=pipeline_func.name, pipeline_spec=spec
@@ -504,7 +499,7 @@ def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: arg
 
 def _ensure_sample_data(settings: Settings) -> None:
     """On a first local run, fill the embedded warehouse with generated customers."""
-    from components.sample_data import generate_customers
+    from components.data.sample_data import generate_customers
     from components.warehouse import table_exists, write_table
 
     if table_exists(settings.source_uri):
@@ -618,16 +613,16 @@ def _published_templates(settings: Settings, dry_run: bool) -> dict[str, Any]:
     return what they would publish (the version is the YAML's sha256 either way)."""
     import tempfile
 
-    from compile import PIPELINES
     from pipelines import vertex
+    from pipelines.compiling import PIPELINES
 
     _require_project(settings)
     tags = vertex.template_tags()
     published = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in PIPELINES:
-            pipeline_func = _pipeline(name)
-            path = vertex.compile_template(pipeline_func, Path(tmp) / f"{name}.yaml", settings)
+            pipeline_func = _pipeline(name, settings)
+            path = vertex.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
             if dry_run:
                 print(vertex.upload_request(settings, path, tags).line())
                 version = vertex.template_version(path)
@@ -685,7 +680,7 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
     templates = _published_templates(settings, args.dry_run)
     for key, (name, cron) in plan.items():
         scheduled = schedules.scheduled_run(
-            settings, name, cron, _pipeline(key), templates[key].template_uri
+            settings, name, cron, _pipeline(key, settings), templates[key].template_uri
         )
         if args.dry_run:
             for request in backend.plan(scheduled):
@@ -822,7 +817,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     model_dir = settings.home / "serving" / f"v{version:04d}"
     entry = registry.fetch(version, model_dir)
     # Imported once there is a model to serve: the model server's libraries take seconds.
-    from components.serving import start_model_server
+    from components.serving.server import start_model_server
 
     # `kill` stops us like Ctrl-C does, so the model server is never left behind; and
     # Ctrl-C works even when started from a shell that ignores it (`cmd &` in a script).
@@ -860,7 +855,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 def _example_request(settings: Settings) -> Path:
     """A request body of two generated customers, for the printed curl line to send."""
     from components.contract import TELCO_CHURN
-    from components.sample_data import generate_customers
+    from components.data.sample_data import generate_customers
 
     customers = generate_customers(2, seed=settings.seed, messy=False)
     customers = customers.drop(columns=TELCO_CHURN.label_column).astype(object)

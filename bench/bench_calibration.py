@@ -2,7 +2,7 @@
 
     python bench/bench_calibration.py [--rows 21096] [--seed 42]
 
-On generated customers (`components.sample_data`), a share of the customers is first set
+On generated customers (`components.data.sample_data`), a share of the customers is first set
 aside as a customer-disjoint holdout (grouped as the split groups them, so no customer or
 copy of one is on both sides); the rest goes through the training pipeline's own functions:
 validate, split, candidate search, selection, calibration, refit. Two models come out of
@@ -23,19 +23,14 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from components.evaluate import calibration_metrics, classification_metrics
-from components.predict import predict_probability
-from components.sample_data import generate_customers
+from components.data.sample_data import generate_customers
+from components.data.split import leakage_groups, split_train_test
+from components.data.validate import validate
+from components.model.evaluate import calibration_metrics, classification_metrics
+from components.model.predict import predict_probability
+from components.model.search import choose_threshold, search_candidates, select_best
+from components.model.train import fit_calibrator, fit_final
 from components.settings import Settings
-from components.split import leakage_groups, split_train_test
-from components.train import (
-    choose_threshold,
-    fit_calibrator,
-    fit_final,
-    search_candidates,
-    select_best,
-)
-from components.validate import validate
 
 
 def main() -> int:

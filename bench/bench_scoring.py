@@ -11,7 +11,7 @@ the CSV copy (the functions steps 2 and 3 of `pipelines/scoring.py` call, withou
 per-step start-up); "stage + publish" splits its time between scoring into staged files
 and the warehouse transaction with the CSV export. "Model alone" is the model's churn
 probability per row as scoring computes it (preprocessing, then the compiled tree kernel of
-`components/predict.py` or `predict_proba`), in one process, with no reading, validation or
+`components/model/predict.py` or `predict_proba`), in one process, with no reading, validation or
 writing: what the model costs before the pipeline adds anything.
 
 Inputs are generated once per size, outside the timed part. Each measured run is a child
@@ -57,11 +57,12 @@ def prepare_model(directory: Path, family: str) -> None:
     import joblib
 
     from components.contract import TELCO_CHURN
-    from components.drift import reference_profile, save_profile
-    from components.sample_data import generate_customers
-    from components.split import split_train_test
-    from components.train import CandidateResult, fit_final
-    from components.validate import validate
+    from components.data.sample_data import generate_customers
+    from components.data.split import split_train_test
+    from components.data.validate import validate
+    from components.model.search import CandidateResult
+    from components.model.train import fit_final
+    from components.monitoring.drift import reference_profile, save_profile
 
     clean = validate(generate_customers(21_096, seed=1), source="generated").clean
     train, test = split_train_test(clean, test_size=0.2, seed=1)
@@ -78,7 +79,7 @@ def prepare_input(path: Path, rows: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from components.sample_data import generate_customers
+    from components.data.sample_data import generate_customers
 
     writer = None
     for draw, start in enumerate(range(0, rows, GENERATE_ROWS)):
@@ -94,14 +95,10 @@ def run_streaming(source: Path, model_dir: Path, work: Path, batch_rows: int) ->
     """Steps 2 and 3 of the scoring pipeline, as its components call them."""
     import joblib
 
-    from components.drift import load_profile
-    from components.publish import publish_scores
-    from components.score import (
-        ScoringJob,
-        available_cpus,
-        read_customers,
-        stage_scores,
-    )
+    from components.monitoring.drift import load_profile
+    from components.scoring.chunked import available_cpus, read_customers, stage_scores
+    from components.scoring.publish import publish_scores
+    from components.scoring.staged import ScoringJob
 
     job = ScoringJob(
         source=str(source),
@@ -145,8 +142,8 @@ def model_alone(source: Path, model_dir: Path, rows: int = 100_000) -> float:
     import joblib
     import pyarrow.parquet as pq
 
-    from components.predict import predict_probability
-    from components.validate import validate
+    from components.data.validate import validate
+    from components.model.predict import predict_probability
 
     batch = next(pq.ParquetFile(source).iter_batches(batch_size=rows))
     features = validate(batch.to_pandas(), source=str(source), mode="serving", tolerance=1.0)
@@ -166,7 +163,7 @@ def run_naive(source: Path, model_dir: Path, work: Path) -> dict:
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.score import risk_tier
+    from components.scoring.tiers import risk_tier
 
     frame = pd.read_parquet(source)
     for column in TELCO_CHURN.numeric:

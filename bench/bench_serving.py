@@ -43,11 +43,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from components.contract import TELCO_CHURN  # noqa: E402
+from components.data.sample_data import generate_customers  # noqa: E402
+from components.data.validate import validate  # noqa: E402
+from components.model.search import FAMILIES, CandidateResult  # noqa: E402
+from components.model.train import fit_final  # noqa: E402
 from components.registry import LocalRegistry, save_model  # noqa: E402
-from components.sample_data import generate_customers  # noqa: E402
-from components.serving import ChurnPredictor, start_model_server  # noqa: E402
-from components.train import FAMILIES, CandidateResult, fit_final  # noqa: E402
-from components.validate import validate  # noqa: E402
+from components.serving.server import ChurnPredictor, start_model_server  # noqa: E402
 
 # What the default training run picked on generated data, per family.
 FAMILY_PARAMS: dict[str, dict[str, Any]] = {

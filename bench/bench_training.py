@@ -26,13 +26,13 @@ import sys, time, json
 from pathlib import Path
 t0 = time.perf_counter()
 from components.warehouse import read_table
-from components.validate import validate
-from components.split import split_train_test
-from components.train import (search_candidates, select_best, choose_threshold, fit_calibrator,
-    fit_final)
-from components.evaluate import bootstrap_interval, classification_metrics, feature_importance
-from components.predict import predict_probability
-from components.report import render_training_report
+from components.data.validate import validate
+from components.data.split import split_train_test
+from components.model.search import search_candidates, select_best, choose_threshold
+from components.model.train import fit_calibrator, fit_final
+from components.model.evaluate import bootstrap_interval, classification_metrics, feature_importance
+from components.model.predict import predict_probability
+from components.reports.training_report import render_training_report
 from components.settings import Settings
 s = Settings()
 frame = read_table(sys.argv[1])
@@ -88,7 +88,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         home = Path(tmp) / "home"
         data = Path(tmp) / "customers.parquet"
-        from components.sample_data import generate_customers
+        from components.data.sample_data import generate_customers
 
         generate_customers(args.rows, seed=42).to_parquet(data, index=False)
 

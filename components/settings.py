@@ -122,7 +122,7 @@ class Settings:
     enable_caching: bool = False
     """Let Vertex reuse a step's earlier outputs; off, as every run should read fresh data."""
     training_cpu: str = "4"
-    """CPUs of the training step on Vertex (it chooses the machine; read at compile time)."""
+    """CPUs of the training step on Vertex (it chooses the machine; set when compiling)."""
     training_memory: str = "16G"
     scoring_cpu: str = "4"
     """CPUs of the scoring step on Vertex (one scoring worker each, by default)."""
@@ -171,7 +171,7 @@ class Settings:
     accept_library_mismatch: bool = False
     """Score and serve a model pickled with other versions of scikit-learn, numpy or joblib
     than the image runs (logging a warning) instead of refusing it. Off: a model is only
-    unpickled by the libraries its record says pickled it (components/model_files.py)."""
+    unpickled by the libraries its record says pickled it (components/registry/model_files.py)."""
 
     # --- Calibration, capacity tiers and the promotion gate's uncertainty ----------------
     resampling: str = "auto"
@@ -499,17 +499,11 @@ def _boolean(value: Any) -> bool:
     raise ValueError(value)
 
 
-def compile_time_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """The settings a pipeline definition reads when it is defined (component image, CPU and
-    memory per step): the config file and `CHURN_*` environment. submit.py puts its flags
-    into the environment before it imports a pipeline, so they count too."""
-    return load_settings(environ=environ)
-
-
-def component_image(environ: Mapping[str, str] | None = None) -> str:
-    """The container image every pipeline step runs in: `component_image`, else the
-    project's image in its Artifact Registry, else a placeholder for a local run."""
-    settings = compile_time_settings(environ)
+def component_image(settings: Settings) -> str:
+    """The container image every pipeline step of `settings` runs in: `component_image`,
+    else the project's image in its Artifact Registry, else `DEFAULT_COMPONENT_IMAGE` (a
+    local run ignores it). Compiling sets it (`pipelines.compiling`), so the settings in
+    use decide, not those when a step's module was imported."""
     if settings.component_image or settings.project:
         return settings.component_image_uri
     return DEFAULT_COMPONENT_IMAGE

@@ -14,11 +14,15 @@ from collections.abc import Callable
 
 from kfp import dsl
 
-from components.settings import component_image
+from components.settings import DEFAULT_COMPONENT_IMAGE
 
 
 def stage(func: Callable) -> Callable:
-    """Make `func` a pipeline step in the project image (a plain function inside a step)."""
+    """Make `func` a pipeline step in the project image (a plain function inside a step).
+
+    The image named here is a placeholder: a step is defined when its module is imported,
+    before anyone knows which settings are in use, so compiling sets the image the settings
+    name (`pipelines.compiling.compile_pipeline`)."""
     if os.environ.get("_KFP_RUNTIME") == "true":
         return func
-    return dsl.component(func, base_image=component_image(), install_kfp_package=False)
+    return dsl.component(func, base_image=DEFAULT_COMPONENT_IMAGE, install_kfp_package=False)

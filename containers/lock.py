@@ -6,7 +6,7 @@ Run it after changing `[project] dependencies` in pyproject.toml (tests/test_ima
 fails until you do), or to take newer releases on purpose. Both Dockerfiles install the
 lock with `pip install --require-hashes` and then the project with `--no-deps`, so an image
 built next month holds the libraries of the day the lock was made: a model is unpickled by
-the scikit-learn that pickled it (`check_library_versions` in components/model_files.py
+the scikit-learn that pickled it (`check_library_versions` in components/registry/model_files.py
 refuses a model that other versions pickled).
 
 pip resolves the project's dependencies as `pip install .` would in the images, without

@@ -328,11 +328,13 @@ def _inside_component_image(work: Path) -> int:
     """Runs in the component image: train, check the registration, batch-score other
     customers, and write the two predict request bodies for the serving image."""
     import components
-    from components.sample_data import generate_customers
+    from components.data.sample_data import generate_customers
     from components.settings import Settings
+    from pipelines.compiling import build_pipeline
     from pipelines.runner import run_locally
-    from pipelines.scoring import scoring_pipeline
-    from pipelines.training import training_pipeline
+
+    scoring_pipeline = build_pipeline("scoring", Settings())
+    training_pipeline = build_pipeline("training", Settings())
 
     package = Path(components.__file__).resolve()
     if not {"site-packages", "dist-packages"} & set(package.parts):

@@ -377,7 +377,7 @@ def _sample_data(settings: Settings) -> Item:
     project = table.split(".")[0]
 
     def ensure() -> str:
-        from components.sample_data import generate_customers
+        from components.data.sample_data import generate_customers
         from components.warehouse import table_exists, write_table
 
         if table_exists(uri):

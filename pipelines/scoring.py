@@ -39,18 +39,19 @@ from typing import Any
 
 from google_cloud_pipeline_components.v1.batch_predict_job import ModelBatchPredictOp
 from kfp import dsl
+from kfp.dsl.graph_component import GraphComponent
 
-from components.batch_prediction import batch_prediction_tables, stage_batch_predictions
-from components.champion import load_champion
-from components.drift import scoring_result, summarize_scoring, summary_text
 from components.experiment import join_experiment_on_vertex
-from components.publish import publish_predictions
-from components.score import score_customers
-from components.settings import Settings, compile_time_settings
+from components.scoring.batch_prediction import batch_prediction_tables, stage_batch_predictions
+from components.scoring.champion import load_champion
+from components.scoring.chunked import score_customers
+from components.scoring.publish import publish_predictions
+from components.scoring.summary import scoring_result, summarize_scoring, summary_text
+from components.settings import Settings
 
+# Parameter defaults: the settings' own, whatever the config file says (schedules and
+# submitted runs pass every value; a compiled template stays the same).
 DEFAULTS = Settings()
-# Vertex picks the scoring step's machine from these; kfp.local ignores them.
-RESOURCES = compile_time_settings()
 
 
 def _publish_and_summarize(
@@ -78,100 +79,107 @@ def _publish_and_summarize(
     )
 
 
-@dsl.pipeline(
-    name="churn-scoring",
-    description="Score every customer with the champion churn model and publish the scores.",
-)
-def scoring_pipeline(
-    source_uri: str,
-    registry_uri: str,
-    output_uri: str,
-    model_ref: str = "champion",
-    as_of: str = "",
-    export_dir: str = "",
-    batch_rows: int = DEFAULTS.score_batch_rows,
-    workers: int = DEFAULTS.score_workers,
-    high_risk_cutoff: float = DEFAULTS.high_risk_cutoff,
-    medium_risk_cutoff: float = DEFAULTS.medium_risk_cutoff,
-    invalid_row_tolerance: float = DEFAULTS.invalid_row_tolerance,
-    drift_threshold: float = DEFAULTS.drift_threshold,
-    time_zone: str = DEFAULTS.time_zone,
-    high_risk_top_n: int = DEFAULTS.high_risk_top_n,
-    high_risk_top_share: float = DEFAULTS.high_risk_top_share,
-    accept_library_mismatch: bool = DEFAULTS.accept_library_mismatch,
-    batch_prediction: bool = DEFAULTS.batch_prediction,
-    project: str = DEFAULTS.project or "",
-    location: str = DEFAULTS.region,
-    batch_machine_type: str = DEFAULTS.batch_machine_type,
-    batch_starting_replicas: int = DEFAULTS.batch_starting_replicas,
-    batch_max_replicas: int = DEFAULTS.batch_max_replicas,
-    experiment: str = "",
-) -> dsl.Artifact:
-    """Returns the run summary artifact (JSON, with the key figures as metadata)."""
-    join_experiment_on_vertex(experiment)
-    champion = load_champion(registry_uri=registry_uri, model_ref=model_ref).set_display_name(
-        "1. Load champion model"
+def build_scoring_pipeline(settings: Settings) -> GraphComponent:
+    """The scoring pipeline, its scoring step given the CPU and memory of `settings` (Vertex
+    picks the machine from them; kfp.local ignores them). Nothing else in it depends on
+    the settings: parameter defaults and display names stay as they are."""
+
+    @dsl.pipeline(
+        name="churn-scoring",
+        description="Score every customer with the champion churn model and publish the scores.",
     )
-    with dsl.If(batch_prediction == True, name="vertex-batch-prediction"):  # noqa: E712
-        tables = batch_prediction_tables(
-            source_uri=source_uri, output_uri=output_uri
-        ).set_display_name("2a. Batch prediction tables")
-        predicted = ModelBatchPredictOp(
-            project=project,
-            location=location,
-            job_display_name="churn-scoring",
-            model=champion.outputs["vertex_model"],
-            instances_format="bigquery",
-            bigquery_source_input_uri=tables.outputs["source"],
-            predictions_format="bigquery",
-            bigquery_destination_output_uri=tables.outputs["destination"],
-            instance_type="object",
-            machine_type=batch_machine_type,
-            starting_replica_count=batch_starting_replicas,
-            max_replica_count=batch_max_replicas,
-        ).set_display_name("2b. Vertex batch prediction")
-        batch_staged = stage_batch_predictions(
-            predictions=predicted.outputs["bigquery_output_table"],
-            model=champion.outputs["model"],
-            source_uri=source_uri,
-            as_of=as_of,
-            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            batch_rows=batch_rows,
-            high_risk_cutoff=high_risk_cutoff,
-            medium_risk_cutoff=medium_risk_cutoff,
-            invalid_row_tolerance=invalid_row_tolerance,
-            time_zone=time_zone,
-            high_risk_top_n=high_risk_top_n,
-            high_risk_top_share=high_risk_top_share,
-        ).set_display_name("2c. Stage batch predictions")
-        batch_summary = _publish_and_summarize(
-            champion, batch_staged, output_uri, export_dir, drift_threshold
+    def scoring_pipeline(
+        source_uri: str,
+        registry_uri: str,
+        output_uri: str,
+        model_ref: str = "champion",
+        as_of: str = "",
+        export_dir: str = "",
+        batch_rows: int = DEFAULTS.score_batch_rows,
+        workers: int = DEFAULTS.score_workers,
+        high_risk_cutoff: float = DEFAULTS.high_risk_cutoff,
+        medium_risk_cutoff: float = DEFAULTS.medium_risk_cutoff,
+        invalid_row_tolerance: float = DEFAULTS.invalid_row_tolerance,
+        drift_threshold: float = DEFAULTS.drift_threshold,
+        time_zone: str = DEFAULTS.time_zone,
+        high_risk_top_n: int = DEFAULTS.high_risk_top_n,
+        high_risk_top_share: float = DEFAULTS.high_risk_top_share,
+        accept_library_mismatch: bool = DEFAULTS.accept_library_mismatch,
+        batch_prediction: bool = DEFAULTS.batch_prediction,
+        project: str = DEFAULTS.project or "",
+        location: str = DEFAULTS.region,
+        batch_machine_type: str = DEFAULTS.batch_machine_type,
+        batch_starting_replicas: int = DEFAULTS.batch_starting_replicas,
+        batch_max_replicas: int = DEFAULTS.batch_max_replicas,
+        experiment: str = "",
+    ) -> dsl.Artifact:
+        """Returns the run summary artifact (JSON, with the key figures as metadata)."""
+        join_experiment_on_vertex(experiment)
+        champion = load_champion(registry_uri=registry_uri, model_ref=model_ref).set_display_name(
+            "1. Load champion model"
         )
-    with dsl.Else(name="chunked-scoring"):
-        scored = score_customers(
-            source_uri=source_uri,
-            output_uri=output_uri,
-            model=champion.outputs["model"],
-            as_of=as_of,
-            run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
-            batch_rows=batch_rows,
-            workers=workers,
-            high_risk_cutoff=high_risk_cutoff,
-            medium_risk_cutoff=medium_risk_cutoff,
-            invalid_row_tolerance=invalid_row_tolerance,
-            time_zone=time_zone,
-            high_risk_top_n=high_risk_top_n,
-            high_risk_top_share=high_risk_top_share,
-            accept_library_mismatch=accept_library_mismatch,
-        )
-        scored.set_display_name("2. Validate and score in chunks")
-        scored.set_cpu_limit(RESOURCES.scoring_cpu).set_memory_limit(RESOURCES.scoring_memory)
-        chunked_summary = _publish_and_summarize(
-            champion, scored, output_uri, export_dir, drift_threshold
-        )
-    # kfp.local picks one of two branches' outputs only for parameters, so the branches
-    # hand over the summary as text and one step outside them makes it the run's artifact.
-    result = scoring_result(
-        summary_json=dsl.OneOf(batch_summary, chunked_summary)
-    ).set_display_name("5. Run summary")
-    return result.outputs["summary"]
+        with dsl.If(batch_prediction == True, name="vertex-batch-prediction"):  # noqa: E712
+            tables = batch_prediction_tables(
+                source_uri=source_uri, output_uri=output_uri
+            ).set_display_name("2a. Batch prediction tables")
+            predicted = ModelBatchPredictOp(
+                project=project,
+                location=location,
+                job_display_name="churn-scoring",
+                model=champion.outputs["vertex_model"],
+                instances_format="bigquery",
+                bigquery_source_input_uri=tables.outputs["source"],
+                predictions_format="bigquery",
+                bigquery_destination_output_uri=tables.outputs["destination"],
+                instance_type="object",
+                machine_type=batch_machine_type,
+                starting_replica_count=batch_starting_replicas,
+                max_replica_count=batch_max_replicas,
+            ).set_display_name("2b. Vertex batch prediction")
+            batch_staged = stage_batch_predictions(
+                predictions=predicted.outputs["bigquery_output_table"],
+                model=champion.outputs["model"],
+                source_uri=source_uri,
+                as_of=as_of,
+                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                batch_rows=batch_rows,
+                high_risk_cutoff=high_risk_cutoff,
+                medium_risk_cutoff=medium_risk_cutoff,
+                invalid_row_tolerance=invalid_row_tolerance,
+                time_zone=time_zone,
+                high_risk_top_n=high_risk_top_n,
+                high_risk_top_share=high_risk_top_share,
+            ).set_display_name("2c. Stage batch predictions")
+            batch_summary = _publish_and_summarize(
+                champion, batch_staged, output_uri, export_dir, drift_threshold
+            )
+        with dsl.Else(name="chunked-scoring"):
+            scored = score_customers(
+                source_uri=source_uri,
+                output_uri=output_uri,
+                model=champion.outputs["model"],
+                as_of=as_of,
+                run_id=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+                batch_rows=batch_rows,
+                workers=workers,
+                high_risk_cutoff=high_risk_cutoff,
+                medium_risk_cutoff=medium_risk_cutoff,
+                invalid_row_tolerance=invalid_row_tolerance,
+                time_zone=time_zone,
+                high_risk_top_n=high_risk_top_n,
+                high_risk_top_share=high_risk_top_share,
+                accept_library_mismatch=accept_library_mismatch,
+            )
+            scored.set_display_name("2. Validate and score in chunks")
+            scored.set_cpu_limit(settings.scoring_cpu).set_memory_limit(settings.scoring_memory)
+            chunked_summary = _publish_and_summarize(
+                champion, scored, output_uri, export_dir, drift_threshold
+            )
+        # kfp.local picks one of two branches' outputs only for parameters, so the branches
+        # hand over the summary as text and one step outside them makes it the run's artifact.
+        result = scoring_result(
+            summary_json=dsl.OneOf(batch_summary, chunked_summary)
+        ).set_display_name("5. Run summary")
+        return result.outputs["summary"]
+
+    return scoring_pipeline

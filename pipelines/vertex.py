@@ -85,24 +85,16 @@ def console_url(settings: Settings, job_id: str) -> str:
 # --- templates ------------------------------------------------------------------------
 
 
-def compile_template(pipeline_func: Any, path: Path, settings: Settings) -> Path:
-    """Compile `pipeline_func` to KFP YAML at `path` for `settings`: the project's steps in
-    the settings' component image (Google's own ops keep theirs), every task's cache as
-    `enable_caching` says (in the template itself, so scheduled runs, which only name the
-    template, behave as submitted ones do). The same code and settings give byte-identical
-    YAML, hence the same sha256 version."""
-    from kfp import compiler
+def compile_template(name: str, path: Path, settings: Settings) -> Path:
+    """Compile pipeline `name` to KFP YAML at `path` for `settings`
+    (`pipelines.compiling.compile_pipeline`: the settings' component image, CPU and memory),
+    every task's cache as `enable_caching` says (in the template itself, so scheduled runs,
+    which only name the template, behave as submitted ones do). The same code and settings
+    give byte-identical YAML, hence the same sha256 version."""
+    from pipelines.compiling import compile_pipeline
 
-    compiler.Compiler().compile(pipeline_func, str(path))
+    compile_pipeline(name, path, settings)
     document = yaml.safe_load(path.read_text())
-    # Steps name their image when their module is first imported, which may be before the
-    # CLI's flags were read (argparse converts --as-of's default): the settings decide here.
-    # Only for the project's steps: `stage` makes each a lightweight Python component (its
-    # executor runs `--function_to_execute`); a Google Cloud Pipeline Components op such as
-    # ModelBatchPredictOp is a container component in Google's image, which it keeps.
-    for executor in document["deploymentSpec"]["executors"].values():
-        if "--function_to_execute" in executor["container"].get("args", []):
-            executor["container"]["image"] = settings.component_image_uri
     enable_caching = settings.enable_caching
     dags = [document["root"]["dag"]] + [
         c["dag"] for c in document.get("components", {}).values() if "dag" in c

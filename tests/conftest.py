@@ -8,7 +8,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from reliability import ReliabilityLog
 
-from components.sample_data import generate_customers
+from components.data.sample_data import generate_customers
 
 # The `hostile` tests' randomized part: few examples in the everyday suite, many on demand
 # (HYPOTHESIS_PROFILE=thorough, as tests/reliability_report.py runs it).
@@ -52,11 +52,12 @@ def champion_home(home: Path) -> Path:
     import numpy as np
 
     from components.contract import TELCO_CHURN
-    from components.drift import reference_profile, save_profile
+    from components.data.split import split_train_test
+    from components.data.validate import validate
+    from components.model.search import CandidateResult
+    from components.model.train import fit_final
+    from components.monitoring.drift import reference_profile, save_profile
     from components.registry import LocalRegistry, save_model
-    from components.split import split_train_test
-    from components.train import CandidateResult, fit_final
-    from components.validate import validate
 
     clean = validate(generate_customers(2_000, seed=21), source="fixture").clean
     train, test = split_train_test(clean, test_size=0.2, seed=21)

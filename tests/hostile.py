@@ -12,8 +12,8 @@ import pandas as pd
 from hypothesis import strategies as st
 
 from components.contract import TELCO_CHURN
+from components.data.sample_data import generate_customers
 from components.errors import ChurnError
-from components.sample_data import generate_customers
 
 CONTRACT_COLUMNS = [column.name for column in TELCO_CHURN.columns]
 

@@ -21,20 +21,22 @@ from kfp import compiler
 from kfp.dsl import Artifact, Dataset, Model
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
 
-from components.batch_prediction import (
+from components.data.sample_data import generate_customers
+from components.errors import ContractError, SourceError
+from components.scoring.batch_prediction import (
     bigquery_job_tables,
     errors_table,
     remove_job_dataset,
     stage_batch_output,
     stage_batch_predictions,
 )
-from components.champion import load_champion
-from components.errors import ContractError, SourceError
-from components.sample_data import generate_customers
-from components.score import PREDICTIONS_FILE, REJECTS_FILE, REPEATS_FILE, ScoringJob
+from components.scoring.champion import load_champion
+from components.scoring.staged import PREDICTIONS_FILE, REJECTS_FILE, REPEATS_FILE, ScoringJob
 from components.settings import Settings
 from components.warehouse import bigquery, parse_uri, write_table
-from pipelines.scoring import scoring_pipeline
+from pipelines.compiling import build_pipeline
+
+scoring_pipeline = build_pipeline("scoring", Settings())
 
 SOURCE = "bq://p.churn.customers?billing_project=jobs&location=EU"
 OUTPUT = "bq://p.churn.churn_predictions"

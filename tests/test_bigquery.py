@@ -15,20 +15,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
 from components.errors import SourceError
-from components.publish import publish_scores
-from components.sample_data import generate_customers
-from components.score import (
+from components.model.search import CandidateResult
+from components.model.train import fit_final
+from components.scoring.chunked import read_customers, stage_scores
+from components.scoring.publish import publish_scores
+from components.scoring.staged import (
     PREDICTION_COLUMNS,
     PREDICTIONS_FILE,
     REJECTS_FILE,
     REPEATS_FILE,
     ScoringJob,
-    read_customers,
-    stage_scores,
 )
-from components.train import CandidateResult, fit_final
-from components.validate import validate
 from components.warehouse import (
     STAGED_ROW,
     bigquery,
@@ -287,8 +287,11 @@ def test_a_local_scoring_run_reads_from_and_publishes_to_bigquery(bq_dataset, mo
     """The scoring pipeline under kfp.local: its steps are processes of their own, which
     find the emulator through the endpoint variables they inherit."""
     from components.registry import LocalRegistry, save_model
+    from components.settings import Settings
+    from pipelines.compiling import build_pipeline
     from pipelines.runner import run_locally
-    from pipelines.scoring import scoring_pipeline
+
+    scoring_pipeline = build_pipeline("scoring", Settings())
 
     registry = LocalRegistry(home / "registry")
     entry = registry.register(

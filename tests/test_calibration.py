@@ -9,21 +9,18 @@ import pytest
 import yaml
 from kfp import compiler
 
-from components.calibration import CalibratedModel, ProbabilityCalibrator
-from components.evaluate import calibration_metrics, expected_calibration_error
-from components.predict import predict_probability
-from components.sample_data import generate_customers
-from components.split import split_train_test
-from components.train import (
-    FAMILIES,
-    fit_calibrator,
-    fit_final,
-    resampling_choices,
-    search_candidates,
-    select_best,
-)
-from components.validate import validate
-from pipelines.training import training_pipeline
+from components.data.sample_data import generate_customers
+from components.data.split import split_train_test
+from components.data.validate import validate
+from components.model.calibration import CalibratedModel, ProbabilityCalibrator
+from components.model.evaluate import calibration_metrics, expected_calibration_error
+from components.model.predict import predict_probability
+from components.model.search import FAMILIES, resampling_choices, search_candidates, select_best
+from components.model.train import fit_calibrator, fit_final
+from components.settings import Settings
+from pipelines.compiling import build_pipeline
+
+training_pipeline = build_pipeline("training", Settings())
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,11 @@ import pandas as pd
 import pytest
 
 from components.contract import TELCO_CHURN
-from components.drift import (
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
+from components.model.search import CandidateResult
+from components.model.train import fit_final
+from components.monitoring.drift import (
     MISSING,
     SCORE,
     UNSEEN,
@@ -19,12 +23,9 @@ from components.drift import (
     load_profile,
     population_stability_index,
     reference_profile,
-    render_scoring_report,
     save_profile,
 )
-from components.sample_data import generate_customers
-from components.train import CandidateResult, fit_final
-from components.validate import validate
+from components.scoring.summary import render_scoring_report
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from urllib.parse import unquote
 import pytest
 from google.cloud import aiplatform_v1
 
-from components.endpoint import deploy_model_version
 from components.errors import RegistryError
+from components.serving.endpoint import deploy_model_version
 
 LOCATION = "projects/p/locations/us-central1"
 ENDPOINT = f"{LOCATION}/endpoints/churn"

@@ -3,14 +3,14 @@
 import numpy as np
 import pytest
 
-from components.evaluate import (
+from components.model.evaluate import (
     MIN_COMPARISON_ROWS,
     _weighted_metric,
     bootstrap_interval,
     compare_with_champion,
     metric_value,
 )
-from components.lineage import hash_ids
+from components.model.lineage import hash_ids
 
 
 def _scores(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,9 +32,9 @@ import pandas as pd
 import pytest
 from hypothesis import settings
 
+from components.data.sample_data import generate_customers
 from components.errors import RegistryError
 from components.registry import LocalRegistry
-from components.sample_data import generate_customers
 
 pytestmark = pytest.mark.faults
 

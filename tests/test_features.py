@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 from sklearn.preprocessing import OneHotEncoder
 
-from components.features import CategoryEncoder, build_preprocessor
-from components.sample_data import generate_customers
-from components.validate import validate
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
+from components.model.features import CategoryEncoder, build_preprocessor
 
 
 def _messy_categories(rng: np.random.Generator, n: int, missing: bool) -> pd.DataFrame:

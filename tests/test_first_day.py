@@ -113,11 +113,11 @@ def register_as_step_6(cloud: StrictCloud, job: dict, tmp_path: Path):
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
 
-    from components.features import build_preprocessor
-    from components.register import register_and_promote
+    from components.data.sample_data import generate_customers
+    from components.data.validate import validate
+    from components.model.features import build_preprocessor
+    from components.model.register import register_and_promote
     from components.registry import save_model
-    from components.sample_data import generate_customers
-    from components.validate import validate
 
     values = job["runtimeConfig"]["parameterValues"]
     clean = validate(generate_customers(300, seed=3, messy=False), source="t").clean
@@ -172,9 +172,9 @@ def run_scoring_steps(cloud: StrictCloud, job: dict, tmp_path: Path) -> dict:
     from google_cloud_pipeline_components.types.artifact_types import VertexModel
     from kfp.dsl import Artifact, Dataset, Model
 
-    from components.champion import load_champion
-    from components.publish import publish_predictions
-    from components.score import score_customers
+    from components.scoring.champion import load_champion
+    from components.scoring.chunked import score_customers
+    from components.scoring.publish import publish_predictions
 
     values = dict(job["runtimeConfig"]["parameterValues"])
     values["registry_uri"] += f"&api_endpoint={cloud.standin.url}"

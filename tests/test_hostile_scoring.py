@@ -16,9 +16,10 @@ from hypothesis import strategies as st
 from test_score import _job, _staged_frame, model  # noqa: F401 (a module fixture)
 from test_training_pipeline import _submit
 
+from components.data.sample_data import generate_customers
 from components.errors import ChurnError
-from components.sample_data import generate_customers
-from components.score import PREDICTIONS_FILE, REJECTS_FILE, read_customers, stage_scores
+from components.scoring.chunked import read_customers, stage_scores
+from components.scoring.staged import PREDICTIONS_FILE, REJECTS_FILE
 
 
 def _write(frame: pd.DataFrame, path: Path) -> int:

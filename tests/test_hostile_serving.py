@@ -19,8 +19,8 @@ from test_serving import (  # noqa: F401 (module fixtures: the model and its ser
 )
 
 from components.contract import TELCO_CHURN
-from components.sample_data import generate_customers
-from components.serving import ModelServer
+from components.data.sample_data import generate_customers
+from components.serving.server import ModelServer
 
 pytestmark = pytest.mark.slow  # as test_serving: each module starts a model server
 

@@ -17,11 +17,11 @@ from hypothesis import strategies as st
 from test_training_pipeline import FAST, _submit
 
 from components.contract import TELCO_CHURN
+from components.data.sample_data import generate_customers
+from components.data.split import cv_folds, split_train_test
+from components.data.validate import validate
 from components.errors import ChurnError, ContractError, SourceError
-from components.sample_data import generate_customers
-from components.split import cv_folds, split_train_test
-from components.train import FAMILIES, require_enough_rows, search_candidates
-from components.validate import validate
+from components.model.search import FAMILIES, require_enough_rows, search_candidates
 from components.warehouse import iter_batches, read_table
 
 ID, LABEL = TELCO_CHURN.id_column, TELCO_CHURN.label_column

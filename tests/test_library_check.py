@@ -16,19 +16,19 @@ from kfp.dsl import Artifact, ClassificationMetrics, Dataset, Metrics, Model
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
-from components.calibration import CalibratedModel, ProbabilityCalibrator
-from components.champion import load_champion
 from components.contract import TELCO_CHURN
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
 from components.errors import ChurnError, RegistryError
-from components.evaluate import evaluate_model
-from components.features import build_preprocessor
-from components.model_files import PICKLED_LIBRARIES, check_library_versions
+from components.model.calibration import CalibratedModel, ProbabilityCalibrator
+from components.model.evaluate import evaluate_model
+from components.model.features import build_preprocessor
 from components.registry import LocalRegistry, file_sha256, library_versions, save_model
-from components.sample_data import generate_customers
-from components.score import score_customers
-from components.serving import HOST, ChurnPredictor, start_model_server
+from components.registry.model_files import PICKLED_LIBRARIES, check_library_versions
+from components.scoring.champion import load_champion
+from components.scoring.chunked import score_customers
+from components.serving.server import HOST, ChurnPredictor, start_model_server
 from components.settings import Settings
-from components.validate import validate
 from pipelines.parameters import pipeline_arguments
 
 RUNNING_SKLEARN = metadata.version("scikit-learn")
@@ -117,10 +117,12 @@ def test_scoring_refuses_a_model_pickled_by_another_scikit_learn(registry, tmp_p
 
 
 def test_scoring_uses_it_with_the_setting_and_says_so(registry, tmp_path, caplog) -> None:
-    with caplog.at_level(logging.WARNING, logger="components.model_files"):
+    with caplog.at_level(logging.WARNING, logger="components.registry.model_files"):
         staged = _score(registry, tmp_path, accept_library_mismatch=True)
     assert staged.metadata["rows"]["scored"] == 30
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "components.model_files"]
+    (warning,) = [
+        r.getMessage() for r in caplog.records if r.name == "components.registry.model_files"
+    ]
     assert f"scikit-learn {OTHER_SKLEARN} (running {RUNNING_SKLEARN})" in warning
     assert "accept_library_mismatch" in warning
 
@@ -137,7 +139,7 @@ def test_training_compares_with_a_champion_pickled_by_other_libraries(
     model.metadata.update(sha256=file_sha256(save_model(_model(), Path(model.path))))
     model.metadata["threshold"] = 0.4
     metrics = Metrics(name="metrics", uri=str(tmp_path / "metrics"))
-    with caplog.at_level(logging.WARNING, logger="components.model_files"):
+    with caplog.at_level(logging.WARNING, logger="components.registry.model_files"):
         evaluate_model.python_func(
             model=model,
             test=test,
@@ -151,12 +153,17 @@ def test_training_compares_with_a_champion_pickled_by_other_libraries(
             evaluation=Artifact(name="evaluation", uri=str(tmp_path / "evaluation")),
         )
     assert "champion_v1_roc_auc" in metrics.metadata
-    (warning,) = [r.getMessage() for r in caplog.records if r.name == "components.model_files"]
+    (warning,) = [
+        r.getMessage() for r in caplog.records if r.name == "components.registry.model_files"
+    ]
     assert f"scikit-learn {OTHER_SKLEARN} (running {RUNNING_SKLEARN})" in warning
 
 
 def test_the_scoring_pipeline_passes_the_setting_to_its_scoring_step() -> None:
-    from pipelines.scoring import scoring_pipeline
+    from components.settings import Settings
+    from pipelines.compiling import build_pipeline
+
+    scoring_pipeline = build_pipeline("scoring", Settings())
 
     arguments = pipeline_arguments(
         scoring_pipeline, Settings(accept_library_mismatch=True), vertex=False

@@ -7,10 +7,12 @@ import pytest
 from kfp import dsl
 
 from components.errors import SettingsError
-from components.settings import load_settings
+from components.settings import Settings, load_settings
+from pipelines.compiling import build_pipeline
 from pipelines.parameters import declared_inputs, pipeline_arguments
-from pipelines.scoring import scoring_pipeline
-from pipelines.training import training_pipeline
+
+scoring_pipeline = build_pipeline("scoring", Settings())
+training_pipeline = build_pipeline("training", Settings())
 
 PIPELINES = [training_pipeline, scoring_pipeline]
 
@@ -61,7 +63,7 @@ def test_settings_reach_the_arguments_by_name_or_table(cloud):
 
 
 def test_a_parameter_nothing_maps_fails_loudly(cloud):
-    from components.ingest import ingest
+    from components.data.ingest import ingest
 
     @dsl.pipeline(name="churn-new")
     def new_pipeline(source_uri: str, brand_new_knob: int = 3):

@@ -14,10 +14,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from components.calibration import CalibratedModel, ProbabilityCalibrator
 from components.contract import TELCO_CHURN
-from components.features import SMALL_FRAME_ROWS, SmallFramePreprocessor, build_preprocessor
-from components.predict import (
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
+from components.model.calibration import CalibratedModel, ProbabilityCalibrator
+from components.model.features import SMALL_FRAME_ROWS, SmallFramePreprocessor, build_preprocessor
+from components.model.predict import (
     CompiledTrees,
     compiled_trees,
     predict_probability,
@@ -25,9 +27,8 @@ from components.predict import (
     small_frame_path,
     tree_kernel,
 )
-from components.sample_data import generate_customers
-from components.train import FAMILIES, CandidateResult, fit_final
-from components.validate import validate
+from components.model.search import FAMILIES, CandidateResult
+from components.model.train import fit_final
 
 
 def _numbers_with_gaps(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,7 +210,7 @@ def test_pipelines_of_another_shape_are_scored_whole(
     )
     model = Pipeline([("preprocess", other), ("model", LogisticRegression())])
     model.fit(features.dropna(), label[features.notna().all(axis=1)].astype(int))
-    with caplog.at_level(logging.INFO, logger="components.predict"):
+    with caplog.at_level(logging.INFO, logger="components.model.predict"):
         assert small_frame_path(model) is None
     assert "scored by the whole pipeline" in caplog.text
     frame = validate(generate_customers(20, seed=6, messy=False), source="x", mode="serving").clean

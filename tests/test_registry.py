@@ -10,12 +10,12 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from components.data.validate import validate
 from components.errors import RegistryError
-from components.features import build_preprocessor
-from components.lineage import load_training_customers, trained_on
-from components.register import decide_promotion, register_and_promote
+from components.model.features import build_preprocessor
+from components.model.lineage import load_training_customers, trained_on
+from components.model.register import decide_promotion, register_and_promote
 from components.registry import MODEL_FILE, LocalRegistry, open_registry, save_model
-from components.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 

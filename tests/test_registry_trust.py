@@ -19,16 +19,16 @@ from kfp.dsl import Artifact, Dataset, Model
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from components.champion import fetch_model, load_champion
+from components.data.validate import validate
 from components.errors import RegistryError
-from components.evaluate import load_model_dir
-from components.features import build_preprocessor
-from components.model_files import MODEL_FILE, RECORD_FILE, file_sha256
-from components.register import register_and_promote
+from components.model.evaluate import load_model_dir
+from components.model.features import build_preprocessor
+from components.model.register import register_and_promote
 from components.registry import LocalRegistry, load_model_directory, save_model
 from components.registry.local import LOCK_FILE
-from components.score import score_customers
-from components.validate import validate
+from components.registry.model_files import MODEL_FILE, RECORD_FILE, file_sha256
+from components.scoring.champion import fetch_model, load_champion
+from components.scoring.chunked import score_customers
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -82,7 +82,7 @@ _REGISTER_ON_SIGNAL = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from components.register import register_and_promote
+    from components.model.register import register_and_promote
 
     registry, model_file, run_id, ready, go = sys.argv[1:]
     Path(ready).touch()
@@ -515,7 +515,7 @@ def test_serving_and_evaluation_refuse_a_model_changed_after_fetching(
     registry, tmp_path, reliability
 ):
     """`serve` and evaluation's champion comparison fetch a copy, then load it."""
-    from components.serving import ChurnPredictor
+    from components.serving.server import ChurnPredictor
 
     entry, _ = fetch_model(str(registry.root), "champion", tmp_path / "served")
     _tamper(tmp_path / "served", with_record=False)

@@ -8,17 +8,13 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from components.report import (
-    _WARN,
+from components.reports.drift_report import (
     _distribution_figure,
     _psi_figure,
-    _roc_figure,
-    figure_to_html,
-    html_page,
-    html_table,
     render_drift_report,
-    render_training_report,
 )
+from components.reports.page import WARN, figure_to_html, html_page, html_table
+from components.reports.training_report import _roc_figure, render_training_report
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 EMBEDDED_PNG = re.compile(r'<img src="data:image/png;base64,([A-Za-z0-9+/=]+)"')
@@ -255,8 +251,8 @@ def test_drift_report_marks_drifted_features_in_table_and_chart() -> None:
         0
     ]
     colours = [to_hex(bar.get_facecolor()) for bar in ax.patches]
-    assert colours[0] == _WARN.lower()
-    assert _WARN.lower() not in colours[1:]
+    assert colours[0] == WARN.lower()
+    assert WARN.lower() not in colours[1:]
 
 
 def test_drift_report_plots_only_the_most_drifted_features_and_scores() -> None:

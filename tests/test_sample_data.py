@@ -11,8 +11,8 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 
 from components.contract import TELCO_CHURN
-from components.sample_data import COLUMNS, generate_customers
-from components.validate import validate
+from components.data.sample_data import COLUMNS, generate_customers
+from components.data.validate import validate
 
 # The contract's add-on services: the columns that read "No internet service".
 ADD_ONS = [c.name for c in TELCO_CHURN.categorical if "No internet service" in c.categories]

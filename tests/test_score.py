@@ -17,24 +17,23 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN
-from components.drift import reference_profile
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
 from components.errors import ChurnError, ContractError, SettingsError, SourceError
-from components.publish import ExportsPendingError, publish_scores
-from components.sample_data import generate_customers
-from components.score import (
+from components.model.search import CandidateResult
+from components.model.train import fit_final
+from components.monitoring.drift import reference_profile
+from components.scoring.capacity import capacity_count
+from components.scoring.chunked import available_cpus, read_customers, stage_scores
+from components.scoring.publish import ExportsPendingError, publish_scores
+from components.scoring.staged import (
     PREDICTION_COLUMNS,
     PREDICTIONS_FILE,
     REJECTS_FILE,
     REPEATS_FILE,
     ScoringJob,
-    available_cpus,
-    capacity_count,
-    read_customers,
     resolve_as_of,
-    stage_scores,
 )
-from components.train import CandidateResult, fit_final
-from components.validate import validate
 from components.warehouse import related_table, require_output
 
 AS_OF = date(2026, 11, 26)

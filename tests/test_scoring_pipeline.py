@@ -16,8 +16,11 @@ from kfp import compiler
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
 
 import submit
-from components.sample_data import generate_customers
-from pipelines.scoring import scoring_pipeline
+from components.data.sample_data import generate_customers
+from components.settings import Settings
+from pipelines.compiling import build_pipeline
+
+scoring_pipeline = build_pipeline("scoring", Settings())
 
 
 def test_scoring_pipeline_compiles_to_a_valid_spec_with_numbered_steps(tmp_path: Path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from google_standin import service_account_key
 
-from components.sample_data import generate_customers
+from components.data.sample_data import generate_customers
 
 ROOT = Path(__file__).resolve().parents[1]
 # Split so this file does not match itself.

@@ -21,15 +21,16 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
-from components.calibration import CalibratedModel, ProbabilityCalibrator
 from components.contract import TELCO_CHURN
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
 from components.errors import ChurnError, RegistryError
-from components.features import build_preprocessor
-from components.predict import small_frame_path
+from components.model.calibration import CalibratedModel, ProbabilityCalibrator
+from components.model.features import build_preprocessor
+from components.model.predict import small_frame_path
 from components.registry import LocalRegistry, file_sha256, save_model
-from components.sample_data import generate_customers
-from components.score import score_frame
-from components.serving import (
+from components.scoring.tiers import score_frame
+from components.serving.server import (
     HOST,
     MODEL_SHA256_VARIABLE,
     ChurnPredictor,
@@ -38,7 +39,6 @@ from components.serving import (
     start_model_server,
 )
 from components.settings import Settings
-from components.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 # Not the defaults, so the tests show where each comes from: the cut-offs from the caller's

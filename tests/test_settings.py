@@ -151,15 +151,14 @@ def test_bad_vertex_settings_name_the_setting(environ, message, no_config: Path)
         load_settings(environ=environ, config_file=no_config)
 
 
-def test_the_compile_time_image_comes_from_settings(no_config: Path):
+def test_the_component_image_comes_from_the_settings_given():
     from components.settings import DEFAULT_COMPONENT_IMAGE, component_image
 
-    none = str(no_config)
-    assert component_image({"CHURN_CONFIG": none}) == DEFAULT_COMPONENT_IMAGE
-    image = component_image({"CHURN_CONFIG": none, "CHURN_PROJECT": "acme"})
+    assert component_image(Settings()) == DEFAULT_COMPONENT_IMAGE
+    image = component_image(Settings(project="acme"))
     assert image == "us-central1-docker.pkg.dev/acme/churn/components:0.1.0"
     pinned = "x.example/churn/components@sha256:" + "0" * 64
-    assert component_image({"CHURN_CONFIG": none, "CHURN_COMPONENT_IMAGE": pinned}) == pinned
+    assert component_image(Settings(project="acme", component_image=pinned)) == pinned
 
 
 def test_google_api_endpoint_is_every_apis_host_unless_the_api_has_its_own():

@@ -4,9 +4,9 @@ both sides of train/test, nor of a CV fold."""
 import pandas as pd
 import pytest
 
+from components.data.split import assert_no_leak, cv_folds, split_train_test
+from components.data.validate import validate
 from components.errors import ContractError
-from components.split import assert_no_leak, cv_folds, split_train_test
-from components.validate import validate
 
 
 def _with_copies(customers: pd.DataFrame) -> pd.DataFrame:

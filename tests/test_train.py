@@ -10,18 +10,18 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN
-from components.features import build_preprocessor
-from components.split import split_train_test
-from components.train import (
+from components.data.split import split_train_test
+from components.data.validate import validate
+from components.model.features import build_preprocessor
+from components.model.search import (
     FAMILIES,
     Family,
     _prepare_folds,
     choose_threshold,
-    fit_final,
     search_candidates,
     select_best,
 )
-from components.validate import validate
+from components.model.train import fit_final
 
 
 @pytest.fixture(scope="module")

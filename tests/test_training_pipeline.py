@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from components.sample_data import generate_customers
+from components.data.sample_data import generate_customers
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

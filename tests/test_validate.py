@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from components.data.validate import validate
 from components.errors import ContractError
-from components.validate import validate
 
 
 def test_clean_data_passes_whole(customers):
@@ -178,7 +178,7 @@ def test_small_frames_are_validated_as_large_ones(
 ):
     """Serving's few-row requests take a value-by-value path through the same checks: it
     gives the same rows, types, reasons and counts as the vectorised one."""
-    import components.validate as validate_module
+    import components.data.validate as validate_module
 
     rng = np.random.default_rng(3)
     raw = customers.head(validate_module.SMALL_ROWS).astype(object)

@@ -357,7 +357,10 @@ def test_the_run_joins_its_experiment_once_vertex_has_started_it(google_cloud):
     context added to it, as `PipelineJob.submit(experiment=...)` does."""
     from components.errors import ChurnError
     from components.experiment import join_experiment
-    from pipelines.training import training_pipeline
+    from components.settings import Settings
+    from pipelines.compiling import build_pipeline
+
+    training_pipeline = build_pipeline("training", Settings())
 
     standin = vertex(google_cloud, start_after=1)  # started at the second GET
     client = aiplatform_v1.PipelineServiceClient(

@@ -16,7 +16,7 @@ from artifact_registry_standin import ArtifactRegistry
 from google.cloud import aiplatform_v1
 from vertex_standin import LOCATION, MODEL, VertexModels
 
-from components.sample_data import generate_customers
+from components.data.sample_data import generate_customers
 from components.warehouse import read_table, write_table
 
 ROOT = Path(__file__).resolve().parents[1]

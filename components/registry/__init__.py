@@ -7,36 +7,31 @@
                           `VertexRegistry` (components/registry/vertex.py): versions of the
                           Vertex AI model ID; model directories uploaded under `artifacts`
 
-Both store and return a model directory (components/model_files.py): the model file, its
+Both store and return a model directory (components/registry/model_files.py): the model file, its
 record with SHA-256 and the files registration writes beside them, and both refuse a model
 file whose SHA-256 differs from the record.
 
 Promotion is a compare-and-set: `register_as_champion` moves the alias only if the champion
 is still the version the new model was evaluated against, so of two runs that evaluated at
 once only the first promotes and the second is registered unpromoted, saying why.
+
+May import: the shared modules (settings, errors, local_files). It stores and hashes model
+files and knows nothing of what a model is; `container` is what a registered version
+promises of its serving container.
 """
 
-from __future__ import annotations
-
-import hashlib
-from dataclasses import MISSING, dataclass, field, fields
-from importlib import metadata
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
-
 from components.errors import RegistryError
-from components.model_files import (
-    MODEL_FILE,
-    PICKLED_LIBRARIES,
-    RECORD_FILE,
-    file_sha256,
-    load_checked_model,
-    save_model,
+from components.registry.local import LocalRegistry
+from components.registry.model_files import MODEL_FILE, RECORD_FILE, file_sha256, save_model
+from components.registry.versions import (
+    CHAMPION,
+    ModelVersion,
+    Registry,
+    champion_changed,
+    data_fingerprint,
+    library_versions,
+    load_model_directory,
 )
-
-if TYPE_CHECKING:
-    import pandas as pd
-    from sklearn.pipeline import Pipeline
 
 __all__ = [
     "CHAMPION",
@@ -55,86 +50,6 @@ __all__ = [
     "save_model",
 ]
 
-CHAMPION = "champion"
-# Recorded at registration: those a model file's unpickling depends on, and those that
-# shaped its training.
-_TRACKED_LIBRARIES = (*PICKLED_LIBRARIES, "imbalanced-learn", "pandas", "kfp")
-
-
-@dataclass
-class ModelVersion:
-    """One registered model and everything needed to trust and reproduce it."""
-
-    version: int
-    sha256: str
-    best_model: str
-    threshold: float
-    metrics: dict[str, float]
-    data_fingerprint: str
-    run_id: str
-    created_at: str
-    library_versions: dict[str, str] = field(default_factory=dict)
-    params: dict[str, Any] = field(default_factory=dict)
-    promoted: bool = False
-    promotion_reason: str = ""
-
-    @classmethod
-    def from_record(cls, record: dict[str, Any], source: object) -> ModelVersion:
-        """The version a record read from `source` describes, or RegistryError naming it."""
-        known = {f.name for f in fields(cls)}
-        required = {
-            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-        }
-        unknown, missing = sorted(set(record) - known), sorted(required - set(record))
-        if unknown or missing or type(record["version"]) is not int:
-            raise RegistryError(
-                f"{source} is not a model version record (unknown fields: {unknown}, "
-                f"missing: {missing}, version {record.get('version')!r}): it is damaged"
-            )
-        return cls(**record)
-
-
-class Registry(Protocol):
-    """What every registry backend offers. `ref` is a version number (`3`, `"3"`, `"v3"`)
-    or an alias (`"champion"`)."""
-
-    def register(self, directory: Path, **record: Any) -> ModelVersion:
-        """Store the model directory (`MODEL_FILE` and any files beside it) as the next
-        version; `record` fills `ModelVersion`'s fields other than version, sha256 and
-        created_at."""
-        ...
-
-    def get(self, ref: int | str) -> ModelVersion: ...
-
-    def champion(self) -> ModelVersion | None: ...
-
-    def register_as_champion(
-        self, directory: Path, *, replacing: int | None, **record: Any
-    ) -> ModelVersion:
-        """Register as `register` does and move the `champion` alias to the new version,
-        if the champion is still `replacing` (the version the promotion gate compared the
-        model with; None: there was none). If another run moved the alias meanwhile, the
-        version is registered with `promoted=False` and `champion_changed`'s reason."""
-        ...
-
-    def promote(self, version: int) -> None:
-        """Move the `champion` alias to `version`."""
-        ...
-
-    def fetch(self, ref: int | str, directory: Path) -> ModelVersion:
-        """Copy a version's model directory into `directory`, refusing a model file whose
-        SHA-256 differs from its record; return the record."""
-        ...
-
-    def load_model(self, ref: int | str) -> tuple[Pipeline, ModelVersion]:
-        """The fitted pipeline of a version, after checking the file's SHA-256."""
-        ...
-
-    def resource_name(self, version: int) -> str:
-        """Where the version lives, for lineage: a directory, or a Vertex model version's
-        resource name (`projects/P/locations/R/models/ID@3`)."""
-        ...
-
 
 def open_registry(uri: str, *, serving_image: str = "") -> Registry:
     """The registry a URI names (see the module docstring). A malformed `vertex://` URI
@@ -151,43 +66,3 @@ def open_registry(uri: str, *, serving_image: str = "") -> Registry:
             "vertex://projects/P/locations/R/models/ID?artifacts=gs://BUCKET/PATH"
         )
     return LocalRegistry(uri)
-
-
-def champion_changed(reason: str, current: int | None, replacing: int | None) -> str:
-    """Why a model that passed the gate was not promoted: the champion it was compared
-    with is no longer the champion. Re-evaluating here would need the test set, which the
-    register step does not have: the next run compares it honestly."""
-    was = f"v{replacing}" if replacing is not None else "no champion"
-    now = f"v{current}" if current is not None else "none"
-    return (
-        f"not promoted: the champion changed to {now} while this run evaluated against "
-        f"{was} ({reason}); it was not compared with {now}: re-run training to compare"
-    )
-
-
-def load_model_directory(
-    directory: Path, *, sha256: str | None = None, accept_library_mismatch: bool = False
-) -> tuple[Pipeline, ModelVersion]:
-    """The model in a registry version's directory (`model.joblib` + `version.json`),
-    unpickled only if its SHA-256 matches the record (and `sha256`, when given) and the
-    libraries that pickled it are the running ones (unless `accept_library_mismatch`)."""
-    model, record = load_checked_model(
-        Path(directory), sha256=sha256, accept_library_mismatch=accept_library_mismatch
-    )
-    return model, ModelVersion.from_record(record, Path(directory) / RECORD_FILE)
-
-
-def data_fingerprint(frame: pd.DataFrame) -> str:
-    """Content hash of a table (order-sensitive), to tell which data a model saw."""
-    import pandas as pd
-
-    row_hashes = pd.util.hash_pandas_object(frame, index=False).to_numpy()
-    return hashlib.sha256(row_hashes.tobytes()).hexdigest()[:16]
-
-
-def library_versions() -> dict[str, str]:
-    return {name: metadata.version(name) for name in _TRACKED_LIBRARIES}
-
-
-# Last: the backend module builds on ModelVersion above.
-from components.registry.local import LocalRegistry  # noqa: E402

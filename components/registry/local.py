@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from components.errors import RegistryError
 from components.local_files import LockTimeout, exclusive_lock
-from components.model_files import (
+from components.registry.model_files import (
     MODEL_FILE,
     RECORD_FILE,
     checked_model_bytes,
@@ -36,7 +36,12 @@ from components.model_files import (
     write_json,
     write_record,
 )
-from components.registry import CHAMPION, ModelVersion, champion_changed, load_model_directory
+from components.registry.versions import (
+    CHAMPION,
+    ModelVersion,
+    champion_changed,
+    load_model_directory,
+)
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline

@@ -31,7 +31,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from components.errors import RegistryError, google_reason
-from components.model_files import (
+from components.registry.container import HEALTH_ROUTE, MODEL_SHA256_VARIABLE, PREDICT_ROUTE
+from components.registry.model_files import (
     EVALUATION_FILE,
     MODEL_FILE,
     RECORD_FILE,
@@ -40,7 +41,7 @@ from components.model_files import (
     read_record,
     write_record,
 )
-from components.registry import (
+from components.registry.versions import (
     CHAMPION,
     ModelVersion,
     champion_changed,
@@ -233,8 +234,6 @@ class VertexRegistry:
     def _upload_version(self, artifact_uri: str, entry: ModelVersion) -> int:
         from google.api_core import exceptions
         from google.cloud import aiplatform_v1
-
-        from components.serving import HEALTH_ROUTE, MODEL_SHA256_VARIABLE, PREDICT_ROUTE
 
         model = aiplatform_v1.Model(
             display_name=self.model_id,

@@ -28,19 +28,12 @@ from google_cloud_pipeline_components.types.artifact_types import BQTable
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
 from components.contract import TELCO_CHURN, DataContract
-from components.drift import DriftTally, ReferenceProfile
 from components.errors import SourceError
-from components.score import (
-    ChunkResult,
-    ScoringJob,
-    StagedRun,
-    _numbered,
-    _prediction_batch,
-    _reject_batch,
-    _validate_serving,
-    risk_tier,
-    stage_chunks,
-)
+from components.monitoring.drift import DriftTally, ReferenceProfile
+from components.scoring.chunked import numbered, validate_serving
+from components.scoring.staged import ChunkResult, ScoringJob, prediction_batch, reject_batch
+from components.scoring.staging import StagedRun, stage_chunks
+from components.scoring.tiers import risk_tier
 from components.stage import stage
 
 PREDICTION_COLUMN = "prediction"
@@ -111,7 +104,7 @@ def batch_output_chunk(
         )
     ]
     instances = frame.drop(columns=[PREDICTION_COLUMN, ERRORS_COLUMN], errors="ignore")
-    checked = _validate_serving(instances, job.source, first_row)
+    checked = validate_serving(instances, job.source, first_row)
     row_numbers = np.arange(first_row, first_row + checked.rows_read)
     rejected_rows = checked.rejects["row_number"].to_numpy(dtype=np.int64)
     kept_rows = np.delete(row_numbers, rejected_rows - first_row)
@@ -134,8 +127,8 @@ def batch_output_chunk(
         tally.add(clean, probability, np.random.default_rng([job.seed, first_row]))
     failed_ids = checked.clean[contract.id_column][~scored_mask]
     return ChunkResult(
-        predictions=_prediction_batch(scored, kept_rows[scored_mask], job),
-        rejects=_reject_batch(
+        predictions=prediction_batch(scored, kept_rows[scored_mask], job),
+        rejects=reject_batch(
             np.concatenate([rejected_rows, kept_rows[~scored_mask]]),
             [*checked.rejects[contract.id_column], *failed_ids],
             [*checked.rejects["reason"], *(r for r in failures if r is not None)],
@@ -162,8 +155,7 @@ def stage_batch_output(
     table's) into `directory` as `stage_scores` stages chunked scoring; stop with
     `ContractError` unless it holds exactly the `source_rows` rows of the job's input."""
     chunks = (
-        batch_output_chunk(batch, first_row, job, profile)
-        for first_row, batch in _numbered(batches)
+        batch_output_chunk(batch, first_row, job, profile) for first_row, batch in numbered(batches)
     )
     return stage_chunks(chunks, job, directory, tolerance=tolerance, source_rows=source_rows)
 
@@ -202,7 +194,7 @@ def batch_prediction_tables(source_uri: str, output_uri: str) -> NamedTuple(
     "BatchTables", [("source", str), ("destination", str)]
 ):
     """The batch prediction job's BigQuery input table and output project."""
-    from components.batch_prediction import bigquery_job_tables
+    from components.scoring.batch_prediction import bigquery_job_tables
 
     return bigquery_job_tables(source_uri, output_uri)
 
@@ -232,13 +224,13 @@ def stage_batch_predictions(
     import logging
     from pathlib import Path
 
-    from components.batch_prediction import (
+    from components.monitoring.drift import load_profile
+    from components.scoring.batch_prediction import (
         errors_table,
         remove_job_dataset,
         stage_batch_output,
     )
-    from components.drift import load_profile
-    from components.score import ScoringJob
+    from components.scoring.staged import ScoringJob
     from components.warehouse import iter_batches, parse_uri, table_exists
     from components.warehouse.bigquery import row_count
 

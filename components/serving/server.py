@@ -39,19 +39,15 @@ from google.cloud.aiplatform.prediction.predictor import Predictor
 from google.cloud.aiplatform.prediction.serializer import DefaultSerializer
 
 from components.contract import TELCO_CHURN
+from components.data.validate import validate
 from components.errors import ChurnError, ContractError, RegistryError
-from components.predict import small_frame_path, tree_kernel
+from components.model.predict import small_frame_path, tree_kernel
 from components.registry import MODEL_FILE, RECORD_FILE, load_model_directory
-from components.score import score_frame
+from components.registry.container import HEALTH_ROUTE, MODEL_SHA256_VARIABLE, PREDICT_ROUTE
+from components.scoring.tiers import score_frame
 from components.settings import Settings, load_settings
-from components.validate import validate
 
 HOST = "127.0.0.1"
-HEALTH_ROUTE = "/health"
-PREDICT_ROUTE = "/predict"
-# The model file's SHA-256 as the registry records it, set in the server's environment by
-# whoever starts it from the registry (a Vertex model's container spec, `submit.py serve`).
-MODEL_SHA256_VARIABLE = "CHURN_MODEL_SHA256"
 SERVER_APP = "google.cloud.aiplatform.prediction.model_server:CprModelServer"
 _PROJECT_ERROR = re.compile(r"components\.errors\.\w+: (?P<message>.+)$")
 

@@ -16,7 +16,7 @@ first used, on probe rows built from the model's own thresholds; a model that fa
 check, or one with splits the kernel doesn't handle (categorical splits, more than two
 classes), is scored by `predict_proba`.
 
-A calibrated model (`components.calibration.CalibratedModel`, the last step of the saved
+A calibrated model (`components.model.calibration.CalibratedModel`, the last step of the saved
 pipeline) is scored the same way: the kernel (or `predict_proba`) gives its estimator's
 probability, and its calibrator, a cheap one-dimensional map, is applied after.
 """
@@ -33,9 +33,9 @@ from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.pipeline import Pipeline
 
-from components.calibration import CalibratedModel
 from components.contract import TELCO_CHURN, DataContract
-from components.features import SMALL_FRAME_ROWS, SmallFramePreprocessor
+from components.model.calibration import CalibratedModel
+from components.model.features import SMALL_FRAME_ROWS, SmallFramePreprocessor
 
 log = logging.getLogger(__name__)
 
@@ -300,7 +300,7 @@ def _raw_scores(x, has_missing, baseline, split, threshold, value, root, depth):
 
 
 if __name__ == "__main__":
-    # `python -m components.predict`: compile the kernel into numba's cache (image builds).
+    # `python -m components.model.predict`: compile the kernel into numba's cache (image builds).
     from sklearn.ensemble import HistGradientBoostingClassifier as _Trees
 
     _tiny = np.array([[0.0], [1.0], [2.0], [3.0]])

@@ -114,9 +114,9 @@ def deploy_to_endpoint(
     resource name."""
     import logging
 
-    from components.endpoint import deploy_model_version
     from components.errors import RegistryError
     from components.registry.vertex import parse_vertex_uri
+    from components.serving.endpoint import deploy_model_version
 
     logging.basicConfig(level=logging.INFO)
     if not registry_uri.startswith("vertex://"):

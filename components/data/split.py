@@ -124,7 +124,7 @@ def split_data(
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.split import split_train_test
+    from components.data.split import split_train_test
 
     train_frame, test_frame = split_train_test(
         pd.read_parquet(clean.path), test_size=test_size, seed=seed

@@ -179,7 +179,7 @@ def compare_with_champion(
     all test rows, labelled as flattering the champion. Both models' metric on those rows,
     the difference and its paired bootstrap 95% interval, how many rows, and a `note`
     saying on what the comparison rests."""
-    from components.lineage import trained_on
+    from components.model.lineage import trained_on
 
     total = len(label)
     if champion_training_customers is None:
@@ -273,7 +273,7 @@ def load_model_dir(directory: str, sha256: str) -> Pipeline:
     bytes have the SHA-256 that step recorded (`sha256`, from the artifact's metadata)."""
     from pathlib import Path
 
-    from components.model_files import MODEL_FILE, load_model_file
+    from components.registry.model_files import MODEL_FILE, load_model_file
 
     return load_model_file(Path(directory) / MODEL_FILE, sha256)
 
@@ -302,7 +302,7 @@ def evaluate_model(
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.evaluate import (
+    from components.model.evaluate import (
         bootstrap_interval,
         calibration_metrics,
         classification_metrics,
@@ -312,8 +312,8 @@ def evaluate_model(
         load_model_dir,
         roc_points,
     )
-    from components.lineage import load_training_customers
-    from components.predict import predict_probability
+    from components.model.lineage import load_training_customers
+    from components.model.predict import predict_probability
     from components.registry import load_model_directory, open_registry
 
     frame = pd.read_parquet(test.path)

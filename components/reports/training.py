@@ -91,8 +91,8 @@ def summarize_training(
 
     import pandas as pd
 
-    from components.report import render_training_report
-    from components.summary import training_summary
+    from components.reports.training import training_summary
+    from components.reports.training_report import render_training_report
 
     def count(artifact) -> int:
         return int(artifact.metadata["rows"])  # metadata numbers come back as floats

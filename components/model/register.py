@@ -11,11 +11,11 @@ from typing import Any, NamedTuple
 from google_cloud_pipeline_components.types.artifact_types import VertexModel
 from kfp.dsl import Artifact, Dataset, Input, Model, Output
 
-from components.drift import ReferenceProfile, save_profile
 from components.errors import RegistryError
-from components.lineage import save_training_customers
-from components.model_files import EVALUATION_FILE, MODEL_FILE, file_sha256
+from components.model.lineage import save_training_customers
+from components.monitoring.drift import ReferenceProfile, save_profile
 from components.registry import ModelVersion, library_versions, open_registry
+from components.registry.model_files import EVALUATION_FILE, MODEL_FILE, file_sha256
 from components.stage import stage
 
 
@@ -184,10 +184,10 @@ def register_model(
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.drift import reference_profile
-    from components.model_files import MODEL_FILE
-    from components.register import register_and_promote
+    from components.model.register import register_and_promote
+    from components.monitoring.drift import reference_profile
     from components.registry import data_fingerprint, open_registry
+    from components.registry.model_files import MODEL_FILE
 
     train_frame = pd.read_parquet(train.path)
     # Held-out scores as the reference: a model's scores on its own training rows are

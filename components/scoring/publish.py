@@ -66,7 +66,7 @@ def _publish(
 ) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
-    from components.score import (
+    from components.scoring.staged import (
         PREDICTION_COLUMNS,
         PREDICTIONS_FILE,
         REJECT_COLUMNS,
@@ -225,7 +225,7 @@ def publish_predictions(
     from pathlib import Path
 
     from components.errors import SourceError
-    from components.publish import ExportsPendingError, publish_scores
+    from components.scoring.publish import ExportsPendingError, publish_scores
 
     try:
         result = publish_scores(

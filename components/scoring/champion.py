@@ -30,7 +30,7 @@ def load_champion(
     for Vertex batch prediction (for a local registry, its directory)."""
     from pathlib import Path
 
-    from components.champion import fetch_model
+    from components.scoring.champion import fetch_model
 
     entry, resource = fetch_model(registry_uri, model_ref, Path(model.path))
     model.metadata.update(

@@ -456,7 +456,7 @@ def validate_training_data(
     """Keep valid, de-duplicated rows; set the rest aside with their reasons."""
     import pandas as pd
 
-    from components.validate import validate
+    from components.data.validate import validate
 
     result = validate(pd.read_parquet(raw.path), source=source_uri, tolerance=invalid_row_tolerance)
     result.clean.to_parquet(clean.path, index=False)

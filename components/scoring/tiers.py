@@ -1,0 +1,50 @@
+"""Risk tiers: a customer's churn probability, the model's yes/no call and a tier by cut-off.
+
+What one scored frame holds, whoever scores it: batch scoring (`chunked`, the batch
+prediction path) and the model server (`components.serving.server`).
+"""
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from components.contract import TELCO_CHURN, DataContract
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
+
+
+RISK_TIERS = ("high", "medium", "low")
+
+
+def risk_tier(probability: np.ndarray, *, high: float, medium: float) -> pd.Categorical:
+    """`high` from the `high` cut-off up, `medium` from `medium` up, else `low`."""
+    tier = np.select([probability >= high, probability >= medium], [0, 1], 2)
+    return pd.Categorical.from_codes(tier, categories=RISK_TIERS)
+
+
+def score_frame(
+    model: "Pipeline",
+    frame: pd.DataFrame,
+    *,
+    threshold: float,
+    high: float,
+    medium: float,
+    contract: DataContract = TELCO_CHURN,
+) -> pd.DataFrame:
+    """Score validated rows: one output row per input row, in order, with `customer_id`,
+    `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`;
+    no rows give the same columns, empty (a chunk of only rejects)."""
+    from components.model.predict import predict_probability
+
+    # Estimators refuse zero rows.
+    probability = predict_probability(model, frame, contract) if len(frame) else np.empty(0)
+    return pd.DataFrame(
+        {
+            "customer_id": frame[contract.id_column].array,
+            "churn_probability": probability,
+            "churn_predicted": probability >= threshold,
+            "risk_tier": risk_tier(probability, high=high, medium=medium),
+        }
+    )

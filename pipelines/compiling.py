@@ -1,0 +1,46 @@
+"""Compiling a pipeline for the settings in use: the one way `compile.py` and the Vertex
+runner (`pipelines.vertex.compile_template`) turn a pipeline into KFP YAML.
+
+Nothing here or in the pipeline modules reads settings when it is imported: the caller
+passes the settings it loaded (config file, `CHURN_*` environment, CLI flags), so those
+reach the compiled CPU, memory and component image, and a config file that is not the one
+in use is never read.
+"""
+
+import functools
+import importlib
+from pathlib import Path
+
+from kfp import compiler
+from kfp.dsl.graph_component import GraphComponent
+
+from components.settings import DEFAULT_COMPONENT_IMAGE, Settings, component_image
+
+# name -> "module:builder"; the YAML is named after the module, as in pipelines/.
+PIPELINES = {
+    "training": "pipelines.training:build_training_pipeline",
+    "scoring": "pipelines.scoring:build_scoring_pipeline",
+}
+
+
+@functools.lru_cache(maxsize=8)
+def build_pipeline(name: str, settings: Settings) -> GraphComponent:
+    """The pipeline `name` (a key of PIPELINES) as `settings` shape it (built once per
+    settings: submitting compiles it and reads its name and parameters)."""
+    module_name, builder = PIPELINES[name].split(":")
+    return getattr(importlib.import_module(module_name), builder)(settings)
+
+
+def compile_pipeline(name: str, path: Path, settings: Settings) -> Path:
+    """KFP's YAML of pipeline `name` at `path`: each step's CPU and memory from `settings`,
+    and the project's steps in `component_image(settings)` (Google's own ops keep theirs)."""
+    compiler.Compiler().compile(build_pipeline(name, settings), str(path))
+    image = component_image(settings)
+    if image != DEFAULT_COMPONENT_IMAGE:
+        # Steps are defined with the placeholder image (components.stage); only they name it.
+        text = path.read_text(encoding="utf-8")
+        path.write_text(
+            text.replace(f"image: {DEFAULT_COMPONENT_IMAGE}\n", f"image: {image}\n"),
+            encoding="utf-8",
+        )
+    return path
