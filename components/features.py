@@ -1,6 +1,7 @@
-"""Alias of `components.model.features`: models pickled before issue 17's move name their
-classes here (`components.features.…`), and unpickling imports this module to find them.
-tests/test_layout.py scores such a model bit for bit."""
+"""The name model files record for the classes of `components.model.features` (their
+`__module__` is this module's): models pickled before issue 17's move and after it name
+`components.features.…`, so either loads in an image built before or after the move.
+tests/test_layout.py scores a model made before the move bit for bit."""
 
 from components.model.features import CategoryEncoder, SmallFramePreprocessor
 

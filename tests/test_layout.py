@@ -44,6 +44,20 @@ def _resources(path: Path) -> list[dict]:
     return [e["container"]["resources"] for e in executors if "resources" in e["container"]]
 
 
+def test_a_model_pickled_now_names_the_classes_where_older_images_find_them():
+    """A champion trained after the move is scored by a pipeline pinned to an older
+    template and image (until `schedule` republishes): its pickle names the paths that
+    existed before the move."""
+    import pickle
+
+    from components.model.calibration import CalibratedModel
+    from components.model.features import CategoryEncoder, build_preprocessor
+
+    pickled = pickle.dumps((build_preprocessor(), CategoryEncoder(), CalibratedModel))
+    assert b"components.model" not in pickled
+    assert b"components.features" in pickled and b"components.calibration" in pickled
+
+
 def test_compiling_takes_the_cpu_memory_and_image_of_the_settings_it_is_given(tmp_path: Path):
     settings = Settings(
         training_cpu="8",

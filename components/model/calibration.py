@@ -111,3 +111,8 @@ class CalibratedModel(ClassifierMixin, BaseEstimator):
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         churn = self.calibrate(self.estimator.predict_proba(x)[:, 1])
         return np.column_stack([1 - churn, churn])
+
+
+# The names model files record for these classes, before issue 17's move and after it
+# (components/calibration.py re-exports them): see components/model/features.py.
+CalibratedModel.__module__ = ProbabilityCalibrator.__module__ = "components.calibration"
