@@ -72,8 +72,11 @@ def cloud(google_cloud, tmp_path: Path, monkeypatch, no_config) -> StrictCloud:
         # STORAGE_EMULATOR_HOST set, the storage client sends no credentials anywhere, and
         # the stand-in refuses bucket calls without them, as Google does.
         made.gcs_url = server.url
-        monkeypatch.delenv("STORAGE_EMULATOR_HOST")
-        yield made
+        # Restored, and then removed by the server's stop, before the next test: the
+        # fixture's own monkeypatch would put it back after the server is gone.
+        with pytest.MonkeyPatch.context() as patch:
+            patch.delenv("STORAGE_EMULATOR_HOST")
+            yield made
 
 
 @contextlib.contextmanager
