@@ -409,14 +409,14 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     import yaml
     from rich.markup import escape
 
-    from pipelines import vertex
+    from pipelines import templates, vertex
     from pipelines.parameters import pipeline_arguments
 
     settings = _pinned(settings, args.dry_run)
     pipeline_func = _pipeline(name, settings)
     arguments = pipeline_arguments(pipeline_func, settings, vertex=True, run=run)
     with tempfile.TemporaryDirectory() as tmp:
-        path = vertex.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
+        path = templates.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
         spec = yaml.safe_load(path.read_text())
     job = vertex.pipeline_job(
         settings, arguments, display_name=pipeline_func.name, pipeline_spec=spec
@@ -613,20 +613,20 @@ def _published_templates(settings: Settings, dry_run: bool) -> dict[str, Any]:
     return what they would publish (the version is the YAML's sha256 either way)."""
     import tempfile
 
-    from pipelines import vertex
+    from pipelines import templates
     from pipelines.compiling import PIPELINES
 
     _require_project(settings)
-    tags = vertex.template_tags()
+    tags = templates.template_tags()
     published = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in PIPELINES:
             pipeline_func = _pipeline(name, settings)
-            path = vertex.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
+            path = templates.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
             if dry_run:
-                print(vertex.upload_request(settings, path, tags).line())
-                version = vertex.template_version(path)
-                published[name] = vertex.Published(
+                print(templates.upload_request(settings, path, tags).line())
+                version = templates.template_version(path)
+                published[name] = templates.Published(
                     pipeline_func.name,
                     version,
                     tags,
@@ -634,7 +634,7 @@ def _published_templates(settings: Settings, dry_run: bool) -> dict[str, Any]:
                 )
             else:
                 with console.status(f"uploading {path.name}"):
-                    published[name] = vertex.publish_template(settings, path, tags)
+                    published[name] = templates.publish_template(settings, path, tags)
     return published
 
 
@@ -769,31 +769,31 @@ def _registration_image(settings: Settings) -> Settings:
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
     """Build and push both images; print each by its pushed digest."""
-    from pipelines import images
+    from pipelines import build
 
     _require_project(settings)
     if args.dry_run:
         if args.builder == "cloud-build":
-            lines = images.dry_run_cloud_build(settings)
+            lines = build.dry_run_cloud_build(settings)
         else:
-            lines = images.dry_run_local_build(settings, args.builder)
+            lines = build.dry_run_local_build(settings, args.builder)
         for line in lines:
             print(line)
         return 0
-    targets = images.build_targets(settings)
+    targets = build.build_targets(settings)
     console.print(
         f"[bold]building[/bold] {', '.join(t.base for t in targets.values())} "
-        f"({', '.join(images.build_tags(settings))}) with {args.builder}",
+        f"({', '.join(build.build_tags(settings))}) with {args.builder}",
         markup=True,
     )
     status, on_step = _progress()
     with status:
         if args.builder == "cloud-build":
-            pushed = images.cloud_build(settings, on_step)
+            pushed = build.cloud_build(settings, on_step)
         else:
-            from pipelines.vertex import _access_token
+            from pipelines.vertex import access_token
 
-            pushed = images.local_build(settings, args.builder, on_step, _access_token())
+            pushed = build.local_build(settings, args.builder, on_step, access_token())
     for name, uri in pushed.items():
         console.print(f"{name}: {uri}", markup=False)
     if args.json:

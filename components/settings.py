@@ -91,7 +91,7 @@ class Settings:
     batch_starting_replicas: int = 1
     batch_max_replicas: int = 10
 
-    # --- Vertex runs, templates and schedules (submit.py, pipelines/vertex.py) ------------
+    # --- Vertex runs, templates and schedules (submit.py, pipelines/vertex.py, templates.py)
     template_registry: str | None = None
     """Artifact Registry KFP repository the pipeline templates are published to
     (default https://<region>-kfp.pkg.dev/<project>/churn-pipelines)."""

@@ -1,5 +1,5 @@
 """Compiling a pipeline for the settings in use: the one way `compile.py` and the Vertex
-runner (`pipelines.vertex.compile_template`) turn a pipeline into KFP YAML.
+runner (`pipelines.templates.compile_template`) turn a pipeline into KFP YAML.
 
 Nothing here or in the pipeline modules reads settings when it is imported: the caller
 passes the settings it loaded (config file, `CHURN_*` environment, CLI flags), so those

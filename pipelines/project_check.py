@@ -363,7 +363,7 @@ def check_schedules(ctx: Context) -> list[Finding]:
     """Each schedule exists (as a Cloud Scheduler job or a Vertex schedule), is enabled,
     starts a template that is published and pinned by its sha256 version, and its last run
     started. Not scheduled yet is a warning; a schedule that cannot start its run fails."""
-    from pipelines import schedules, vertex
+    from pipelines import schedules, templates, vertex
 
     s = ctx.settings
     command = f"python submit.py schedule --project {s.project} --region {s.region}"
@@ -384,7 +384,7 @@ def check_schedules(ctx: Context) -> list[Finding]:
                 Finding("schedules", False, f"{where} starts {state.template_uri!r}, not a "
                         "template pinned by its sha256 version", command)
             )  # fmt: skip
-        elif not vertex.template_published(s, state.template_uri):
+        elif not templates.template_published(s, state.template_uri):
             findings.append(
                 Finding("schedules", False, f"{where} starts {state.template_uri}, which is "
                         "not published", command)

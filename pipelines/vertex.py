@@ -1,5 +1,6 @@
-"""Vertex AI Pipelines: compile a template, submit and follow a PipelineJob, list runs, and
-publish templates to Artifact Registry.
+"""Vertex AI Pipelines: submit and follow a PipelineJob, explain a failed step, list runs;
+and the REST requests, errors and credentials the other Google calls here share (compiling
+and publishing templates is pipelines/templates.py).
 
 Each request is built first as the proto the REST API takes, then either sent with Google's
 own client (`transport="rest"`, so `vertex_api_endpoint` can point anywhere, a test stand-in
@@ -9,20 +10,15 @@ the same object, so what a dry run shows is what a real run does.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
-import yaml
 from google.api_core import exceptions
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format, struct_pb2
@@ -82,117 +78,7 @@ def console_url(settings: Settings, job_id: str) -> str:
     )
 
 
-# --- templates ------------------------------------------------------------------------
-
-
-def compile_template(name: str, path: Path, settings: Settings) -> Path:
-    """Compile pipeline `name` to KFP YAML at `path` for `settings`
-    (`pipelines.compiling.compile_pipeline`: the settings' component image, CPU and memory),
-    every task's cache as `enable_caching` says (in the template itself, so scheduled runs,
-    which only name the template, behave as submitted ones do). The same code and settings
-    give byte-identical YAML, hence the same sha256 version."""
-    from pipelines.compiling import compile_pipeline
-
-    compile_pipeline(name, path, settings)
-    document = yaml.safe_load(path.read_text())
-    enable_caching = settings.enable_caching
-    dags = [document["root"]["dag"]] + [
-        c["dag"] for c in document.get("components", {}).values() if "dag" in c
-    ]
-    components = document.get("components", {})
-    for dag in dags:
-        for name, task in dag["tasks"].items():
-            task["cachingOptions"] = {"enableCache": True} if enable_caching else {}
-            # KFP cannot name the group holding an If/Elif/Else; the console shows what the
-            # task is called: name it after its branches ("vertex-batch-prediction or ...").
-            if task["taskInfo"]["name"] == name and name.startswith("condition-branches-"):
-                branches = components[task["componentRef"]["name"]]["dag"]["tasks"]
-                task["taskInfo"]["name"] = " or ".join(
-                    branches[key]["taskInfo"]["name"] for key in sorted(branches)
-                )
-    path.write_text(yaml.safe_dump(document, sort_keys=True))
-    return path
-
-
-def template_version(path: Path) -> str:
-    """The Artifact Registry version an upload of `path` gets: the sha256 of its bytes."""
-    return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def template_tags(commit: str | None = None) -> list[str]:
-    """Tags of a published template: the project version, the git commit when known, and
-    `latest` (for people browsing; runs pin the sha256 version)."""
-    version = metadata.version("churn-pipelines")
-    commit = commit if commit is not None else _git_commit()
-    return [f"v{version}", *([f"git-{commit[:12]}"] if commit else []), "latest"]
-
-
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-@dataclass(frozen=True)
-class Published:
-    package: str
-    version: str
-    tags: list[str]
-    template_uri: str
-
-
-def upload_request(settings: Settings, path: Path, tags: list[str]) -> ApiRequest:
-    """The upload as a dry run shows it: a multipart form of the YAML and its tags."""
-    return ApiRequest(
-        "POST",
-        settings.template_registry_uri,
-        {"tags": ",".join(tags), "content": {"file": path.name, "sha256": template_version(path)}},
-    )
-
-
-def publish_template(settings: Settings, path: Path, tags: list[str]) -> Published:
-    """Upload one compiled template to the KFP repository in Artifact Registry."""
-    from kfp.registry import ApiAuth, RegistryClient
-
-    # RegistryClient only fetches credentials itself for *.pkg.dev hosts; handing it a
-    # token makes `template_registry` overrides (Private Service Connect, tests) work too.
-    client = RegistryClient(host=settings.template_registry_uri, auth=ApiAuth(_access_token()))
-    try:
-        package, version = client.upload_pipeline(str(path), tags=tags)
-    except Exception as exc:  # requests' HTTPError, or a reply that is no package/version
-        raise VertexError(
-            f"uploading {path.name} to {settings.template_registry_uri} failed: {exc}"
-        ) from None
-    return Published(
-        package, version, tags, f"{settings.template_registry_uri}/{package}/{version}"
-    )
-
-
-def template_published(settings: Settings, template_uri: str) -> bool:
-    """Whether the KFP repository holds `template_uri` (`<repository>/<package>/<version>`):
-    read as a PipelineJob's `templateUri` is, by downloading it."""
-    import requests
-
-    try:
-        answer = requests.get(
-            template_uri, headers={"Authorization": f"Bearer {_access_token()}"}, timeout=60
-        )
-    except requests.RequestException as exc:
-        raise VertexError(f"reading template {template_uri} failed: {exc}") from None
-    if answer.status_code == 404:
-        return False
-    if not answer.ok:
-        raise VertexError(
-            f"reading template {template_uri} failed: {answer.status_code} {answer.text[:200]}"
-        )
-    return True
-
-
-def _access_token() -> str:
+def access_token() -> str:
     import google.auth
     import google.auth.transport.requests
 
@@ -443,7 +329,7 @@ def step_log(settings: Settings, custom_job_id: str, *, limit: int = 200) -> lis
         reply = requests.post(
             f"{base.rstrip('/')}/v2/entries:list",
             json=body,
-            headers={"Authorization": f"Bearer {_access_token()}"},
+            headers={"Authorization": f"Bearer {access_token()}"},
             timeout=30,
         )
     except requests.RequestException as exc:

@@ -26,7 +26,9 @@ from vertex_pipelines_standin import VertexPipelines
 
 import submit
 from components.settings import Settings
-from pipelines import images as build
+from pipelines import build
+from pipelines.build_context import source_files, source_tarball
+from pipelines.images import ImageError, pinned, registry_client, resolve_image
 
 ROOT = Path(__file__).resolve().parents[1]
 PROJECT, REGION = "acme", "europe-west4"
@@ -95,14 +97,14 @@ def checkout(tmp_path: Path) -> Path:
 
 
 def test_the_build_context_is_the_tracked_files_dockerignore_lets_in(checkout):
-    assert build.source_files(checkout) == [
+    assert source_files(checkout) == [
         ".dockerignore",
         *build.DOCKERFILES.values(),
         "setup.py",
     ]
-    with tarfile.open(fileobj=BytesIO(gzip.decompress(build.source_tarball(checkout)))) as tar:
-        assert sorted(tar.getnames()) == sorted(build.source_files(checkout))
-    assert build.source_tarball(checkout) == build.source_tarball(checkout)  # same bytes
+    with tarfile.open(fileobj=BytesIO(gzip.decompress(source_tarball(checkout)))) as tar:
+        assert sorted(tar.getnames()) == sorted(source_files(checkout))
+    assert source_tarball(checkout) == source_tarball(checkout)  # same bytes
 
 
 def test_a_build_pushes_both_images_and_prints_their_digests(
@@ -167,8 +169,8 @@ def test_a_second_build_moves_the_tags_and_runs_pin_the_new_digests(
         git_tags = [tag for tag in tags if tag.startswith("git-")]
         assert len(git_tags) == 2  # one per commit, each on its own build
         assert registry.image_exists(first[name])  # the old version stays, untagged
-    assert build.pinned(settings).component_image == second["components"]
-    assert build.pinned(settings).serving_image == second["serving"]
+    assert pinned(settings).component_image == second["components"]
+    assert pinned(settings).serving_image == second["serving"]
 
 
 def test_a_build_whose_dockerfile_is_not_in_the_source_fails_with_its_step(
@@ -176,7 +178,7 @@ def test_a_build_whose_dockerfile_is_not_in_the_source_fails_with_its_step(
 ):
     (checkout / ".dockerignore").write_text("containers/serving\n")
     _git(checkout, "commit", "-qam", "serving left out")
-    with pytest.raises(build.ImageError, match=r'build step 1 "gcr.io/cloud-builders/docker"'):
+    with pytest.raises(ImageError, match=r'build step 1 "gcr.io/cloud-builders/docker"'):
         build.cloud_build(settings_for(google_cloud), lambda *_: None, checkout)
     assert not registry.image_exists(f"{REPOSITORY}/serving:0.1.0")
 
@@ -191,18 +193,18 @@ def test_cloud_build_refuses_a_source_object_that_does_not_exist(google_cloud, c
 
 
 def test_a_missing_image_is_refused_by_tag_and_by_digest(google_cloud, registry):
-    client = build.registry_client(settings_for(google_cloud))
-    with pytest.raises(build.ImageError) as missing:
-        build.resolve_image(f"{REPOSITORY}/components:0.1.0", client)
+    client = registry_client(settings_for(google_cloud))
+    with pytest.raises(ImageError) as missing:
+        resolve_image(f"{REPOSITORY}/components:0.1.0", client)
     assert str(missing.value) == (
         f"image {REPOSITORY}/components:0.1.0 does not exist in Artifact Registry; "
         "run `python submit.py build`"
     )
     pushed = registry.push(f"{REPOSITORY}/components:0.1.0", b"image")
-    assert build.resolve_image(f"{REPOSITORY}/components:0.1.0", client) == pushed
-    assert build.resolve_image(pushed, client) == pushed  # a digest is checked, kept
-    with pytest.raises(build.ImageError, match="does not exist"):
-        build.resolve_image(f"{REPOSITORY}/components@sha256:" + "0" * 64, client)
+    assert resolve_image(f"{REPOSITORY}/components:0.1.0", client) == pushed
+    assert resolve_image(pushed, client) == pushed  # a digest is checked, kept
+    with pytest.raises(ImageError, match="does not exist"):
+        resolve_image(f"{REPOSITORY}/components@sha256:" + "0" * 64, client)
 
 
 @pytest.fixture
@@ -358,7 +360,7 @@ def test_without_credentials_a_submission_says_how_to_sign_in(
 
 def test_the_registry_stand_in_answers_as_artifact_registry(google_cloud, registry):
     """What the Vertex stand-in and `check` rely on: images by digest only, Google's 404."""
-    client = build.registry_client(settings_for(google_cloud))
+    client = registry_client(settings_for(google_cloud))
     pushed = registry.push(f"{REPOSITORY}/serving:0.1.0", b"one")
     repo = f"projects/{PROJECT}/locations/{REGION}/repositories/churn"
     image = client.get_docker_image(name=f"{repo}/dockerImages/{pushed.rsplit('/', 1)[1]}")
