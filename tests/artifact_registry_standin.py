@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import unquote
 
-from google_standin import Authorize, account_resource, allow_all, error
+from google_standin import Authorize, account_resource, allow_all, error, permission_denied
 
 _REPO = (
     r"/v1/projects/(?P<project>[^/]+)/locations/(?P<location>[^/]+)/repositories/(?P<repo>[^/]+)"
@@ -342,13 +342,8 @@ class CloudBuild:
         if account and not self.authorize(
             builder, "storage.objects.get", f"projects/_/buckets/{bucket}"
         ):
-            return error(
-                403,
-                "PERMISSION_DENIED",
-                f"{account} does not have storage.objects.get access to the Google Cloud "
-                f"Storage object. Permission 'storage.objects.get' denied on resource (or it "
-                f"may not exist).",
-            )
+            source = f"projects/_/buckets/{bucket}/o/{name}"
+            return permission_denied("storage", "storage.objects.get", source, account)
         blob = self.storage.bucket(bucket).get_blob(name)
         generation = storage_source.get("generation")
         if blob is None or (generation and int(generation) != blob.generation):
@@ -477,10 +472,7 @@ class CloudBuild:
         account = build.get("serviceAccount", "").rsplit("/", 1)[-1]
         builder = f"serviceAccount:{account}" if account else None
         for name in build.get("images", []):
-            location, project, repo = re.match(
-                r"([^/]+)-docker\.pkg\.dev/([^/]+)/([^/]+)/", name
-            ).groups()
-            repository = f"projects/{project}/locations/{location}/repositories/{repo}"
+            repository = self.registry._repo_name(_IMAGE_URI.fullmatch(name))
             if not self.authorize(
                 builder, "artifactregistry.repositories.uploadArtifacts", repository
             ):

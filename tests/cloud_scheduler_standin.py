@@ -25,7 +25,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from google.cloud import scheduler_v1
 from google.protobuf import json_format
-from google_standin import Authorize, access_token, account_resource, allow_all, error
+from google_standin import (
+    Authorize,
+    access_token,
+    account_resource,
+    allow_all,
+    error,
+    permission_denied,
+)
 
 # Cloud Scheduler's locations (a subset of https://cloud.google.com/about/locations/ that
 # the tests use and a real project would: the regions Vertex AI Pipelines runs in).
@@ -185,23 +192,18 @@ class CloudScheduler:
 
     def _parent(self, request, match, permission: str):
         parent = _parent_name(match)
-        if match["project"] != self.project:
-            return error(
-                403,
-                "PERMISSION_DENIED",
-                f"Permission '{permission}' denied on resource '{parent}' (or it may not exist).",
-            )
+        # Another project's, or one this caller may not use: Google does not say which.
+        allowed = match["project"] == self.project and self.authorize(
+            request.member, permission, f"projects/{self.project}"
+        )
+        if not allowed:
+            api = "cloudscheduler.googleapis.com"
+            return permission_denied(api, permission, parent, request.caller)
         if match["location"] not in LOCATIONS:
             return error(
                 404,
                 "NOT_FOUND",
                 f"Location '{match['location']}' is not found or access is unauthorized.",
-            )
-        if not self.authorize(request.member, permission, f"projects/{self.project}"):
-            return error(
-                403,
-                "PERMISSION_DENIED",
-                f"Permission '{permission}' denied on resource '{parent}' (or it may not exist).",
             )
         return None
 

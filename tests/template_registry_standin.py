@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import yaml
-from google_standin import Authorize, allow_all, error
+from google_standin import Authorize, allow_all, error, permission_denied
 
 
 @dataclass
@@ -63,11 +63,8 @@ class TemplateRegistry:
         if repo not in self.repositories():
             return error(404, "NOT_FOUND", f"Requested entity was not found: {resource}")
         if not self.authorize(request.member, permission, resource):
-            return error(
-                403,
-                "PERMISSION_DENIED",
-                f"Permission '{permission}' denied on resource '{resource}' (or it may not exist).",
-            )
+            api = "artifactregistry.googleapis.com"
+            return permission_denied(api, permission, resource, request.caller)
         return None
 
     def _upload(self, request, match):

@@ -39,7 +39,7 @@ from cloud_scheduler_standin import valid_cron as _valid_cron
 from google.cloud import aiplatform_v1
 from google.cloud.logging_v2.types import ListLogEntriesRequest, ListLogEntriesResponse
 from google.protobuf import json_format
-from google_standin import Authorize, account_resource, allow_all, error
+from google_standin import Authorize, account_resource, allow_all, error, permission_denied
 from kfp.pipeline_spec import pipeline_spec_pb2
 
 PROJECT_NUMBER = "123456789012"
@@ -60,6 +60,7 @@ IMAGE_ERROR = (
     "exited please check the logs: https://console.cloud.google.com/logs/viewer?project="
     "{number}&resource=ml_job%2Fjob_id%2F{job}"
 )
+_VERTEX = "aiplatform.googleapis.com"
 DAG_ERROR = "The DAG failed because some tasks failed. The failed tasks are: [{tasks}]."
 _JOB_ID = re.compile(r"[a-z][-a-z0-9]{0,127}")
 
@@ -140,12 +141,7 @@ class VertexPipelines:
     def _denied(self, request, permission: str, resource: str) -> tuple[int, dict[str, Any]] | None:
         if self.authorize(request.member, permission, resource):
             return None
-        return error(
-            403,
-            "PERMISSION_DENIED",
-            f"Permission '{permission}' denied on resource '//aiplatform.googleapis.com/"
-            f"{resource}' (or it may not exist).",
-        )
+        return permission_denied(_VERTEX, permission, resource, request.caller)
 
     def _create(self, request, match):
         refused = self._where(match)
@@ -576,12 +572,7 @@ class VertexSchedules:
 
     def _refused(self, request, permission: str, body: bool = True):
         if not self.authorize(request.member, permission, self.parent):
-            return error(
-                403,
-                "PERMISSION_DENIED",
-                f"Permission '{permission}' denied on resource '//aiplatform.googleapis.com/"
-                f"{self.parent}' (or it may not exist).",
-            )
+            return permission_denied(_VERTEX, permission, self.parent, request.caller)
         if not body:
             return None
         try:

@@ -6,7 +6,7 @@ from urllib.parse import unquote
 
 from google.cloud import aiplatform_v1
 from google.protobuf import json_format
-from google_standin import Authorize, allow_all, error
+from google_standin import Authorize, allow_all, error, permission_denied
 
 LOCATION = "projects/p/locations/us-central1"
 MODEL = f"{LOCATION}/models/churn"
@@ -62,11 +62,11 @@ class VertexModels:
         except json_format.ParseError as exc:
             return error(400, "INVALID_ARGUMENT", f"Invalid JSON payload received. {exc}")
         if not self.authorize(request.member, "aiplatform.models.upload", self.location):
-            return error(
-                403,
-                "PERMISSION_DENIED",
-                f"Permission 'aiplatform.models.upload' denied on resource '//aiplatform."
-                f"googleapis.com/{self.location}' (or it may not exist).",
+            return permission_denied(
+                "aiplatform.googleapis.com",
+                "aiplatform.models.upload",
+                self.location,
+                request.caller,
             )
         model = body.get("model", {})
         if not model.get("artifactUri", "").startswith("gs://"):
