@@ -409,14 +409,15 @@ def _on_vertex(name, run: dict[str, Any], settings: Settings, args, print_summar
     import yaml
     from rich.markup import escape
 
-    from pipelines import templates, vertex
+    from pipelines import vertex
+    from pipelines.compiling import compile_pipeline
     from pipelines.parameters import pipeline_arguments
 
     settings = _pinned(settings, args.dry_run)
     pipeline_func = _pipeline(name, settings)
     arguments = pipeline_arguments(pipeline_func, settings, vertex=True, run=run)
     with tempfile.TemporaryDirectory() as tmp:
-        path = templates.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
+        path = compile_pipeline(name, Path(tmp) / f"{name}.yaml", settings)
         spec = yaml.safe_load(path.read_text())
     job = vertex.pipeline_job(
         settings, arguments, display_name=pipeline_func.name, pipeline_spec=spec
@@ -614,7 +615,7 @@ def _published_templates(settings: Settings, dry_run: bool) -> dict[str, Any]:
     import tempfile
 
     from pipelines import templates
-    from pipelines.compiling import PIPELINES
+    from pipelines.compiling import PIPELINES, compile_pipeline
 
     _require_project(settings)
     tags = templates.template_tags()
@@ -622,7 +623,7 @@ def _published_templates(settings: Settings, dry_run: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         for name in PIPELINES:
             pipeline_func = _pipeline(name, settings)
-            path = templates.compile_template(name, Path(tmp) / f"{name}.yaml", settings)
+            path = compile_pipeline(name, Path(tmp) / f"{name}.yaml", settings)
             if dry_run:
                 print(templates.upload_request(settings, path, tags).line())
                 version = templates.template_version(path)

@@ -1,5 +1,5 @@
 """Compiling a pipeline for the settings in use: the one way `compile.py` and the Vertex
-runner (`pipelines.templates.compile_template`) turn a pipeline into KFP YAML.
+runner turn a pipeline into KFP YAML.
 
 Nothing here or in the pipeline modules reads settings when it is imported: the caller
 passes the settings it loaded (config file, `CHURN_*` environment, CLI flags), so those
@@ -11,6 +11,7 @@ import functools
 import importlib
 from pathlib import Path
 
+import yaml
 from kfp import compiler
 from kfp.dsl.graph_component import GraphComponent
 
@@ -32,8 +33,12 @@ def build_pipeline(name: str, settings: Settings) -> GraphComponent:
 
 
 def compile_pipeline(name: str, path: Path, settings: Settings) -> Path:
-    """KFP's YAML of pipeline `name` at `path`: each step's CPU and memory from `settings`,
-    and the project's steps in `component_image(settings)` (Google's own ops keep theirs)."""
+    """KFP's YAML of pipeline `name` at `path`, the template `compile.py` writes and
+    `submit.py` submits and publishes: each step's CPU and memory from `settings`, the
+    project's steps in `component_image(settings)` (Google's own ops keep theirs), every
+    task's cache as `enable_caching` says (in the template itself, so scheduled runs, which
+    only name the template, behave as submitted ones do), every group named. The same code
+    and settings give byte-identical YAML, hence the same sha256 version."""
     compiler.Compiler().compile(build_pipeline(name, settings), str(path))
     image = component_image(settings)
     if image != DEFAULT_COMPONENT_IMAGE:
@@ -43,4 +48,18 @@ def compile_pipeline(name: str, path: Path, settings: Settings) -> Path:
             text.replace(f"image: {DEFAULT_COMPONENT_IMAGE}\n", f"image: {image}\n"),
             encoding="utf-8",
         )
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    components = document.get("components", {})
+    dags = [document["root"]["dag"]] + [c["dag"] for c in components.values() if "dag" in c]
+    for dag in dags:
+        for key, task in dag["tasks"].items():
+            task["cachingOptions"] = {"enableCache": True} if settings.enable_caching else {}
+            # KFP cannot name the group holding an If/Elif/Else; the console shows what the
+            # task is called: name it after its branches ("vertex-batch-prediction or ...").
+            if task["taskInfo"]["name"] == key and key.startswith("condition-branches-"):
+                branches = components[task["componentRef"]["name"]]["dag"]["tasks"]
+                task["taskInfo"]["name"] = " or ".join(
+                    branches[branch]["taskInfo"]["name"] for branch in sorted(branches)
+                )
+    path.write_text(yaml.safe_dump(document, sort_keys=True), encoding="utf-8")
     return path

@@ -1,5 +1,5 @@
-"""Pipeline templates: compile one to KFP YAML, and publish it to the KFP repository in
-Artifact Registry, where schedules and runs name it by its sha256 version."""
+"""Pipeline templates: publish a compiled one (`pipelines.compiling.compile_pipeline`) to the
+KFP repository in Artifact Registry, where schedules and runs name it by its sha256 version."""
 
 from __future__ import annotations
 
@@ -9,39 +9,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import yaml
-
 from components.settings import Settings
 from pipelines.vertex import ApiRequest, VertexError, access_token
-
-
-def compile_template(name: str, path: Path, settings: Settings) -> Path:
-    """Compile pipeline `name` to KFP YAML at `path` for `settings`
-    (`pipelines.compiling.compile_pipeline`: the settings' component image, CPU and memory),
-    every task's cache as `enable_caching` says (in the template itself, so scheduled runs,
-    which only name the template, behave as submitted ones do). The same code and settings
-    give byte-identical YAML, hence the same sha256 version."""
-    from pipelines.compiling import compile_pipeline
-
-    compile_pipeline(name, path, settings)
-    document = yaml.safe_load(path.read_text())
-    enable_caching = settings.enable_caching
-    dags = [document["root"]["dag"]] + [
-        c["dag"] for c in document.get("components", {}).values() if "dag" in c
-    ]
-    components = document.get("components", {})
-    for dag in dags:
-        for name, task in dag["tasks"].items():
-            task["cachingOptions"] = {"enableCache": True} if enable_caching else {}
-            # KFP cannot name the group holding an If/Elif/Else; the console shows what the
-            # task is called: name it after its branches ("vertex-batch-prediction or ...").
-            if task["taskInfo"]["name"] == name and name.startswith("condition-branches-"):
-                branches = components[task["componentRef"]["name"]]["dag"]["tasks"]
-                task["taskInfo"]["name"] = " or ".join(
-                    branches[key]["taskInfo"]["name"] for key in sorted(branches)
-                )
-    path.write_text(yaml.safe_dump(document, sort_keys=True))
-    return path
 
 
 def template_version(path: Path) -> str:
