@@ -23,8 +23,7 @@ from typing import Any
 from components.errors import ChurnError
 from components.settings import Settings
 from pipelines import access
-
-SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+from pipelines.vertex import CLOUD_PLATFORM
 
 HOSTS = {
     "serviceusage": "serviceusage.googleapis.com",
@@ -121,7 +120,7 @@ class AdminClients:
         import google.auth
         from google.auth.transport.requests import AuthorizedSession
 
-        credentials, _project = google.auth.default(scopes=[SCOPE])
+        credentials, _project = google.auth.default(scopes=[CLOUD_PLATFORM])
         return AuthorizedSession(credentials)
 
     @cached_property

@@ -26,6 +26,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from components.errors import google_reason
 from components.settings import Settings
 from pipelines.vertex import (
+    CLOUD_PLATFORM,
     ApiRequest,
     VertexError,
     api_call,
@@ -131,7 +132,7 @@ class CloudSchedulerJobs:
                 # An OAuth access token, not an OIDC token: the target is a googleapis.com API.
                 oauth_token=scheduler_v1.OAuthToken(
                     service_account_email=s.scheduler_account,
-                    scope="https://www.googleapis.com/auth/cloud-platform",
+                    scope=CLOUD_PLATFORM,
                 ),
             ),
         )
