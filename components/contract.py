@@ -109,3 +109,7 @@ TELCO_CHURN = DataContract(
         Column("Churn", "label", YES_NO),
     )
 )
+
+# The outcomes table the monitoring pipeline reads (issue 20): one row per churn observed,
+# or per sighting of a customer still there, on `observed_date`.
+OUTCOME_COLUMNS = ("customer_id", "churned", "observed_date")

@@ -196,6 +196,60 @@ class Settings:
     """Bootstrap resamples of the test rows behind the 95% intervals of the test metric
     and of the paired difference against the champion."""
 
+    # --- issue 20: monitoring (outcomes, performance, offers, alerts) --------------------
+    outcomes: str | None = None
+    """Outcomes table URI (`customer_id`, `churned`, `observed_date`: one row per churn or
+    per sighting of a customer still there); any table URI. Default: `churn_outcomes` in the
+    embedded warehouse, or bq://<project>.churn.churn_outcomes with a project."""
+    outcome_window_days: int = 30
+    """Days after a scoring date within which a churn counts as that date's outcome; the
+    date's realized performance is measured once they have passed (1 to 366)."""
+    lift_top_n: int = 500
+    """Realized performance: the lift of the day's N highest-scored customers (at least 1)."""
+    control_share: float = 0.0
+    """Share of each day's `high` tier marked `treatment_group = "control"` (left out of
+    the offers, to measure what the offers do); 0 (off) to 0.5."""
+    control_salt: str = "campaign-1"
+    """Salt of the hash that picks the control group: the same customers stay in it while
+    the salt stays; a new campaign gets a new salt (letters, digits, - and _)."""
+    high_tier_limit: int = 0
+    """Alert when a day's `high` tier holds more customers than this; 0: no limit."""
+    scores_deadline: str = "09:00"
+    """HH:MM in `time_zone` by which today's scores must be in the predictions table; the
+    monitoring run alerts when they are not (a scoring schedule that did not run)."""
+    alert_email_to: str = ""
+    """Comma-separated addresses alerts and the digest are e-mailed to; "" for none. On
+    Vertex AI, failed training and scoring runs e-mail them too."""
+    alert_email_from: str = "churn-pipelines@localhost"
+    """Sender address of alert e-mails."""
+    smtp_host: str = ""
+    """SMTP server alerts are sent through ("" = no e-mail)."""
+    smtp_port: int = 587
+    """SMTP port (1 to 65535); 587 with STARTTLS, 465 with TLS, 25 plain."""
+    smtp_security: str = "starttls"
+    """SMTP connection security: `starttls`, `tls` or `none` (a local relay only)."""
+    smtp_user: str = ""
+    """SMTP login ("" = none); its password is read from the environment variable
+    CHURN_SMTP_PASSWORD, never from a file or a flag."""
+    alert_webhook: str = ""
+    """Chat webhook URL alerts are posted to ("" = none): a Slack incoming webhook or a
+    Google Chat space webhook, as `alert_webhook_format` says."""
+    alert_webhook_format: str = "slack"
+    """Payload of `alert_webhook`: `slack` or `google_chat`."""
+    digest_customer_ids: bool = False
+    """Put the ids of the customers entering the `high` tier in the daily digest. Off: the
+    digest holds counts and a link only, no customer data."""
+    digest_link: str = ""
+    """Link to today's rows in the digest (a BI dashboard or the console's table view);
+    `{date}` is replaced by the day. Default: the predictions table's URI."""
+    retrain_below_floor: int = 0
+    """Retraining trigger: start a training run when realized ROC-AUC is under
+    `promotion_floor` in this many of the last `retrain_windows` closed dates; 0: off."""
+    retrain_windows: int = 5
+    """... out of this many (at least `retrain_below_floor`)."""
+    monitoring_schedule: str = "0 6 * * 1"
+    """Cron of the scheduled monitoring run, in `time_zone` (default Mondays at 06:00)."""
+
     def __post_init__(self) -> None:
         if self.bigquery_location is None:
             # Filled here, not read through a property, so every reader of the field agrees.
@@ -266,6 +320,28 @@ class Settings:
                 "promotion_requires_significance needs bootstrap_samples of at least 100, got "
                 f"{self.bootstrap_samples}"
             )
+        # --- issue 20: monitoring ---
+        _check_range("outcome_window_days", self.outcome_window_days, 1, 366)
+        _check_range("lift_top_n", self.lift_top_n, 1, math.inf)
+        _check_range("control_share", self.control_share, 0.0, 0.5)
+        if not _SALT.fullmatch(self.control_salt):
+            raise SettingsError(
+                f"control_salt must be 1 to 64 letters, digits, - and _, got {self.control_salt!r}"
+            )
+        _check_range("high_tier_limit", self.high_tier_limit, 0, math.inf)
+        if not _CLOCK.fullmatch(self.scores_deadline):
+            raise SettingsError(
+                f"scores_deadline must be HH:MM (00:00 to 23:59), got {self.scores_deadline!r}"
+            )
+        _check_range("smtp_port", self.smtp_port, 1, 65535)
+        _check_choice("smtp_security", self.smtp_security, ("starttls", "tls", "none"))
+        _check_choice("alert_webhook_format", self.alert_webhook_format, ("slack", "google_chat"))
+        if self.alert_webhook and not self.alert_webhook.startswith(("https://", "http://")):
+            raise SettingsError(
+                f"alert_webhook must be an https:// URL, got {self.alert_webhook!r}"
+            )
+        _check_range("retrain_windows", self.retrain_windows, 1, 100)
+        _check_range("retrain_below_floor", self.retrain_below_floor, 0, self.retrain_windows)
 
     @property
     def warehouse_path(self) -> Path:
@@ -286,6 +362,14 @@ class Settings:
         if self.project:
             return f"bq://{self.project}.churn.churn_predictions"
         return f"duckdb://{self.warehouse_path}?table=churn_predictions"
+
+    @property
+    def outcomes_uri(self) -> str:
+        if self.outcomes:
+            return self.outcomes
+        if self.project:
+            return f"bq://{self.project}.churn.churn_outcomes"
+        return f"duckdb://{self.warehouse_path}?table=churn_outcomes"
 
     @property
     def registry_uri(self) -> str:
@@ -399,6 +483,8 @@ class Settings:
         return self.project is not None
 
 
+_SALT = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from components.contract import TELCO_CHURN
 
-__all__ = ["COLUMNS", "generate_customers"]
+__all__ = ["COLUMNS", "churn_probabilities", "generate_customers"]
 
 # The generator draws every column of the declared contract, in its order.
 COLUMNS: tuple[str, ...] = tuple(column.name for column in TELCO_CHURN.columns)
@@ -119,6 +119,9 @@ _ODD_CATEGORY_COLUMNS = (
     "PaymentMethod",
 )
 
+# The key under which `_draw_customers` keeps each row's true churn probability.
+_PROBABILITY = "_churn_probability"
+
 _ID_DIGITS = 10_000
 _ID_LETTERS = 26**5
 
@@ -177,6 +180,17 @@ def generate_customers(n_rows: int = 21_096, seed: int = 42, messy: bool = True)
         },
         copy=False,
     )
+
+
+def churn_probabilities(n_rows: int = 21_096, seed: int = 42) -> np.ndarray:
+    """The probability each row of ``generate_customers(n_rows, seed)`` had of churning when
+    its ``Churn`` label was drawn (0 for tenure-0 customers), in row order: the ground truth
+    a calibrated model estimates, from which outcomes after scoring can be drawn. Rows that
+    ``messy=True`` damages keep the probability of the row as drawn."""
+    if isinstance(n_rows, bool) or not isinstance(n_rows, (int, np.integer)) or n_rows < 1:
+        raise ValueError(f"n_rows must be a positive integer, got {n_rows!r}")
+    _, data_seq, _ = np.random.SeedSequence(seed).spawn(3)
+    return _draw_customers(np.random.default_rng(data_seq), int(n_rows))[_PROBABILITY]
 
 
 class _Text(NamedTuple):
@@ -277,6 +291,7 @@ def _draw_customers(rng: np.random.Generator, n: int) -> dict[str, np.ndarray | 
         + rng.normal(0.0, _CHURN_NOISE_SD, n)
     )
     # Nobody can have left before their first bill.
+    probability = np.where(tenure > 0, _sigmoid(logit), 0.0)
     churn = (rng.random(n) < _sigmoid(logit)) & (tenure > 0)
 
     columns: dict[str, np.ndarray | _Text] = {
@@ -294,6 +309,8 @@ def _draw_customers(rng: np.random.Generator, n: int) -> dict[str, np.ndarray | 
         "MonthlyCharges": monthly,
         "TotalCharges": _Text.verbatim(_format_charges(total_cents, blank=tenure == 0)),
         "Churn": _Text.of(churn.astype(np.int64), _YES_NO),
+        # Not a column of the frame: what `churn_probabilities` returns.
+        _PROBABILITY: probability,
     }
     for name in _ADD_ONS:
         columns[name] = _Text.of(np.where(has_internet, add_ons[name], 2), _SERVICE)

@@ -1,0 +1,91 @@
+"""The monitoring pipeline's tables: the outcomes it reads and the `churn_performance`
+table it writes beside the predictions (one row per scoring date, replaced per date)."""
+
+from __future__ import annotations
+
+import tempfile
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+
+from components.contract import OUTCOME_COLUMNS
+from components.errors import SourceError
+
+PERFORMANCE_TABLE = "churn_performance"
+_YES = {"1", "true", "yes", "y", "t"}
+_NO = {"0", "false", "no", "n", "f"}
+
+
+def performance_uri(predictions_uri: str) -> str:
+    """The `churn_performance` table in the predictions' warehouse (a bq:// URI keeps its
+    options)."""
+    from components.warehouse import require_output
+
+    location = require_output(predictions_uri)
+    if location.kind == "bigquery":
+        table_part, mark, options = predictions_uri.partition("?")
+        dataset = table_part.rsplit(".", 1)[0]
+        return f"{dataset}.{PERFORMANCE_TABLE}{mark}{options}"
+    return f"duckdb://{location.path}?table={PERFORMANCE_TABLE}"
+
+
+def read_outcomes(uri: str) -> pd.DataFrame | None:
+    """The outcomes at `uri` as `customer_id` (text), `churned` (bool) and `observed_date`
+    (date); `None` when the table does not exist yet (no outcome has arrived). Column names
+    match case-insensitively; `churned` may be a boolean, 0/1 or yes/no."""
+    from components.warehouse import read_table, table_exists
+
+    if not table_exists(uri):
+        return None
+    frame = read_table(uri)
+    by_key = {str(name).strip().lower(): name for name in frame.columns}
+    missing = [c for c in OUTCOME_COLUMNS if c not in by_key]
+    if missing:
+        raise SourceError(
+            f"column `{missing[0]}` missing from {uri}; expected {', '.join(OUTCOME_COLUMNS)}, "
+            f"found: {', '.join(map(str, frame.columns))}"
+        )
+    churned = frame[by_key["churned"]]
+    if churned.dtype != bool:
+        text = churned.astype(str).str.strip().str.lower()
+        bad = ~text.isin(_YES | _NO)
+        if bad.any():
+            raise SourceError(
+                f"{uri}: `churned` must be true/false, 1/0 or yes/no, found "
+                f"{churned[bad].iloc[0]!r}"
+            )
+        churned = text.isin(_YES)
+    observed = pd.to_datetime(frame[by_key["observed_date"]], errors="coerce")
+    if observed.isna().any():
+        bad_value = frame[by_key["observed_date"]][observed.isna()].iloc[0]
+        raise SourceError(
+            f"{uri}: `observed_date` must be a date (YYYY-MM-DD), found {bad_value!r}"
+        )
+    return pd.DataFrame(
+        {
+            "customer_id": frame[by_key["customer_id"]].astype(str).to_numpy(),
+            "churned": churned.to_numpy(dtype=bool),
+            "observed_date": observed.dt.date.to_numpy(),
+        }
+    )
+
+
+def write_performance(frame: pd.DataFrame, uri: str) -> dict[date, int]:
+    """Replace each scoring date's row of the performance table at `uri` with the one in
+    `frame` (one transaction per date: a re-run replaces, never duplicates); returns the
+    rows now under each date."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.warehouse import StagedTable, replace_rows
+
+    written = {}
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    with tempfile.TemporaryDirectory(prefix="churn-performance-") as scratch:
+        for i, day in enumerate(frame["as_of_date"]):
+            path = Path(scratch) / f"{day}.parquet"
+            pq.write_table(table.slice(i, 1), path)
+            staged = StagedTable(uri, path, tuple(frame.columns))
+            written[day] = replace_rows([staged], key="as_of_date", value=day)[uri]
+    return written
