@@ -12,6 +12,8 @@ Steps:
     validating and scoring are one step so the table is never held, or copied, whole.
     With a capacity (`high_risk_top_n` or `high_risk_top_share`), a second pass over the
     staged predictions puts exactly the day's top customers in the `high` tier.
+    With `control_share`, that share of the `high` tier (by a hash of the customer id
+    salted with `control_salt`) gets `treatment_group` "control", the rest "offer".
     With `batch_prediction` (BigQuery in and out, a vertex:// registry), instead:
     2a. Batch prediction tables: the job's BigQuery input table and output project.
     2b. Vertex batch prediction: a Vertex AI batch prediction job scores the table with
@@ -112,6 +114,8 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
         batch_starting_replicas: int = DEFAULTS.batch_starting_replicas,
         batch_max_replicas: int = DEFAULTS.batch_max_replicas,
         experiment: str = "",
+        control_share: float = DEFAULTS.control_share,
+        control_salt: str = DEFAULTS.control_salt,
     ) -> dsl.Artifact:
         """Returns the run summary artifact (JSON, with the key figures as metadata)."""
         join_experiment_on_vertex(experiment)
@@ -149,6 +153,8 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 time_zone=time_zone,
                 high_risk_top_n=high_risk_top_n,
                 high_risk_top_share=high_risk_top_share,
+                control_share=control_share,
+                control_salt=control_salt,
             ).set_display_name("2c. Stage batch predictions")
             batch_summary = _publish_and_summarize(
                 champion, batch_staged, output_uri, export_dir, drift_threshold
@@ -169,6 +175,8 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 high_risk_top_n=high_risk_top_n,
                 high_risk_top_share=high_risk_top_share,
                 accept_library_mismatch=accept_library_mismatch,
+                control_share=control_share,
+                control_salt=control_salt,
             )
             scored.set_display_name("2. Validate and score in chunks")
             scored.set_cpu_limit(settings.scoring_cpu).set_memory_limit(settings.scoring_memory)

@@ -215,6 +215,8 @@ def stage_batch_predictions(
     high_risk_top_share: float,
     staged: Output[Dataset],
     observed: Output[Artifact],
+    control_share: float = 0.0,
+    control_salt: str = "",
 ) -> None:
     """Read the batch prediction job's output tables in chunks and stage predictions and
     rejects as chunked scoring does (every source row accounted for, tiers by capacity
@@ -250,6 +252,8 @@ def stage_batch_predictions(
         medium=medium_risk_cutoff,
         top_n=high_risk_top_n,
         top_share=high_risk_top_share,
+        control_share=control_share,
+        control_salt=control_salt,
     )
     run = stage_batch_output(
         itertools.chain.from_iterable(iter_batches(uri, batch_rows) for uri in tables),

@@ -15,6 +15,7 @@ from components.scoring.staged import (
     STAGED_PREDICTIONS,
     STAGING_OPTIONS,
     ScoringJob,
+    treatment_column,
 )
 from components.scoring.tiers import RISK_TIERS
 from components.warehouse import STAGED_ROW
@@ -39,7 +40,8 @@ def apply_capacity_tiers(
     Tiers by capacity need the whole day's ranking, which no chunk (or worker) knows: so
     they are decided once everything is staged, from the staged probabilities. DuckDB finds
     the cut-off row out of core, then the predictions file is rewritten batch by batch, so
-    memory stays bounded. Rows and their order are unchanged: only `risk_tier` is; repeated
+    memory stays bounded. Rows and their order are unchanged: only `risk_tier` (and with a
+    control group, `treatment_group`, which follows the tier) is; repeated
     customers, which publishing leaves out, are not ranked and keep their staged tier.
     """
     if not (job.top_n or job.top_share):
@@ -80,7 +82,12 @@ def apply_capacity_tiers(
             for name, n in zip(*np.unique(tier[~repeated], return_counts=True), strict=True):
                 tiers[str(name)] += int(n)
             index = batch.schema.get_field_index("risk_tier")
-            out.write_batch(batch.set_column(index, "risk_tier", pa.array(tier, pa.string())))
+            batch = batch.set_column(index, "risk_tier", pa.array(tier, pa.string()))
+            groups = treatment_column(batch.column("customer_id").to_pylist(), tier, job)
+            index = batch.schema.get_field_index("treatment_group")
+            out.write_batch(
+                batch.set_column(index, "treatment_group", pa.array(groups, pa.string()))
+            )
     os.replace(rewritten, path)
     if sum(tiers.values()) != rows_scored:
         raise AssertionError("capacity tiering lost rows")

@@ -237,6 +237,8 @@ def score_customers(
     staged: Output[Dataset],
     observed: Output[Artifact],
     accept_library_mismatch: bool = False,
+    control_share: float = 0.0,
+    control_salt: str = "",
 ) -> None:
     """Stream the customer table chunk by chunk: validate for serving, score, and stage
     predictions and rejects as Parquet; tally the inputs for the drift report. With a
@@ -265,6 +267,8 @@ def score_customers(
         medium=medium_risk_cutoff,
         top_n=high_risk_top_n,
         top_share=high_risk_top_share,
+        control_share=control_share,
+        control_salt=control_salt,
     )
     started = time.perf_counter()
 

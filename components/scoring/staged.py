@@ -34,6 +34,8 @@ STAGED_PREDICTIONS = pa.schema(
         ("as_of_date", pa.date32()),
         ("scored_at", pa.timestamp("us", tz="UTC")),
         ("run_id", pa.string()),
+        # Issue 20: "control" or "offer" in the `high` tier (components.monitoring.control).
+        ("treatment_group", pa.string()),
     ]
 )
 STAGED_REJECTS = pa.schema(
@@ -55,7 +57,15 @@ REJECT_COLUMNS = tuple(STAGED_REJECTS.names)
 STAGING_OPTIONS: dict[str, Any] = {
     "compression": "snappy",  # the codec every Parquet reader (BigQuery too) accepts
     "write_statistics": False,
-    "use_dictionary": ["risk_tier", "model_version", "as_of_date", "scored_at", "run_id", "reason"],
+    "use_dictionary": [
+        "risk_tier",
+        "model_version",
+        "as_of_date",
+        "scored_at",
+        "run_id",
+        "reason",
+        "treatment_group",
+    ],
 }
 
 
@@ -89,6 +99,8 @@ class ScoringJob:
     seed: int = 0
     top_n: int = 0
     top_share: float = 0.0
+    control_share: float = 0.0
+    control_salt: str = ""
 
     @classmethod
     def for_champion(
@@ -103,6 +115,8 @@ class ScoringJob:
         medium: float,
         top_n: int,
         top_share: float,
+        control_share: float = 0.0,
+        control_salt: str = "",
     ) -> "ScoringJob":
         """A scoring step's job with the champion whose model artifact has `model_metadata`
         (threshold, version); the as-of date ("" = today in `time_zone`) is decided now."""
@@ -117,6 +131,8 @@ class ScoringJob:
             run_id=run_id,
             top_n=top_n,
             top_share=top_share,
+            control_share=control_share,
+            control_salt=control_salt,
         )
 
 
@@ -150,9 +166,21 @@ def prediction_batch(scored: pd.DataFrame, rows: np.ndarray, job: ScoringJob) ->
             _constant(job.as_of, pa.date32(), n),
             _constant(job.scored_at, pa.timestamp("us", tz="UTC"), n),
             _constant(job.run_id, pa.string(), n),
+            pa.array(
+                treatment_column(scored["customer_id"], scored["risk_tier"], job), pa.string()
+            ),
         ],
         schema=STAGED_PREDICTIONS,
     )
+
+
+def treatment_column(customer_ids: Iterable[Any], tiers: Iterable[Any], job: ScoringJob) -> Any:
+    """The `treatment_group` of scored customers under the job's control group."""
+    from components.monitoring.control import treatment_groups
+
+    return treatment_groups(
+        customer_ids, tiers, share=job.control_share, salt=job.control_salt
+    ).tolist()
 
 
 def reject_batch(

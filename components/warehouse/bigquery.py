@@ -317,7 +317,8 @@ def replace_rows(
             created.time_partitioning = bigquery.TimePartitioning(
                 type_=bigquery.TimePartitioningType.DAY, field=key
             )
-            bq.create_table(created, exists_ok=True)
+            table_now = bq.create_table(created, exists_ok=True)
+            _add_new_columns(bq, table_now, created.schema)
         for table, staging_id, leave_out_id in zip(staged, staging, leave_out, strict=True):
             for path, table_id in ((table.path, staging_id), (table.leave_out, leave_out_id)):
                 if path is not None:
@@ -356,6 +357,16 @@ def replace_rows(
                 bq.delete_table(table_id, not_found_ok=True)
             except GoogleAPIError as exc:  # it expires anyway; keep the publish's own outcome
                 log.warning("could not drop staging table %s: %s", table_id, one_line(exc))
+
+
+def _add_new_columns(bq: bigquery.Client, table: bigquery.Table, schema: list) -> None:
+    """Append to `table`'s schema the (nullable) fields of `schema` it lacks: columns are
+    only ever added at the end, and BigQuery allows adding nullable columns in place."""
+    have = {field.name for field in table.schema}
+    new = [field for field in schema if field.name not in have]
+    if new:
+        table.schema = [*table.schema, *new]
+        bq.update_table(table, ["schema"])
 
 
 def _expire(bq: bigquery.Client, table_id: str) -> None:

@@ -168,6 +168,7 @@ def replace_rows(
                 name = f'"{location.table}"'
                 rows = table.duckdb_select()
                 con.execute(f"CREATE TABLE IF NOT EXISTS {name} AS {rows} LIMIT 0")
+                _add_new_columns(con, name, rows)
                 con.execute(f'DELETE FROM {name} WHERE "{key}" = ?', [value])
                 con.execute(f"INSERT INTO {name} BY NAME {rows}")
                 found = con.execute(
@@ -187,6 +188,15 @@ def replace_rows(
                 f"{staged[0].uri}: replacing the rows of {key} = {value} failed and was rolled "
                 f"back, the previous rows are intact: {exc}"
             ) from None
+
+
+def _add_new_columns(con: duckdb.DuckDBPyConnection, name: str, rows: str) -> None:
+    """Add to table `name` the columns of `rows` it lacks (columns are only ever added at
+    the end: a table made before a release added one takes it, empty for earlier rows)."""
+    have = {row[0] for row in con.execute(f"DESCRIBE {name}").fetchall()}
+    for column, kind, *_ in con.execute(f"DESCRIBE {rows}").fetchall():
+        if column not in have:
+            con.execute(f'ALTER TABLE {name} ADD COLUMN "{column}" {kind}')
 
 
 def local_duckdb(scratch: Path | None = None) -> duckdb.DuckDBPyConnection:
