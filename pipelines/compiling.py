@@ -21,6 +21,7 @@ from components.settings import DEFAULT_COMPONENT_IMAGE, Settings, component_ima
 PIPELINES = {
     "training": "pipelines.training:build_training_pipeline",
     "scoring": "pipelines.scoring:build_scoring_pipeline",
+    "monitoring": "pipelines.monitoring:build_monitoring_pipeline",
 }
 
 

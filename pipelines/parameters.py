@@ -27,6 +27,7 @@ def _table(uri: Callable[[Settings], str]) -> Source:
 SOURCES: dict[str, Source] = {
     "source_uri": _table(lambda s: s.source_uri),
     "output_uri": _table(lambda s: s.predictions_uri),
+    "outcomes_uri": _table(lambda s: s.outcomes_uri),
     "registry_uri": lambda s, _vertex: s.registry_uri,
     "batch_rows": lambda s, _vertex: s.score_batch_rows,
     "workers": lambda s, _vertex: s.score_workers,

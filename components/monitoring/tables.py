@@ -89,3 +89,53 @@ def write_performance(frame: pd.DataFrame, uri: str) -> dict[date, int]:
             staged = StagedTable(uri, path, tuple(frame.columns))
             written[day] = replace_rows([staged], key="as_of_date", value=day)[uri]
     return written
+
+
+ALERTS_TABLE = "churn_alerts"
+ALERT_COLUMNS = ("alert_date", "kind", "subject", "sent_at")
+
+
+def alerts_uri(predictions_uri: str) -> str:
+    """The `churn_alerts` table (alerts sent, for deduplication) beside the predictions."""
+    return performance_uri(predictions_uri).replace(PERFORMANCE_TABLE, ALERTS_TABLE)
+
+
+def sent_on(uri: str, day: date) -> list[dict]:
+    """The alerts recorded as sent on `day` (kind, subject)."""
+    from components.warehouse import read_table, table_exists
+
+    if not table_exists(uri):
+        return []
+    frame = read_table(uri)
+    if frame.empty:
+        return []
+    same_day = pd.to_datetime(frame["alert_date"]).dt.date == day
+    return frame.loc[same_day, ["kind", "subject"]].to_dict("records")
+
+
+def record_sent(uri: str, day: date, sent: list[tuple[str, str]]) -> None:
+    """Add alerts (kind, subject) to those recorded as sent on `day`: the day's rows are
+    replaced by the earlier ones plus these, in one transaction."""
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.warehouse import StagedTable, replace_rows
+
+    if not sent:
+        return
+    rows = [(r["kind"], r["subject"]) for r in sent_on(uri, day)] + list(sent)
+    now = datetime.now(UTC)
+    table = pa.table(
+        {
+            "alert_date": pa.array([day] * len(rows), pa.date32()),
+            "kind": pa.array([kind for kind, _ in rows], pa.string()),
+            "subject": pa.array([subject for _, subject in rows], pa.string()),
+            "sent_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
+        }
+    )
+    with tempfile.TemporaryDirectory(prefix="churn-alerts-") as scratch:
+        path = Path(scratch) / "alerts.parquet"
+        pq.write_table(table, path)
+        replace_rows([StagedTable(uri, path, ALERT_COLUMNS)], key="alert_date", value=day)
