@@ -2,6 +2,8 @@
 
     python submit.py train [--source URI] [--json]     train, evaluate, register, promote
     python submit.py score [--as-of DATE] [--json]     score every customer, publish
+    python submit.py monitor [--as-of DATE] [--json]   performance, offers, alerts, trends
+    python submit.py alerts --test                     send a test alert to every channel
     python submit.py runs                              list recent runs
     python submit.py serve [--model VERSION]           serve a model on 127.0.0.1
     python submit.py build [--builder docker|podman]   build and push both images (Cloud Build)
@@ -136,6 +138,22 @@ def _parser() -> argparse.ArgumentParser:
             flag, type=kind, dest=dest, metavar="N", help=f"{what} (default {default:,})"
         )
     score.set_defaults(command=_score)
+    monitor = commands.add_parser(
+        "monitor", parents=[common, submitted], help="run the monitoring pipeline"
+    )
+    monitor.add_argument("--output", dest="predictions", help="predictions table URI")
+    monitor.add_argument("--outcomes", help="outcomes table URI (customer_id, churned, ...)")
+    monitor.add_argument("--model", default="champion", help="version or alias (default champion)")
+    monitor.add_argument(
+        "--as-of", type=_as_of_date, default="", metavar="DATE",
+        help="YYYY-MM-DD to look from (default: today in time_zone)",
+    )  # fmt: skip
+    monitor.set_defaults(command=_monitor)
+    alerts = commands.add_parser(
+        "alerts", parents=[common], help="send a test alert through every configured channel"
+    )
+    alerts.add_argument("--test", action="store_true", required=True, help="send a test alert")
+    alerts.set_defaults(command=_alerts)
     runs = commands.add_parser(
         "runs", parents=[common], help="list recent runs (on Vertex AI with a project)"
     )
@@ -232,6 +250,7 @@ _SETTING_FLAGS = (
     "medium_risk_cutoff",
     "drift_threshold",
     "experiment",
+    "outcomes",
     "submitter_group",
     "viewer_group",
 )
@@ -366,6 +385,74 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     return _print_scoring(summary, args)
 
 
+def _monitor(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the monitoring pipeline; when it finds a retraining due, start a training run
+    (locally it runs, with a project it is submitted)."""
+    from components.warehouse import require_output
+    from pipelines.parameters import pipeline_arguments
+
+    _check_registry(settings)
+    require_output(settings.predictions_uri)
+    parse_uri(settings.outcomes_uri)
+    run = {"model_ref": args.model, "as_of": args.as_of}
+    if settings.runs_on_vertex:
+        return _on_vertex("monitoring", run, settings, args, _print_monitoring)
+    monitoring_pipeline = _pipeline("monitoring", settings)
+    try:
+        check_source(settings.predictions_uri)
+    except ChurnError as exc:
+        raise ChurnError(f"{exc}: score first with `python submit.py score`") from None
+    arguments = pipeline_arguments(monitoring_pipeline, settings, vertex=False, run=run)
+    record = _run(monitoring_pipeline, arguments, settings, args)
+    if record.status != "succeeded":
+        return 1
+    summary = record.summary or {}
+    summary["report"] = str(_keep_report(Path(summary["report"]), record.run_id, settings))
+    code = _print_monitoring(summary, args)
+    if code == 0 and summary.get("retrain_due"):
+        console.print("realized ROC-AUC is under the promotion floor: starting a training run")
+        return _train(args, settings)
+    return code
+
+
+def _print_monitoring(summary: dict[str, Any], args: argparse.Namespace) -> int:
+    console.print(
+        f"[bold]{summary['dates']} scoring dates measured[/bold] up to {summary['as_of_date']} "
+        f"with model v{summary['model_version']} -> {summary['performance_output']}",
+        markup=True,
+    )
+    offers = summary.get("offers") or {}
+    if offers.get("control"):
+        console.print(
+            f"offers: {100 * offers['effect']:.1f} customers kept per 100 offers (95% interval "
+            f"{100 * offers['effect_low']:.1f} to {100 * offers['effect_high']:.1f})"
+        )
+    for key in summary["alerts"]:
+        sent = "sent" if key in summary["alerts_sent"] else "already sent today"
+        console.print(f"alert ({sent}): {key}", markup=False)
+    console.print(f"report: {summary['report']}")
+    if args.json:
+        print(json.dumps(summary))
+    return 0
+
+
+def _alerts(args: argparse.Namespace, settings: Settings) -> int:
+    """Send one test alert through every configured channel."""
+    from components.monitoring.alerts import Alert, Channels, deliver
+
+    channels = Channels.from_settings(settings)
+    if not channels.configured:
+        raise ChurnError(
+            "no alert channel is configured: set smtp_host and alert_email_to, or "
+            "alert_webhook (churn.toml or CHURN_* variables)"
+        )
+    test = Alert("test", "test alert from churn-pipelines",
+                 "If you read this, alerts reach you. Nothing is wrong.")  # fmt: skip
+    deliver([test], channels)
+    console.print(f"test alert sent by {' and '.join(channels.configured)}")
+    return 0
+
+
 def _print_scoring(summary: dict[str, Any], args: argparse.Namespace) -> int:
     rows, tiers, drift = summary["rows"], summary["tiers"], summary["drift"]
     console.print(
@@ -489,6 +576,7 @@ def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: arg
         where = f" in step {record.failed_step}" if record.failed_step else ""
         console.print(f"[red]error:[/red] run {record.run_id} failed{where}: {record.error}")
         console.print(f"[dim]log: {record.log}[/dim]")
+        _alert_failed_run(record, settings)
         if args.verbose:
             console.print(Path(record.log).read_text())
         if args.json:
@@ -496,6 +584,22 @@ def _run(pipeline_func, arguments: dict[str, Any], settings: Settings, args: arg
     else:
         console.print(f"run {record.run_id} succeeded in {record.seconds:.1f}s")
     return record
+
+
+def _alert_failed_run(record, settings: Settings) -> None:
+    """Tell the alert channels, if any, that a local run failed (on Vertex AI the exit
+    handler's e-mail does); a channel that cannot be reached is reported, not raised over
+    the run's own error."""
+    from components.monitoring.alerts import AlertError, Channels, deliver, failed_run
+
+    channels = Channels.from_settings(settings)
+    if not channels.configured:
+        return
+    alert = failed_run(record.pipeline, record.run_id, record.error or "", record.failed_step)
+    try:
+        deliver([alert], channels)
+    except AlertError as exc:
+        console.print(f"[yellow]warning:[/yellow] the failure alert was not sent: {exc}")
 
 
 def _ensure_sample_data(settings: Settings) -> None:
@@ -646,7 +750,11 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
 
     _require_project(settings)
     backend = schedules.open_schedules(settings, args.scheduler)
-    crons = {"training": settings.training_schedule, "scoring": settings.scoring_schedule}
+    crons = {
+        "training": settings.training_schedule,
+        "scoring": settings.scoring_schedule,
+        "monitoring": settings.monitoring_schedule,
+    }
     plan = {key: (name, crons[key]) for key, name in schedules.SCHEDULE_NAMES.items()}
     if args.action == "list":
         states = {name: backend.get(name) for name, _cron in plan.values()}

@@ -1,4 +1,5 @@
-"""Schedules that start the pipelines on Vertex AI: weekly retraining and daily scoring.
+"""Schedules that start the pipelines on Vertex AI: weekly retraining, daily scoring and
+weekly monitoring.
 
 Two backends, one shape (`Schedules`: plan a dry run, apply, list, pause, resume, delete):
 - Cloud Scheduler (default): a job whose HTTP target POSTs a PipelineJob to the Vertex REST
@@ -35,7 +36,11 @@ from pipelines.vertex import (
     rest_json,
 )
 
-SCHEDULE_NAMES = {"training": "churn-training-weekly", "scoring": "churn-scoring-daily"}
+SCHEDULE_NAMES = {
+    "training": "churn-training-weekly",
+    "scoring": "churn-scoring-daily",
+    "monitoring": "churn-monitoring-weekly",
+}
 """The schedule of each pipeline: a Cloud Scheduler job id, or a Vertex schedule's name."""
 
 

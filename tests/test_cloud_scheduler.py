@@ -63,12 +63,13 @@ def test_scheduled_jobs_are_accepted_and_fire_pinned_runs_as_the_scheduler(cloud
     assert submit.main(["schedule"]) == 0  # updated in place, never a second job
     jobs = cloud.scheduler.jobs
     assert sorted(n.rsplit("/", 1)[1] for n in jobs) == [
+        "churn-monitoring-weekly",
         "churn-scoring-daily",
         "churn-training-weekly",
     ]
-    for job_id in ("churn-training-weekly", "churn-scoring-daily"):
+    for job_id in ("churn-training-weekly", "churn-scoring-daily", "churn-monitoring-weekly"):
         assert cloud.scheduler.fire(job_id) == 200
-    assert [r.caller for r in cloud.runs] == [SCHEDULER_ACCOUNT] * 2  # its OAuth account
+    assert [r.caller for r in cloud.runs] == [SCHEDULER_ACCOUNT] * 3  # its OAuth account
     for request in cloud.runs:
         run = json_format.Parse(
             request.raw, aiplatform_v1.PipelineJob.pb(aiplatform_v1.PipelineJob())

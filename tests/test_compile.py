@@ -23,7 +23,7 @@ def test_compiled_pipelines_are_valid_pipeline_specs(tmp_path: Path):
         check=True,
     )
     written = [Path(line) for line in out.stdout.split()]
-    assert {p.name for p in written} == {"training.yaml", "scoring.yaml"}
+    assert {p.name for p in written} == {"training.yaml", "scoring.yaml", "monitoring.yaml"}
     for path in written:
         document = yaml.safe_load(path.read_text())
         spec = json_format.ParseDict(document, pipeline_spec_pb2.PipelineSpec())

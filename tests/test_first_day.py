@@ -267,7 +267,7 @@ def test_the_first_day_works_as_the_readme_tells_it(
     code, lines = run(capsys, "schedule")
     assert code == 0, "\n".join(lines)
     jobs = {name.rsplit("/", 1)[1]: job for name, job in cloud.scheduler.jobs.items()}
-    assert set(jobs) == {"churn-training-weekly", "churn-scoring-daily"}
+    assert set(jobs) == {"churn-training-weekly", "churn-scoring-daily", "churn-monitoring-weekly"}
     assert all(valid_cron(job["schedule"]) for job in jobs.values())
 
     # 6. The scheduler fires both: each run is created as churn-scheduler, acting as
@@ -276,8 +276,8 @@ def test_the_first_day_works_as_the_readme_tells_it(
         assert cloud.scheduler.fire(job_id) == 200, cloud.scheduler.jobs[
             f"projects/{project}/locations/{REGION}/jobs/{job_id}"
         ]["status"]
-    fired = [r for r in cloud.standin.requests_to("POST", r"/v1/.*/pipelineJobs")][-2:]
-    assert [r.caller for r in fired] == [scheduler, scheduler]
+    fired = [r for r in cloud.standin.requests_to("POST", r"/v1/.*/pipelineJobs")][-3:]
+    assert [r.caller for r in fired] == [scheduler] * 3
     assert all(job["status"] == {} for job in cloud.scheduler.jobs.values())
 
     # 6b. The scoring run's steps 1 to 3, as churn-pipelines with its own parameters, score
@@ -300,6 +300,7 @@ def test_the_first_day_works_as_the_readme_tells_it(
     assert code == 0, "\n".join(lines)
     listed = json.loads(lines[-1])
     assert sorted(row["pipeline"] for row in listed) == [
+        "churn-monitoring",
         "churn-scoring",
         "churn-training",
         "churn-training",
@@ -311,7 +312,7 @@ def test_the_first_day_works_as_the_readme_tells_it(
     assert [line for line in lines if line.startswith("WARN")] == []
     assert any(line.startswith("ok   champion: ") for line in lines)
     schedules = [line for line in lines if line.startswith("ok   schedules")]
-    assert len(schedules) == 2 and all(" started" in line for line in schedules)
+    assert len(schedules) == 3 and all(" started" in line for line in schedules)
 
 
 def test_a_schedule_whose_account_lost_its_grant_is_found_by_check(

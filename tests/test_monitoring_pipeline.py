@@ -4,21 +4,18 @@ under kfp.local: performance against the test ROC-AUC, the estimate tracking it,
 effect recovered, a drift and a performance alert delivered to a real SMTP server and a
 webhook receiver on 127.0.0.1, and a re-run that changes nothing."""
 
-import json
-import socket
-import threading
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import alert_receivers
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
 import yaml
-from aiosmtpd.controller import Controller
+from alert_receivers import WEBHOOK_PATH, SlackWebhook
 from google.protobuf import json_format
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
 from sklearn.metrics import roc_auc_score
@@ -52,67 +49,9 @@ DRIFT_MIX = 0.8
 ROWS = 2000
 
 
-class _Mailbox:
-    """aiosmtpd handler: keeps every message the SMTP server accepts."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], str]] = []
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 (aiosmtpd's name)
-        self.messages.append(
-            (envelope.mail_from, list(envelope.rcpt_tos), envelope.content.decode())
-        )
-        return "250 Message accepted for delivery"
-
-
-class _SlackWebhook(BaseHTTPRequestHandler):
-    """Answers as Slack's incoming webhooks do: 200 `ok`; 400 `invalid_payload` for a
-    body that is not JSON, 400 `no_text` for a message without text; 404 `no_service`
-    for another path."""
-
-    received: list[dict] = []
-
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        if self.path != "/services/T000/B000/XXXX":
-            return self._answer(404, "no_service")
-        if not self.headers.get("Content-Type", "").startswith("application/json"):
-            return self._answer(400, "invalid_payload")
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            return self._answer(400, "invalid_payload")
-        if not isinstance(payload, dict) or not str(payload.get("text", "")).strip():
-            return self._answer(400, "no_text")
-        self.received.append(payload)
-        return self._answer(200, "ok")
-
-    def _answer(self, code: int, text: str) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "text/html")
-        self.end_headers()
-        self.wfile.write(text.encode())
-
-    def log_message(self, *args) -> None:
-        pass
-
-
 @pytest.fixture
 def receivers():
-    mailbox = _Mailbox()
-    with socket.socket() as probe:  # aiosmtpd's start-up check cannot use port 0
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    smtp = Controller(mailbox, hostname="127.0.0.1", port=port)
-    smtp.start()
-    _SlackWebhook.received = []
-    http = ThreadingHTTPServer(("127.0.0.1", 0), _SlackWebhook)
-    threading.Thread(target=http.serve_forever, daemon=True).start()
-    try:
-        yield mailbox, port, http.server_address[1]
-    finally:
-        http.shutdown()
-        smtp.stop()
+    yield from alert_receivers.running()
 
 
 def _champion(home: Path):
@@ -178,7 +117,7 @@ def test_monitoring_closes_the_loop_end_to_end(tmp_path: Path, receivers):
         home=home, predictions=output, outcomes=outcomes_uri, registry=str(home / "registry"),
         outcome_window_days=WINDOW, bootstrap_samples=200, smtp_host="127.0.0.1",
         smtp_port=smtp_port, smtp_security="none", alert_email_to="retention@example.com",
-        alert_webhook=f"http://127.0.0.1:{webhook_port}/services/T000/B000/XXXX",
+        alert_webhook=f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",
     )  # fmt: skip
     pipeline = build_pipeline("monitoring", settings)
     arguments = pipeline_arguments(
@@ -212,10 +151,15 @@ def test_monitoring_closes_the_loop_end_to_end(tmp_path: Path, receivers):
     high = predictions[predictions["treatment_group"] == "offer"]
     p = truth.reindex(high["customer_id"]).to_numpy()
     day = pd.to_datetime(high["as_of_date"]).dt.date.to_numpy()
-    day_mean = pd.Series(truth.to_numpy()).groupby(
-        pd.to_datetime(predictions.set_index("customer_id").loc[truth.index, "as_of_date"])
-        .dt.date.to_numpy()
-    ).mean()
+    day_mean = (
+        pd.Series(truth.to_numpy())
+        .groupby(
+            pd.to_datetime(
+                predictions.set_index("customer_id").loc[truth.index, "as_of_date"]
+            ).dt.date.to_numpy()
+        )
+        .mean()
+    )
     drifted = day >= drift_start
     p = np.where(drifted, (1 - DRIFT_MIX) * p + DRIFT_MIX * day_mean.reindex(day).to_numpy(), p)
     in_closed = day <= today - timedelta(days=WINDOW)
@@ -231,10 +175,10 @@ def test_monitoring_closes_the_loop_end_to_end(tmp_path: Path, receivers):
     assert any(key.startswith("performance: realized ROC-AUC") for key in sent), sent
     assert any(key.startswith("digest:") for key in sent)
     subjects = [m[2] for m in mailbox.messages]
-    assert len(mailbox.messages) == len(sent) == len(_SlackWebhook.received)
+    assert len(mailbox.messages) == len(sent) == len(SlackWebhook.received)
     assert any("Subject: [churn] score drift on 2026-10-30" in m for m in subjects)
     assert all(m[1] == ["retention@example.com"] for m in mailbox.messages)
-    assert any("realized ROC-AUC" in p["text"] for p in _SlackWebhook.received)
+    assert any("realized ROC-AUC" in p["text"] for p in SlackWebhook.received)
     assert Path(summary["report"]).read_text().count("<img") == 5
 
     # A re-run the same day changes nothing: the same performance rows, no alert twice.

@@ -430,12 +430,16 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
     second = cli("schedule", env=env)
     assert "churn-training-weekly created" in first.stderr
     assert "churn-training-weekly updated" in second.stderr
-    assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/jobs")) == 2
+    assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/jobs")) == 3
     patches = google_cloud.requests_to("PATCH", rf"/v1/{PARENT}/jobs/.+")
-    assert len(patches) == 2 and len(scheduler.jobs) == 2
+    assert len(patches) == 3 and len(scheduler.jobs) == 3
     assert set(patches[0].query["updateMask"][0].split(",")) >= {"schedule", "httpTarget"}
     versions = {u["package"]: u["version"] for u in registry.uploads}
-    crons = {"churn-training-weekly": "0 2 * * 1", "churn-scoring-daily": "0 8 * * *"}
+    crons = {
+        "churn-training-weekly": "0 2 * * 1",
+        "churn-scoring-daily": "0 8 * * *",
+        "churn-monitoring-weekly": "0 6 * * 1",
+    }
     for request in patches:
         job = parse(request.raw, scheduler_v1.Job.pb(scheduler_v1.Job()))
         short = request.path.rsplit("/", 1)[-1]
@@ -459,13 +463,13 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
         assert run.runtime_config.gcs_output_directory == "gs://acme-churn/pipeline-root"
         assert dict(run.labels) == {"app": "churn-pipelines"}
         values = json_format.MessageToDict(run.runtime_config)["parameterValues"]
-        if package == "churn-scoring":
+        if package in ("churn-scoring", "churn-monitoring"):
             # Static body: the date is decided when the run starts, in the schedule's zone.
             assert values["as_of"] == "" and values["time_zone"] == "Europe/London"
         # A scheduled run joins the experiment too: the pipeline does it (step 0).
         assert values["experiment"] == "churn-pipelines"
     cli("schedule", "--pause", env=env)
-    assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/jobs/.+:pause")) == 2
+    assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/jobs/.+:pause")) == 3
     assert {job["state"] for job in scheduler.jobs.values()} == {"PAUSED"}
 
 
@@ -475,12 +479,13 @@ def test_schedule_creates_then_updates_vertex_schedules_never_twice(google_cloud
     env = env | {"CHURN_TIME_ZONE": "Asia/Tokyo"}
     cli("schedule", "--scheduler", "vertex", env=env)
     cli("schedule", "--scheduler", "vertex", env=env)
-    assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/schedules")) == 2
+    assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/schedules")) == 3
     patches = google_cloud.requests_to("PATCH", rf"/v1/{PARENT}/schedules/.+")
-    assert len(patches) == 2 and len(schedules.schedules) == 2
+    assert len(patches) == 3 and len(schedules.schedules) == 3
     versions = {u["package"]: u["version"] for u in registry.uploads}
     crons = {"churn-training-weekly": "TZ=Asia/Tokyo 0 2 * * 1",
-             "churn-scoring-daily": "TZ=Asia/Tokyo 0 8 * * *"}  # fmt: skip
+             "churn-scoring-daily": "TZ=Asia/Tokyo 0 8 * * *",
+             "churn-monitoring-weekly": "TZ=Asia/Tokyo 0 6 * * 1"}  # fmt: skip
     for request in patches:
         schedule = parse(request.raw, aiplatform_v1.Schedule.pb(aiplatform_v1.Schedule()))
         assert schedule.cron == crons[schedule.display_name]
