@@ -30,7 +30,15 @@ def build_pipeline(name: str, settings: Settings) -> GraphComponent:
     """The pipeline `name` (a key of PIPELINES) as `settings` shape it (built once per
     settings: submitting compiles it and reads its name and parameters)."""
     module_name, builder = PIPELINES[name].split(":")
-    return getattr(importlib.import_module(module_name), builder)(settings)
+    pipeline = getattr(importlib.import_module(module_name), builder)(settings)
+    recipients = [a.strip() for a in settings.alert_email_to.split(",") if a.strip()]
+    if settings.runs_on_vertex and recipients:
+        from pipelines.notifications import NOTIFIED, with_failure_email
+
+        if name in NOTIFIED:
+            # Issue 20: on Vertex a failed run e-mails alert_email_to (exit handler).
+            return with_failure_email(pipeline, recipients)
+    return pipeline
 
 
 def compile_pipeline(name: str, path: Path, settings: Settings) -> Path:

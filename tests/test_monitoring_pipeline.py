@@ -218,3 +218,33 @@ def test_monitoring_pipeline_compiles_with_numbered_steps(tmp_path: Path):
         "3. Alerts and digest",
     ]
     assert spec["root"]["inputDefinitions"]["parameters"]["as_of"]["defaultValue"] == ""
+
+
+def test_on_vertex_a_run_e_mails_its_outcome_from_an_exit_handler(tmp_path: Path):
+    from pipelines.notifications import NOTIFIED
+    from pipelines.vertex import display_names
+
+    assert NOTIFIED == ("training", "scoring")  # the same wrapper: scoring's spec stands for both
+    name = "scoring"
+
+    vertex = Settings(project="acme", alert_email_to="a@example.com, b@example.com")
+    path = compile_pipeline(name, tmp_path / f"{name}.yaml", vertex)
+    spec = json_format.ParseDict(yaml.safe_load(path.read_text()), PipelineSpec())
+    tasks = spec.root.dag.tasks
+    (exit_name,) = [n for n, t in tasks.items() if t.trigger_policy.strategy]
+    notify = tasks[exit_name]
+    assert notify.trigger_policy.strategy == notify.trigger_policy.ALL_UPSTREAM_TASKS_COMPLETED
+    recipients = notify.inputs.parameters["recipients"].runtime_value.constant
+    assert list(recipients.list_value) == ["a@example.com", "b@example.com"]
+    assert notify.inputs.parameters["pipeline_task_final_status"].task_final_status.producer_task
+    executor = spec.components[notify.component_ref.name].executor_label
+    image = spec.deployment_spec["executors"][executor]["container"]["image"]
+    assert image.startswith("gcr.io/ml-pipeline/google-cloud-pipeline-components")
+    # The steps (and so `--wait`'s progress and failure lines) are those without it, and
+    # the e-mail.
+    plain = compile_pipeline(name, tmp_path / "plain.yaml", Settings(project="acme"))
+    plain_spec = json_format.ParseDict(yaml.safe_load(plain.read_text()), PipelineSpec())
+    steps = sorted(display_names(plain_spec).values())
+    assert sorted(display_names(spec).values()) == sorted([*steps, "E-mail the run's outcome"])
+    assert spec.root.input_definitions == plain_spec.root.input_definitions
+    assert not any(t.trigger_policy.strategy for t in plain_spec.root.dag.tasks.values())
