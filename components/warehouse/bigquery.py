@@ -360,13 +360,16 @@ def replace_rows(
 
 
 def _add_new_columns(bq: bigquery.Client, table: bigquery.Table, schema: list) -> None:
-    """Append to `table`'s schema the (nullable) fields of `schema` it lacks: columns are
-    only ever added at the end, and BigQuery allows adding nullable columns in place."""
+    """Add to `table` the (nullable) fields of `schema` it lacks: columns are only ever
+    added at the end. By DDL (`ALTER TABLE ... ADD COLUMN`), which BigQuery runs in place
+    and which, unlike a schema patch, the emulator applies too; DDL may not run inside the
+    replacing transaction, so this runs before it."""
     have = {field.name for field in table.schema}
     new = [field for field in schema if field.name not in have]
     if new:
-        table.schema = [*table.schema, *new]
-        bq.update_table(table, ["schema"])
+        columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{f.name}` {f.field_type}" for f in new)
+        target = f"{table.project}.{table.dataset_id}.{table.table_id}"
+        bq.query(f"ALTER TABLE `{target}` {columns}").result()
 
 
 def _expire(bq: bigquery.Client, table_id: str) -> None:
