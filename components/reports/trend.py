@@ -7,7 +7,9 @@ made before outcomes arrived); whether its probabilities still mean what they sa
 (calibration); and what the offers did (churn of offered against control customers).
 """
 
+import math
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 from kfp.dsl import HTML, Artifact, Input, Output
@@ -31,31 +33,20 @@ _TABLE_COLUMNS = [
 ]
 
 
-def render_trend_page(
-    result: dict[str, Any], *, drift_threshold: float, promotion_floor: float
-) -> str:
-    """The self-contained HTML trend page of a measurement."""
-    from components.reports.page import BLUE, GREY, ORANGE, WARN, figure_to_html, html_page
+def _plots(result: dict[str, Any], *, drift_threshold: float, promotion_floor: float) -> list:
+    """(title, y label, draw(ax)) of each trend plot of a measurement."""
+    from components.reports.page import BLUE, GREY, ORANGE, WARN
 
     days = result["days"]
     dates = [date.fromisoformat(d["as_of_date"]) for d in days]
 
-    def series(name: str) -> list[float]:
-        return [float("nan") if d.get(name) is None else float(d[name]) for d in days]
+    def series(name: str, scale: float = 1.0) -> list[float]:
+        return [math.nan if d.get(name) is None else scale * float(d[name]) for d in days]
 
-    def plot(label: str, ylabel: str, draw) -> str:
-        from components.reports.page import new_figure
-
-        fig = new_figure(label, width=6.4, height=3.2)
-        ax = fig.add_subplot()
-        draw(ax)
-        ax.set_ylabel(ylabel)
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3)
-        fig.autofmt_xdate()
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize=8)
-        return figure_to_html(fig)
+    def offer_series(name: str) -> list[float]:
+        return [
+            math.nan if d["offers"].get(name) is None else 100 * d["offers"][name] for d in days
+        ]
 
     def churn_and_tiers(ax) -> None:
         ax.plot(dates, series("expected_churn"), color=BLUE, label="expected churn (scores)")
@@ -84,23 +75,49 @@ def render_trend_page(
                 label="calibration error")  # fmt: skip
 
     def offers(ax) -> None:
-        effect = [d["offers"].get("effect") for d in days]
-        low = [d["offers"].get("effect_low") for d in days]
-        high = [d["offers"].get("effect_high") for d in days]
-        as_float = [float("nan") if v is None else 100 * v for v in effect]
-        ax.plot(dates, as_float, color=BLUE, marker=".", label="kept per 100 offers")
-        ax.fill_between(
-            dates,
-            [float("nan") if v is None else 100 * v for v in low],
-            [float("nan") if v is None else 100 * v for v in high],
-            color=BLUE, alpha=0.2, label="95% interval",
-        )  # fmt: skip
+        ax.plot(dates, offer_series("effect"), color=BLUE, marker=".", label="kept per 100 offers")
+        ax.fill_between(dates, offer_series("effect_low"), offer_series("effect_high"),
+                        color=BLUE, alpha=0.2, label="95% interval")  # fmt: skip
         ax.axhline(0, color=GREY)
 
+    return [
+        ("Expected churn and tiers", "churn rate", churn_and_tiers),
+        ("Score PSI against the training data", "PSI", drift),
+        ("ROC-AUC: realized against estimated", "ROC-AUC", ranking),
+        ("Calibration error", "|observed - expected|", calibration),
+        ("Customers kept per 100 offers", "customers", offers),
+    ]
+
+
+def _draw(ax, title: str, ylabel: str, draw) -> None:
+    draw(ax)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    for label in ax.get_xticklabels():
+        label.set_rotation(30)
+        label.set_horizontalalignment("right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
+
+
+def render_trend_page(
+    result: dict[str, Any], *, drift_threshold: float, promotion_floor: float
+) -> str:
+    """The self-contained HTML trend page of a measurement."""
+    from components.reports.page import data_table, figure_to_html, html_page, new_figure
+
+    figures = []
+    for title, ylabel, draw in _plots(
+        result, drift_threshold=drift_threshold, promotion_floor=promotion_floor
+    ):
+        fig = new_figure(title, width=6.4, height=3.2)
+        _draw(fig.add_subplot(), title, ylabel, draw)
+        figures.append(figure_to_html(fig))
     pooled = result.get("offers") or {}
     summary = {
         "as of": result["today"],
-        "scoring dates": len(days),
+        "scoring dates": len(result["days"]),
         "champion version": result.get("model_version"),
         "champion test ROC-AUC": result.get("test_roc_auc"),
         "retraining due": result.get("retrain_due"),
@@ -111,26 +128,36 @@ def render_trend_page(
             f"{100 * pooled['effect_high']:.1f}; {pooled['offered']} offered, "
             f"{pooled['control']} control)"
         )
-    from components.reports.page import data_table
-
     offers_note = (
         '<p class="note">Churn of the control group minus churn of offered customers, per '
         "100 offers: how many customers each 100 offers kept. Only dates whose outcome "
         "window has closed.</p>"
     )
     sections = [
-        (
-            "Expected churn and tiers",
-            plot("Expected churn and tiers", "churn rate", churn_and_tiers),
-        ),
-        ("Drift of the scores", plot("Score PSI against the training data", "PSI", drift)),
-        ("Ranking: realized against estimated ROC-AUC", plot("ROC-AUC", "ROC-AUC", ranking)),
-        ("Calibration over time", plot("Calibration error", "|observed - expected|", calibration)),
-        ("What the offers did", offers_note + plot("Kept per 100 offers", "customers", offers)),
-        ("Per date", data_table(days, _TABLE_COLUMNS)),
+        ("Expected churn and tiers", figures[0]),
+        ("Drift of the scores", figures[1]),
+        ("Ranking: realized against estimated ROC-AUC", figures[2]),
+        ("Calibration over time", figures[3]),
+        ("What the offers did", offers_note + figures[4]),
+        ("Per date", data_table(result["days"], _TABLE_COLUMNS)),
     ]
-    title = f"Churn model monitoring {result['today']}"
-    return html_page(title, sections, summary)
+    return html_page(f"Churn model monitoring {result['today']}", sections, summary)
+
+
+def render_trend_png(
+    result: dict[str, Any], path: Path, *, drift_threshold: float, promotion_floor: float
+) -> Path:
+    """The trend page's plots in one PNG (the README shows one from a sample-data run)."""
+    from components.reports.page import new_figure
+
+    plots = _plots(result, drift_threshold=drift_threshold, promotion_floor=promotion_floor)
+    fig = new_figure("Churn model monitoring", width=12.8, height=9.6)
+    for i, (title, ylabel, draw) in enumerate(plots, start=1):
+        _draw(fig.add_subplot(3, 2, i), title, ylabel, draw)
+    fig.suptitle(f"Churn model monitoring, as of {result['today']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80, metadata={"Software": None})
+    return path
 
 
 @stage
