@@ -164,6 +164,7 @@ def test_scores_are_published_into_a_partitioned_table_and_a_rerun_replaces_the_
         ("as_of_date", "DATE"),
         ("scored_at", "TIMESTAMP"),
         ("run_id", "STRING"),
+        ("treatment_group", "STRING"),
     ]
     rows = _rows(output)
     assert rows.num_rows == first.rows_scored == 398  # the repeat and the unparseable row
