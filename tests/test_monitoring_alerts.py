@@ -118,3 +118,29 @@ def test_alerts_test_command_sends_one_alert(receivers, no_config, monkeypatch, 
     assert submit.main(base) == 1
     err = capsys.readouterr().err
     assert "could not be sent through 127.0.0.1:1" in err and "Traceback" not in err
+
+
+def test_a_failed_local_run_is_alerted_through_the_same_path(receivers):
+    from components.settings import Settings
+    from pipelines.runner import RunRecord
+
+    mailbox, smtp_port, webhook_port = receivers
+    settings = Settings(
+        smtp_host="127.0.0.1", smtp_port=smtp_port, smtp_security="none",
+        alert_email_to="oncall@example.com",
+        alert_webhook=f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",
+    )  # fmt: skip
+    record = RunRecord(
+        run_id="churn-scoring-20261130", pipeline="churn-scoring", status="failed",
+        started_at="2026-11-30T08:00:00+00:00", seconds=3.0, log="run.log",
+        error="column `MonthlyCharges` missing from bq://acme.churn.customers",
+        failed_step="2. Validate and score in chunks",
+    )  # fmt: skip
+    submit._alert_failed_run(record, settings)
+    (text,) = [p["text"] for p in SlackWebhook.received]
+    assert text.startswith("*churn-scoring run churn-scoring-20261130 failed*")
+    assert "at step 2. Validate and score in chunks: column `MonthlyCharges` missing" in text
+    assert (
+        "Subject: [churn] churn-scoring run churn-scoring-20261130 failed"
+        in (mailbox.messages[0][2])
+    )
