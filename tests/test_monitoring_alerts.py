@@ -6,7 +6,7 @@ from datetime import date
 import alert_receivers
 import pandas as pd
 import pytest
-from alert_receivers import WEBHOOK_PATH, SlackWebhook
+from alert_receivers import CHAT_PATH, WEBHOOK_PATH, SlackWebhook
 
 import submit
 from components.monitoring.alerts import (
@@ -93,8 +93,15 @@ def test_a_refused_webhook_is_reported_in_the_services_words(receivers):
     channels = Channels(webhook=f"http://127.0.0.1:{webhook_port}/services/T000/B000/WRONG")
     with pytest.raises(AlertError, match="HTTP 404 no_service; check alert_webhook"):
         deliver([Alert("test", "t", "x")], channels)
-    # Google Chat takes the same `text` message.
     assert webhook_payload(Alert("test", "s", "x"), "google_chat") == {"text": "*s*\nx"}
+    chat = f"http://127.0.0.1:{webhook_port}{CHAT_PATH}"
+    deliver([Alert("drift", "s", "x")], Channels(webhook=chat, webhook_format="google_chat"))
+    assert SlackWebhook.received == [{"text": "*s*\nx"}]
+    no_token = chat.split("&token=")[0]
+    with pytest.raises(AlertError, match="google_chat webhook refused the alert: HTTP 403"):
+        deliver(
+            [Alert("drift", "s", "x")], Channels(webhook=no_token, webhook_format="google_chat")
+        )
 
 
 def test_alerts_test_command_sends_one_alert(receivers, no_config, monkeypatch, capsys):
