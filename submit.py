@@ -395,8 +395,16 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     require_output(settings.predictions_uri)
     parse_uri(settings.outcomes_uri)
     run = {"model_ref": args.model, "as_of": args.as_of}
-    if settings.runs_on_vertex:
-        return _on_vertex("monitoring", run, settings, args, _print_monitoring)
+
+    def finish(summary: dict[str, Any], args: argparse.Namespace) -> int:
+        code = _print_monitoring(summary, args)
+        if code == 0 and summary.get("retrain_due"):
+            console.print("realized ROC-AUC is under the promotion floor: starting a training run")
+            return _train(args, settings)
+        return code
+
+    if settings.runs_on_vertex:  # with --wait, the summary comes back and may retrain
+        return _on_vertex("monitoring", run, settings, args, finish)
     monitoring_pipeline = _pipeline("monitoring", settings)
     try:
         check_source(settings.predictions_uri)
@@ -408,11 +416,7 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     summary = record.summary or {}
     summary["report"] = str(_keep_report(Path(summary["report"]), record.run_id, settings))
-    code = _print_monitoring(summary, args)
-    if code == 0 and summary.get("retrain_due"):
-        console.print("realized ROC-AUC is under the promotion floor: starting a training run")
-        return _train(args, settings)
-    return code
+    return finish(summary, args)
 
 
 def _print_monitoring(summary: dict[str, Any], args: argparse.Namespace) -> int:

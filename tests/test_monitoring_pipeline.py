@@ -4,6 +4,9 @@ under kfp.local: performance against the test ROC-AUC, the estimate tracking it,
 effect recovered, a drift and a performance alert delivered to a real SMTP server and a
 webhook receiver on 127.0.0.1, and a re-run that changes nothing."""
 
+import io
+import json
+from contextlib import redirect_stdout
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -20,6 +23,7 @@ from google.protobuf import json_format
 from kfp.pipeline_spec.pipeline_spec_pb2 import PipelineSpec
 from sklearn.metrics import roc_auc_score
 
+import submit
 from components.contract import TELCO_CHURN
 from components.data.sample_data import generate_customers
 from components.data.sample_outcomes import daily_customers, generate_outcomes
@@ -36,9 +40,7 @@ from components.scoring.publish import publish_scores
 from components.scoring.staged import ScoringJob
 from components.settings import Settings
 from components.warehouse import write_table
-from pipelines.compiling import build_pipeline, compile_pipeline
-from pipelines.parameters import pipeline_arguments
-from pipelines.runner import run_locally
+from pipelines.compiling import compile_pipeline
 
 START = date(2026, 10, 1)
 DAYS = 30
@@ -95,7 +97,9 @@ def _score_days(model, home: Path, output: str) -> tuple[pd.DataFrame, pd.Series
     return pd.concat(truths)
 
 
-def test_monitoring_closes_the_loop_end_to_end(tmp_path: Path, receivers):
+def test_monitoring_closes_the_loop_end_to_end(
+    tmp_path: Path, receivers, monkeypatch, no_config, capsys
+):
     mailbox, smtp_port, webhook_port = receivers
     home = tmp_path / "home"
     warehouse = home / "warehouse.duckdb"
@@ -119,13 +123,17 @@ def test_monitoring_closes_the_loop_end_to_end(tmp_path: Path, receivers):
         smtp_port=smtp_port, smtp_security="none", alert_email_to="retention@example.com",
         alert_webhook=f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",
     )  # fmt: skip
-    pipeline = build_pipeline("monitoring", settings)
-    arguments = pipeline_arguments(
-        pipeline, settings, vertex=False, run={"as_of": today.isoformat()}
-    )
-    record = run_locally(pipeline, arguments, home=home, on_step=lambda *_: None)
-    assert record.status == "succeeded", record.error
-    summary = record.summary
+    # `submit.py monitor` as a user runs it (in-process: the steps are processes anyway).
+    for name in ("home", "predictions", "outcomes", "registry", "outcome_window_days",
+                 "bootstrap_samples", "smtp_host", "smtp_port", "smtp_security",
+                 "alert_email_to", "alert_webhook"):  # fmt: skip
+        monkeypatch.setenv(f"CHURN_{name.upper()}", str(getattr(settings, name)))
+    out = io.StringIO()
+    with redirect_stdout(out):
+        code = submit.main(["monitor", "--config", str(no_config), "--as-of", str(today), "--json"])
+    assert code == 0, capsys.readouterr().err
+    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    assert Path(summary["report"]).parent == (home / "reports").resolve()
 
     with duckdb.connect(str(warehouse), read_only=True) as con:
         table = con.sql("SELECT * FROM churn_performance ORDER BY as_of_date").df()
