@@ -165,6 +165,12 @@ NEEDS: tuple[Need, ...] = (
          "output_dataset", ("bigquery.tables.create", "bigquery.tables.get",
                      "bigquery.tables.getData", "bigquery.tables.updateData",
                      "bigquery.tables.update", "bigquery.tables.delete")),
+    Need("pipelines", "monitoring 1: the champion's profile and test ROC-AUC", "project",
+         ("aiplatform.models.get",)),
+    Need("pipelines", "monitoring 1, 3: read predictions and outcomes (in the predictions' "
+         "dataset), replace churn_performance and churn_alerts rows", "output_dataset",
+         ("bigquery.tables.create", "bigquery.tables.get", "bigquery.tables.getData",
+          "bigquery.tables.updateData", "bigquery.tables.update", "bigquery.tables.delete")),
     Need("scheduler", "a schedule starts a run as churn-pipelines", "project",
          ("aiplatform.pipelineJobs.create",)),
     Need("scheduler", "a schedule starts a run as churn-pipelines", "account:pipelines",

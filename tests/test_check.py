@@ -82,9 +82,9 @@ def test_check_passes_on_a_clean_setup(project, capsys):
 
     assert code == 0, "\n".join(lines)
     # Before the first build and schedule, images and schedules are warnings with their fix.
-    assert re.fullmatch(r"all \d+ checks passed \(4 warnings\)", lines[-1])
+    assert re.fullmatch(r"all \d+ checks passed \(5 warnings\)", lines[-1])
     assert [line.split(":")[0] for line in lines if line.startswith("WARN")] == [
-        "WARN images", "WARN images", "WARN schedules", "WARN schedules"
+        "WARN images", "WARN images", "WARN schedules", "WARN schedules", "WARN schedules"
     ]  # fmt: skip
     checked = {line.split(":")[0][5:] for line in lines[:-1]}
     assert checked == {
@@ -247,7 +247,7 @@ def test_check_warns_without_failing_when_no_model_is_trained_yet(project, capsy
     code, lines, _ = check(project, capsys)
 
     assert code == 0
-    assert lines[-1].endswith("checks passed (5 warnings)")  # images, schedules, champion
+    assert lines[-1].endswith("checks passed (6 warnings)")  # images, schedules, champion
     assert (
         f"WARN champion: no champion in projects/{project.project}/locations/{REGION}/models/"
         "churn yet: scoring refuses to run until one is promoted; fix: python submit.py train "
