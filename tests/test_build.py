@@ -262,7 +262,7 @@ def test_with_images_pushed_runs_templates_and_schedules_name_their_digests(
     for upload in uploads.uploads:
         template = parse(yaml.safe_load(upload["content"]), pipeline_spec_pb2.PipelineSpec())
         assert project_images(template) == {components}
-    assert len(scheduler.jobs) == 2
+    assert len(scheduler.jobs) == 3
     runs = {}
     for scheduled in scheduler.jobs.values():
         run = json.loads(base64.b64decode(scheduled["httpTarget"]["body"]))

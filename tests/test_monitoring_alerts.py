@@ -73,12 +73,16 @@ def test_alerts_reach_both_channels_once_a_day(receivers, tmp_path):
         email_to="a@example.com, b@example.com", smtp_host="127.0.0.1", smtp_port=smtp_port,
         smtp_security="none", webhook=f"http://127.0.0.1:{webhook_port}{WEBHOOK_PATH}",
     )  # fmt: skip
-    alert = Alert("drift", "score drift on 2026-11-30: PSI 0.45", "The scores moved.")
+    alert = Alert("drift", "score drift on 2026-11-30: PSI 0.45", "The scores moved.",
+                  about="2026-11-30")  # fmt: skip
+    # A re-run the same day, with a re-scored day's other PSI, finds it sent.
+    rerun = Alert("drift", "score drift on 2026-11-30: PSI 0.47", "The scores moved.",
+                  about="2026-11-30")  # fmt: skip
     log = alerts_uri(f"duckdb://{tmp_path / 'w.duckdb'}?table=churn_predictions")
-    for _ in range(2):  # the second run of the day finds it sent
-        already = [f"{r['kind']}: {r['subject']}" for r in sent_on(log, DAY)]
-        sent = deliver([alert], channels, already_sent=already)
-        record_sent(log, DAY, [(a.kind, a.subject) for a in sent])
+    for each in (alert, rerun):
+        sent = deliver([each], channels, already_sent=sent_on(log, DAY))
+        record_sent(log, DAY, sent)
+    assert sent_on(log, DAY) == ["drift: 2026-11-30"]
     assert len(mailbox.messages) == 1 and len(SlackWebhook.received) == 1
     _sender, recipients, content = mailbox.messages[0]
     assert recipients == ["a@example.com", "b@example.com"]

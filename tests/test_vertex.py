@@ -397,8 +397,9 @@ def test_publish_uploads_both_templates_tagged_and_pinned_by_sha256(google_cloud
     registry = TemplateRegistry(google_cloud, PROJECT, REGION)
     out = cli("publish", env=env)
     cli("publish", env=env)
-    assert [u["package"] for u in registry.uploads] == ["churn-training", "churn-scoring"] * 2
-    first, second = registry.uploads[:2], registry.uploads[2:]
+    packages = ["churn-training", "churn-scoring", "churn-monitoring"]
+    assert [u["package"] for u in registry.uploads] == packages * 2
+    first, second = registry.uploads[:3], registry.uploads[3:]
     assert [u["version"] for u in first] == [u["version"] for u in second]  # same YAML
     for upload in first:
         tags = upload["tags"].split(",")
@@ -517,14 +518,17 @@ def test_dry_runs_need_no_credentials_and_no_network(tmp_path):
     assert [(r["method"], r["url"].split("/v1/")[0]) for r in lines] == [
         ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
         ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
+        ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
+        ("GET", "https://cloudscheduler.googleapis.com"),
+        ("POST", "https://cloudscheduler.googleapis.com"),
         ("GET", "https://cloudscheduler.googleapis.com"),
         ("POST", "https://cloudscheduler.googleapis.com"),
         ("GET", "https://cloudscheduler.googleapis.com"),
         ("POST", "https://cloudscheduler.googleapis.com"),
     ]
-    created = parse(lines[3]["body"], scheduler_v1.Job.pb(scheduler_v1.Job()))
+    created = parse(lines[4]["body"], scheduler_v1.Job.pb(scheduler_v1.Job()))
     run = scheduled_run(json.loads(created.http_target.body))
     version = lines[0]["body"]["content"]["sha256"]
     assert run.template_uri == f"https://R-kfp.pkg.dev/P/churn-pipelines/churn-training/{version}"
     # The body on the wire is base64, as Cloud Scheduler takes it.
-    assert json.loads(base64.b64decode(lines[3]["body"]["httpTarget"]["body"]))["templateUri"]
+    assert json.loads(base64.b64decode(lines[4]["body"]["httpTarget"]["body"]))["templateUri"]

@@ -39,14 +39,22 @@ class AlertError(ChurnError):
 @dataclass(frozen=True)
 class Alert:
     """One message: `kind` (failed_run, drift, performance, high_tier, scores_missing,
-    retrain, digest, test) and `subject` identify it within a day (deduplication)."""
+    retrain, digest, test), a one-line `subject` and the `text`. `about` (the date or run
+    it concerns) with `kind` identifies it for deduplication, so a figure that changes on
+    a re-run the same day (a PSI, a count) does not send the alert again."""
 
     kind: str
     subject: str
     text: str
+    about: str = ""
 
     @property
     def key(self) -> str:
+        return f"{self.kind}: {self.about or self.subject}"
+
+    @property
+    def title(self) -> str:
+        """How the run summary and the CLI name it."""
         return f"{self.kind}: {self.subject}"
 
 
@@ -120,6 +128,7 @@ def check_alerts(
                 f"({scores_deadline}) has passed: the scheduled scoring run did not run or "
                 "failed. See `python submit.py runs`, then score with "
                 f"`python submit.py score --as-of {today}`.",
+                about=str(today),
             )
         )
     if performance.empty:
@@ -136,6 +145,7 @@ def check_alerts(
                 f"training data (PSI {psi:.2f}, threshold {drift_threshold}): the customers "
                 "changed, or a feed broke. Check the scoring report's drifted features; if "
                 "the change is real, retrain with `python submit.py train`." + see,
+                about=str(day),
             )
         )
     estimated = float(latest["estimated_roc_auc"])
@@ -147,6 +157,7 @@ def check_alerts(
                 f"From the scores alone, the model's ROC-AUC on {day} is expected to be "
                 f"{estimated:.3f}, under the promotion floor {promotion_floor}. Retrain with "
                 "`python submit.py train`." + see,
+                about=f"estimated {day}",
             )
         )
     closed = performance[performance["outcome_closed"].astype(bool)]
@@ -162,6 +173,7 @@ def check_alerts(
                     f"ROC-AUC {realized:.3f} (95% interval {last['roc_auc_low']:.3f} to "
                     f"{last['roc_auc_high']:.3f}), under the promotion floor "
                     f"{promotion_floor}. Retrain with `python submit.py train`." + see,
+                    about=f"realized {last['as_of_date']}",
                 )
             )
     if high_tier_limit and int(latest["high"]) > high_tier_limit:
@@ -172,6 +184,7 @@ def check_alerts(
                 f"{int(latest['high'])} customers are in the `high` tier on {day}, more "
                 f"than the limit of {high_tier_limit} the team can contact. Set a capacity "
                 "(`high_risk_top_n`) or raise `high_tier_limit`." + see,
+                about=str(day),
             )
         )
     return alerts
@@ -205,7 +218,7 @@ def digest(
         lines.append("Entered the high tier: " + ", ".join(entered))
     return Alert(
         "digest", f"{len(entered)} customers entered the high churn-risk tier on {day}",
-        "\n".join(lines),
+        "\n".join(lines), about=str(day),
     )  # fmt: skip
 
 
@@ -217,6 +230,7 @@ def failed_run(pipeline: str, run_id: str, error: str, step: str | None) -> Aler
         f"{pipeline} run {run_id} failed",
         f"The {pipeline} run {run_id} failed{where}: {error}\n"
         f"See `python submit.py runs` for its log.",
+        about=run_id,
     )
 
 

@@ -338,17 +338,16 @@ def send_once(result: dict[str, Any], plan: list, channels: Any) -> dict[str, An
 
     today = date.fromisoformat(result["today"])
     log_uri = alerts_uri(result["predictions"])
-    already = [f"{r['kind']}: {r['subject']}" for r in sent_on(log_uri, today)]
-    sent = deliver(plan, channels, already_sent=already)
-    record_sent(log_uri, today, [(a.kind, a.subject) for a in sent])
+    sent = deliver(plan, channels, already_sent=sent_on(log_uri, today))
+    record_sent(log_uri, today, sent)
     return {
         "status": "succeeded",
         "as_of_date": result["today"],
         "model_version": result["model_version"],
         "performance_output": result["performance_output"],
         "dates": len(result["days"]),
-        "alerts": [a.key for a in plan],
-        "alerts_sent": [a.key for a in sent],
+        "alerts": [a.title for a in plan],
+        "alerts_sent": [a.title for a in sent],
         "retrain_due": result["retrain_due"],
         "offers": result["offers"],
     }
@@ -402,6 +401,7 @@ def alert_plan(
                 "retrain",
                 f"retraining started on {today}",
                 "Realized ROC-AUC stayed under the promotion floor: a training run starts.",
+                about=str(today),
             )
         )
     if counts["scored"]:

@@ -92,7 +92,7 @@ def write_performance(frame: pd.DataFrame, uri: str) -> dict[date, int]:
 
 
 ALERTS_TABLE = "churn_alerts"
-ALERT_COLUMNS = ("alert_date", "kind", "subject", "sent_at")
+ALERT_COLUMNS = ("alert_date", "kind", "key", "subject", "sent_at")
 
 
 def alerts_uri(predictions_uri: str) -> str:
@@ -100,8 +100,8 @@ def alerts_uri(predictions_uri: str) -> str:
     return performance_uri(predictions_uri).replace(PERFORMANCE_TABLE, ALERTS_TABLE)
 
 
-def sent_on(uri: str, day: date) -> list[dict]:
-    """The alerts recorded as sent on `day` (kind, subject)."""
+def sent_on(uri: str, day: date) -> list[str]:
+    """The keys of the alerts recorded as sent on `day` (`Alert.key`)."""
     from components.warehouse import read_table, table_exists
 
     if not table_exists(uri):
@@ -110,28 +110,35 @@ def sent_on(uri: str, day: date) -> list[dict]:
     if frame.empty:
         return []
     same_day = pd.to_datetime(frame["alert_date"]).dt.date == day
-    return frame.loc[same_day, ["kind", "subject"]].to_dict("records")
+    return frame.loc[same_day, "key"].astype(str).tolist()
 
 
-def record_sent(uri: str, day: date, sent: list[tuple[str, str]]) -> None:
-    """Add alerts (kind, subject) to those recorded as sent on `day`: the day's rows are
+def record_sent(uri: str, day: date, sent: list) -> None:
+    """Add alerts (`Alert`s) to those recorded as sent on `day`: the day's rows are
     replaced by the earlier ones plus these, in one transaction."""
     from datetime import UTC, datetime
 
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from components.warehouse import StagedTable, replace_rows
+    from components.warehouse import StagedTable, read_table, replace_rows, table_exists
 
     if not sent:
         return
-    rows = [(r["kind"], r["subject"]) for r in sent_on(uri, day)] + list(sent)
+    earlier: list[tuple[str, str, str]] = []
+    if table_exists(uri):
+        frame = read_table(uri)
+        if not frame.empty:
+            same_day = frame[pd.to_datetime(frame["alert_date"]).dt.date == day]
+            earlier = list(same_day[["kind", "key", "subject"]].itertuples(index=False))
+    rows = earlier + [(a.kind, a.key, a.subject) for a in sent]
     now = datetime.now(UTC)
     table = pa.table(
         {
             "alert_date": pa.array([day] * len(rows), pa.date32()),
-            "kind": pa.array([kind for kind, _ in rows], pa.string()),
-            "subject": pa.array([subject for _, subject in rows], pa.string()),
+            "kind": pa.array([str(r[0]) for r in rows], pa.string()),
+            "key": pa.array([str(r[1]) for r in rows], pa.string()),
+            "subject": pa.array([str(r[2]) for r in rows], pa.string()),
             "sent_at": pa.array([now] * len(rows), pa.timestamp("us", tz="UTC")),
         }
     )
