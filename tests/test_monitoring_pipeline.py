@@ -97,6 +97,7 @@ def _score_days(model, home: Path, output: str) -> tuple[pd.DataFrame, pd.Series
     return pd.concat(truths)
 
 
+@pytest.mark.slow
 def test_monitoring_closes_the_loop_end_to_end(
     tmp_path: Path, receivers, monkeypatch, no_config, capsys
 ):
