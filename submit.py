@@ -25,14 +25,15 @@ import logging
 import shlex
 import signal
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from google.auth.exceptions import DefaultCredentialsError
 from rich.console import Console
 from rich.table import Table
 
-from components.errors import ChurnError
+from components.errors import ChurnError, SettingsError, one_line
 from components.settings import Settings, load_settings
 from components.warehouse import check_source, parse_uri
 
@@ -43,9 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        settings = load_settings(_overrides(args), config_file=args.config)
+        settings = load_settings(_overrides(args), config_file=args.config, flag_names=_FLAGS)
         if args.local:  # clears a project set in the config file or environment
-            settings = replace(settings, project=None)
+            settings = settings.replace(project=None)
         return args.command(args, settings)
     except ChurnError as exc:
         if args.verbose:
@@ -59,6 +60,16 @@ def main(argv: list[str] | None = None) -> int:
             console.print_exception()
         where = f": {exc.filename}" if exc.filename else ""
         console.print(f"[red]error:[/red] {exc.strerror or exc}{where}", markup=True)
+        return 1
+    except DefaultCredentialsError as exc:
+        if args.verbose:
+            console.print_exception()
+        console.print(
+            f"[red]error:[/red] no usable Google Cloud credentials ({one_line(exc)}): sign in "
+            "with `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
+            "to a service-account key file",
+            markup=True,
+        )
         return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
@@ -79,7 +90,8 @@ def _parser() -> argparse.ArgumentParser:
     cloud.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the requests (JSON lines) instead of sending them; needs no credentials",
+        help="change nothing: print the requests (JSON lines) instead of sending them, or\n"
+        "without a project what a local run would do; needs no credentials",
     )
     submitted = argparse.ArgumentParser(add_help=False, parents=[cloud])
     submitted.add_argument(
@@ -237,6 +249,14 @@ _SETTING_FLAGS = (
 )
 
 
+# Settings whose flag is not named after them (for the one-line error naming the flag).
+_FLAGS = {
+    "predictions": "--output",
+    "score_batch_rows": "--batch-rows",
+    "score_workers": "--workers",
+}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in _SETTING_FLAGS}
 
@@ -248,6 +268,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     _check_registry(settings)
     if settings.runs_on_vertex:
         return _on_vertex("training", {}, settings, args, _print_training)
+    if args.dry_run:
+        return _local_dry_run("training", {}, settings)
     settings = _registration_image(settings)
     training_pipeline = _pipeline("training", settings)
     if settings.source is None:
@@ -348,9 +370,12 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     parse_uri(settings.source_uri)
     _check_registry(settings)
     require_output(settings.predictions_uri)
+    _check_not_future(args.as_of, settings)
     run = {"model_ref": args.model, "as_of": args.as_of}
     if settings.runs_on_vertex:
         return _on_vertex("scoring", run, settings, args, _print_scoring)
+    if args.dry_run:
+        return _local_dry_run("scoring", run, settings)
     scoring_pipeline = _pipeline("scoring", settings)
     if settings.source is None:
         _ensure_sample_data(settings)
@@ -364,6 +389,46 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     summary = record.summary or {}
     summary["report"] = str(_keep_report(Path(summary["report"]), summary["run_id"], settings))
     return _print_scoring(summary, args)
+
+
+def _check_not_future(as_of: str, settings: Settings) -> None:
+    """Predictions are dated the day they are scored: a later --as-of would publish rows
+    for a scoring that has not happened (and replace them when that day's run comes)."""
+    from datetime import date, datetime
+    from zoneinfo import ZoneInfo
+
+    if not as_of:
+        return
+    today = datetime.now(ZoneInfo(settings.time_zone)).date()
+    if date.fromisoformat(as_of) > today:
+        raise SettingsError(
+            f"--as-of {as_of} is after today ({today} in {settings.time_zone}): predictions are "
+            "dated the day they are scored; give today or an earlier date, or leave it out"
+        )
+
+
+def _local_dry_run(name: str, run: dict[str, Any], settings: Settings) -> int:
+    """What a local run would do, as one JSON line, without running, loading sample data,
+    registering or publishing anything (nothing under `home` is created or changed)."""
+    from pipelines.parameters import pipeline_arguments
+
+    pipeline_func = _pipeline(name, settings)
+    arguments = pipeline_arguments(pipeline_func, settings, vertex=False, run=run)
+    plan = {
+        "dry_run": True,
+        "runs_on": "this machine (kfp.local)",
+        "pipeline": pipeline_func.name,
+        "home": str(settings.home),
+        "sample_data": settings.source is None,
+        "arguments": arguments,
+    }
+    print(json.dumps(plan, default=str))
+    console.print(
+        f"dry run: {pipeline_func.name} would run on this machine with the arguments printed; "
+        "nothing was run, registered or published",
+        markup=False,
+    )
+    return 0
 
 
 def _print_scoring(summary: dict[str, Any], args: argparse.Namespace) -> int:
@@ -765,7 +830,7 @@ def _registration_image(settings: Settings) -> Settings:
     image = settings.serving_image or registry.serving_image
     with console.status("looking up the serving image in Artifact Registry"):
         pinned = images.resolve_image(image, images.registry_client(settings))
-    return replace(settings, serving_image=pinned)
+    return settings.replace(serving_image=pinned)
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:
