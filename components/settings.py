@@ -599,10 +599,12 @@ def _read_config(path: Path) -> dict[str, Any]:
 
 class _Text(str):
     """An environment variable's text, shown in an error as it was typed (CHURN_CV_FOLDS=1
-    reads `cv_folds = 1`; only an empty one is quoted)."""
+    reads `cv_folds = 1`), quoted when that would hide something (empty, spaces around it,
+    a line break)."""
 
     def __repr__(self) -> str:
-        return str(self) if self.strip() else "''"
+        text = str(self)
+        return text if text and text.isprintable() and text == text.strip() else repr(text)
 
 
 def _optional(name: str) -> bool:
@@ -671,8 +673,10 @@ def _allowed(name: str, field: Any) -> str:
         text = "text" if "None" not in str(annotation) else "text, or unset"
     if "ge" in bounds and "le" in bounds:
         return f"{text} from {bounds['ge']} to {bounds['le']}"
-    if "pattern" in bounds:
-        return f"{text} matching {bounds['pattern']}"
+    if bounds.get("pattern") == _CPU:
+        return 'CPUs as text, such as "4" or "500m"'
+    if bounds.get("pattern") == _MEMORY:
+        return 'memory as text, such as "16G" or "512Mi"'
     return text
 
 
