@@ -9,6 +9,7 @@ ids, and `bq://` URIs, are checked by the warehouse, which parses them.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 import zoneinfo
@@ -281,5 +282,6 @@ def time_zone(value: str, name: str = "time_zone") -> str:
     return value
 
 
-def _time_zones() -> set[str]:
-    return zoneinfo.available_timezones()
+@functools.cache
+def _time_zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())  # reads the tz database's folder

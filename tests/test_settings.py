@@ -317,3 +317,13 @@ def test_settings_that_cross_name_where_each_came_from(tmp_path: Path):
         f"(endpoint_min_replicas from config file {config}, endpoint_max_replicas from flag "
         "--endpoint-max-replicas)"
     ) in str(refused.value)
+
+
+def test_a_region_newer_than_the_list_is_passed_with_extra_regions(no_config: Path):
+    with pytest.raises(SettingsError, match="add it to extra_regions"):
+        load_settings({"region": "europe-west15"}, environ={}, config_file=no_config)
+    environ = {"CHURN_EXTRA_REGIONS": "europe-west15, asia-east9"}
+    settings = load_settings({"region": "europe-west15"}, environ=environ, config_file=no_config)
+    assert settings.region == settings.bigquery_location == "europe-west15"
+    with pytest.raises(SettingsError, match="extra_regions 'europe/west15' is not a region name"):
+        load_settings(environ={"CHURN_EXTRA_REGIONS": "europe/west15"}, config_file=no_config)
