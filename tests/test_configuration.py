@@ -87,3 +87,15 @@ def test_missing_credentials_say_how_to_sign_in(cli, tmp_path: Path, argv):
     assert "no usable Google Cloud credentials" in err and "absent.json" in err
     assert "gcloud auth application-default login" in err
     assert "GOOGLE_APPLICATION_CREDENTIALS" in err
+
+
+def test_a_dry_run_with_a_project_prints_the_request_and_makes_nothing_here(cli, tmp_path):
+    code, out, err = cli("score", "--dry-run", "--project", "acme-corp", "--home", "home")
+    assert code == 0, err
+    (request,) = [json.loads(line) for line in out.splitlines()]
+    assert request["method"] == "POST"
+    assert request["url"].startswith(
+        "https://us-central1-aiplatform.googleapis.com/v1/projects/acme-corp/locations/"
+        "us-central1/pipelineJobs?pipelineJobId=churn-scoring-"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["empty.toml"]

@@ -82,11 +82,39 @@ def _kept(name: str, given, settings: Settings) -> bool:
     return isinstance(given, str) and value == given
 
 
+# A value that may well be fine: the default, or one a user would plausibly write.
+_PLAUSIBLE = {
+    "home": "~/churn",
+    "project": "acme-corp",
+    "region": "europe-west4",
+    "bucket": "gs://acme-churn",
+    "experiment": "",
+    "time_zone": "Europe/London",
+    "training_schedule": "30 1 * * SUN",
+    "labels": "app=churn,team=retention",
+}
+
+
+def _plausible(name: str):
+    default = Settings.model_fields[name].default
+    value = _PLAUSIBLE.get(name, default)
+    return str(value) if isinstance(value, Path) else value
+
+
+def _setting(name: str) -> st.SearchStrategy:
+    plausible = _plausible(name)
+    return st.tuples(st.just(name), toml_values if plausible is None else st.one_of(
+        st.just(plausible), toml_values
+    ))  # fmt: skip
+
+
 @pytest.mark.hostile
 @settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(
-    document=st.dictionaries(st.sampled_from(FIELDS), toml_values, min_size=1, max_size=3),
-    unknown=st.sampled_from([None, "cv_fold", "Home", "score-workers", "project_id"]),
+    document=st.lists(
+        st.sampled_from(FIELDS).flatmap(_setting), min_size=1, max_size=3, unique_by=lambda t: t[0]
+    ).map(dict),
+    unknown=st.sampled_from([None, None, None, "cv_fold", "Home", "score-workers", "project_id"]),
 )
 def test_any_config_file_is_kept_exactly_or_refused_naming_the_setting_and_file(
     tmp_path_factory, document, unknown, reliability
