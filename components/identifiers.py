@@ -100,6 +100,14 @@ _EMAIL = re.compile(
 # (Vertex AI, experiments: "lowercase letters, digits and hyphens, at most 128").
 _EXPERIMENT = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
+# Endpoint ids (aiplatform_v1 CreateEndpointRequest.endpoint_id): starting with a letter,
+# up to 63 of [a-z0-9-] ending in a letter or digit; starting with a digit, up to 9 digits
+# with no leading zero.
+_ENDPOINT_ID = re.compile(r"[a-z](?:[a-z0-9-]{0,61}[a-z0-9])?|[1-9][0-9]{0,8}")
+
+# BigQuery locations (BigQuery, locations): the multi-regions US and EU, or a region name.
+_BIGQUERY_MULTI_REGIONS = frozenset({"US", "EU"})
+
 # Image references, after the distribution/reference grammar Docker and Artifact Registry
 # use: [host[:port]/]path[:tag][@digest]; path components lowercase.
 _LABEL = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
@@ -225,6 +233,24 @@ def experiment(value: str, name: str = "experiment") -> str:
         raise SettingsError(
             f"{name} {value!r} is not a Vertex AI experiment name: 1 to 128 lowercase letters, "
             'digits or hyphens, starting with a letter or digit ("" for none)'
+        )
+    return value
+
+
+def endpoint_id(value: str, name: str = "endpoint_id") -> str:
+    if not _ENDPOINT_ID.fullmatch(value):
+        raise SettingsError(
+            f"{name} {value!r} is not a Vertex AI endpoint id: a lowercase letter then up to 62 "
+            "lowercase letters, digits or hyphens (not ending with one), or up to 9 digits "
+            "without a leading zero"
+        )
+    return value
+
+
+def bigquery_location(value: str, name: str = "bigquery_location") -> str:
+    if value not in _BIGQUERY_MULTI_REGIONS and not _REGION.fullmatch(value):
+        raise SettingsError(
+            f"{name} {value!r} is not a BigQuery location: US, EU or a region such as europe-west4"
         )
     return value
 

@@ -305,6 +305,21 @@ class Settings(BaseSettings):
     def _experiment(cls, value: str, info: Any) -> str:
         return _checked(identifiers.experiment, value, info)
 
+    @field_validator("endpoint_id")
+    @classmethod
+    def _endpoint_id(cls, value: str, info: Any) -> str:
+        return _checked(identifiers.endpoint_id, value, info)
+
+    @field_validator("bigquery_location")
+    @classmethod
+    def _bigquery_location(cls, value: str | None, info: Any) -> str | None:
+        if value is None or value == info.data.get("region"):
+            return value  # the region's, checked as the region
+        return _checked(identifiers.bigquery_location, value, info)
+
+    # Tables (bq:// dataset and table ids, duckdb:// paths) are parsed and checked by
+    # components.warehouse.parse_uri, which submit.py calls before anything runs: the
+    # warehouse sits above settings in the layers (pyproject.toml), so not from here.
     @field_validator("source")
     @classmethod
     def _source(cls, value: str | None) -> str | None:

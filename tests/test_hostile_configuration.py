@@ -188,6 +188,11 @@ _VALID = {
     "image": st.sampled_from(
         ["us-docker.pkg.dev/acme-corp/churn/components:0.1.0", "python:3.11-slim"]
     ),
+    "endpoint_id": st.one_of(
+        st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True),
+        st.integers(1, 999_999_999).map(str),
+    ),
+    "bigquery_location": st.sampled_from(["US", "EU", "europe-west4", "asia-northeast1"]),
 }
 _HOSTILE_PARTS = ["#", "/", "..", " ", "\t", "`", "'", "?", "%2F", "TZ=UTC ", "\n", "\u00a0",
                   "A", "_", "-", "61", "L", "google", "localtime", "*", "@", ":", "é"]  # fmt: skip
@@ -221,6 +226,8 @@ _CHECKS = {
     "experiment": identifiers.experiment,
     "service_account": identifiers.service_account,
     "image": identifiers.image,
+    "endpoint_id": identifiers.endpoint_id,
+    "bigquery_location": identifiers.bigquery_location,
 }
 _URL_SAFE = re.compile(r"[A-Za-z0-9._:@/+-]*")
 
@@ -249,6 +256,10 @@ def _well_formed(kind: str, value: str) -> bool:
         return len(value) <= 128 and value == value.lower() and "/" not in value
     if kind == "service_account":
         return value.count("@") == 1 and value.endswith(".gserviceaccount.com")
+    if kind == "endpoint_id":
+        return len(value) <= (9 if value[:1].isdigit() else 63) and "/" not in value
+    if kind == "bigquery_location":
+        return value in ("US", "EU") or (value.count("-") == 1 and value.islower())
     return " " not in value  # image
 
 
