@@ -15,8 +15,10 @@
 With no Google Cloud project configured (`--project`, `CHURN_PROJECT` or
 `GOOGLE_CLOUD_PROJECT`), pipelines run on this machine; `--local` forces that. With one,
 train and score submit to Vertex AI Pipelines (`--wait` follows the run), and
-`--dry-run` prints the requests, one JSON object a line, without credentials or network.
-Settings come from churn.toml < CHURN_* environment < flags (see components/settings.py).
+`--dry-run` prints the requests, one JSON object a line, without credentials or network
+(without a project: the local run it would start); it never changes anything.
+Settings come from churn.toml or --config < CHURN_* environment < flags, checked before
+anything runs (see components/settings.py).
 """
 
 import argparse
