@@ -688,7 +688,7 @@ def _allowed(name: str, field: Any) -> str:
 def _suggest(name: str) -> str:
     close = difflib.get_close_matches(name, list(Settings.model_fields), n=1)
     hint = f"; did you mean {close[0]}?" if close else ""
-    return f"{hint} (the settings are listed in components/settings.py and the README)"
+    return f"{hint} (every setting, and what it allows, is in components/settings.py)"
 
 
 def component_image(settings: Settings) -> str:
