@@ -17,8 +17,10 @@
 With no Google Cloud project configured (`--project`, `CHURN_PROJECT` or
 `GOOGLE_CLOUD_PROJECT`), pipelines run on this machine; `--local` forces that. With one,
 train and score submit to Vertex AI Pipelines (`--wait` follows the run), and
-`--dry-run` prints the requests, one JSON object a line, without credentials or network.
-Settings come from churn.toml < CHURN_* environment < flags (see components/settings.py).
+`--dry-run` prints the requests, one JSON object a line, without credentials or network
+(without a project: the local run it would start); it never changes anything.
+Settings come from churn.toml or --config < CHURN_* environment < flags, checked before
+anything runs (see components/settings.py).
 """
 
 import argparse
@@ -27,14 +29,15 @@ import logging
 import shlex
 import signal
 import sys
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from google.auth.exceptions import DefaultCredentialsError
 from rich.console import Console
 from rich.table import Table
 
-from components.errors import ChurnError
+from components.errors import ChurnError, SettingsError, one_line
 from components.settings import Settings, load_settings
 from components.warehouse import check_source, parse_uri
 
@@ -45,9 +48,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        settings = load_settings(_overrides(args), config_file=args.config)
+        settings = load_settings(_overrides(args), config_file=args.config, flag_names=_FLAGS)
         if args.local:  # clears a project set in the config file or environment
-            settings = replace(settings, project=None)
+            settings = settings.replace(project=None)
         return args.command(args, settings)
     except ChurnError as exc:
         if args.verbose:
@@ -61,6 +64,16 @@ def main(argv: list[str] | None = None) -> int:
             console.print_exception()
         where = f": {exc.filename}" if exc.filename else ""
         console.print(f"[red]error:[/red] {exc.strerror or exc}{where}", markup=True)
+        return 1
+    except DefaultCredentialsError as exc:
+        if args.verbose:
+            console.print_exception()
+        console.print(
+            f"[red]error:[/red] no usable Google Cloud credentials ({one_line(exc)}): sign in "
+            "with `gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS "
+            "to a service-account key file",
+            markup=True,
+        )
         return 1
     except KeyboardInterrupt:
         console.print("[red]interrupted[/red]")
@@ -81,7 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     cloud.add_argument(
         "--dry-run",
         action="store_true",
-        help="print the requests (JSON lines) instead of sending them; needs no credentials",
+        help="change nothing: print the requests (JSON lines) instead of sending them, or\n"
+        "without a project what a local run would do; needs no credentials",
     )
     submitted = argparse.ArgumentParser(add_help=False, parents=[cloud])
     submitted.add_argument(
@@ -256,6 +270,14 @@ _SETTING_FLAGS = (
 )
 
 
+# Settings whose flag is not named after them (for the one-line error naming the flag).
+_FLAGS = {
+    "predictions": "--output",
+    "score_batch_rows": "--batch-rows",
+    "score_workers": "--workers",
+}
+
+
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name, None) for name in _SETTING_FLAGS}
 
@@ -267,6 +289,8 @@ def _train(args: argparse.Namespace, settings: Settings) -> int:
     _check_registry(settings)
     if settings.runs_on_vertex:
         return _on_vertex("training", {}, settings, args, _print_training)
+    if args.dry_run:
+        return _local_dry_run("training", {}, settings)
     settings = _registration_image(settings)
     training_pipeline = _pipeline("training", settings)
     if settings.source is None:
@@ -367,9 +391,12 @@ def _score(args: argparse.Namespace, settings: Settings) -> int:
     parse_uri(settings.source_uri)
     _check_registry(settings)
     require_output(settings.predictions_uri)
+    _check_not_future(args.as_of, settings)
     run = {"model_ref": args.model, "as_of": args.as_of}
     if settings.runs_on_vertex:
         return _on_vertex("scoring", run, settings, args, _print_scoring)
+    if args.dry_run:
+        return _local_dry_run("scoring", run, settings)
     scoring_pipeline = _pipeline("scoring", settings)
     if settings.source is None:
         _ensure_sample_data(settings)
@@ -394,6 +421,7 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
     _check_registry(settings)
     require_output(settings.predictions_uri)
     parse_uri(settings.outcomes_uri)
+    _check_not_future(args.as_of, settings)
     run = {"model_ref": args.model, "as_of": args.as_of}
 
     def finish(summary: dict[str, Any], args: argparse.Namespace) -> int:
@@ -405,6 +433,8 @@ def _monitor(args: argparse.Namespace, settings: Settings) -> int:
 
     if settings.runs_on_vertex:  # with --wait, the summary comes back and may retrain
         return _on_vertex("monitoring", run, settings, args, finish)
+    if args.dry_run:
+        return _local_dry_run("monitoring", run, settings)
     monitoring_pipeline = _pipeline("monitoring", settings)
     try:
         check_source(settings.predictions_uri)
@@ -454,6 +484,46 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
                  "If you read this, alerts reach you. Nothing is wrong.")  # fmt: skip
     deliver([test], channels)
     console.print(f"test alert sent by {' and '.join(channels.configured)}")
+    return 0
+
+
+def _check_not_future(as_of: str, settings: Settings) -> None:
+    """Predictions are dated the day they are scored: a later --as-of would publish rows
+    for a scoring that has not happened (and replace them when that day's run comes)."""
+    from datetime import date, datetime
+    from zoneinfo import ZoneInfo
+
+    if not as_of:
+        return
+    today = datetime.now(ZoneInfo(settings.time_zone)).date()
+    if date.fromisoformat(as_of) > today:
+        raise SettingsError(
+            f"--as-of {as_of} is after today ({today} in {settings.time_zone}): predictions are "
+            "dated the day they are scored; give today or an earlier date, or leave it out"
+        )
+
+
+def _local_dry_run(name: str, run: dict[str, Any], settings: Settings) -> int:
+    """What a local run would do, as one JSON line, without running, loading sample data,
+    registering or publishing anything (nothing under `home` is created or changed)."""
+    from pipelines.parameters import pipeline_arguments
+
+    pipeline_func = _pipeline(name, settings)
+    arguments = pipeline_arguments(pipeline_func, settings, vertex=False, run=run)
+    plan = {
+        "dry_run": True,
+        "runs_on": "this machine (kfp.local)",
+        "pipeline": pipeline_func.name,
+        "home": str(settings.home),
+        "sample_data": settings.source is None,
+        "arguments": arguments,
+    }
+    print(json.dumps(plan, default=str))
+    console.print(
+        f"dry run: {pipeline_func.name} would run on this machine with the arguments printed; "
+        "nothing was run, registered or published",
+        markup=False,
+    )
     return 0
 
 
@@ -877,7 +947,7 @@ def _registration_image(settings: Settings) -> Settings:
     image = settings.serving_image or registry.serving_image
     with console.status("looking up the serving image in Artifact Registry"):
         pinned = images.resolve_image(image, images.registry_client(settings))
-    return replace(settings, serving_image=pinned)
+    return settings.replace(serving_image=pinned)
 
 
 def _build(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,34 +1,56 @@
-"""Settings: one object, filled from defaults < config file < environment < CLI flags.
+"""Settings: one typed object, filled from defaults < config file < environment < CLI flags.
 
-The config file is TOML (`churn.toml` in the working directory, or the path in
-`CHURN_CONFIG`); environment variables are the field names upper-cased with a `CHURN_`
+The config file is TOML (`churn.toml` in the working directory, or the path in `--config`
+or `CHURN_CONFIG`); environment variables are the field names upper-cased with a `CHURN_`
 prefix (`CHURN_HOME`, `CHURN_PROMOTION_MARGIN`, ...). `GOOGLE_CLOUD_PROJECT` and
 `GOOGLE_CLOUD_REGION` are honoured too, as the Google Cloud tools do.
+
+`Settings` is a pydantic-settings model, validated whole where the values come in: types
+are strict (a TOML `cv_folds = 5.9` or `true` is refused, not rounded; only text from the
+environment is parsed, "5" being 5), every number has a range, unknown keys are refused,
+and cloud identifiers are checked against Google's formats (`components.identifiers`).
+`load_settings` turns any refusal into one line naming the setting, where its value came
+from (the file, the variable or the flag) and what is allowed. `Settings(field=...)` reads
+nothing but its arguments, so tests and defaults never depend on the environment.
 """
 
 from __future__ import annotations
 
-import math
+import difflib
 import os
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Any, Literal
 
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, TomlConfigSettingsSource
+
+from components import identifiers
 from components.errors import SettingsError
 
 DEFAULT_COMPONENT_IMAGE = "us-docker.pkg.dev/churn-pipelines/churn/components:0.1.0"
 
+# A step's CPU and memory as KFP accepts them at compile time (PipelineTask's own checks).
+_CPU = r"^([0-9]*[.])?[0-9]+m?$"
+_MEMORY = r"^[0-9]+(E|Ei|P|Pi|T|Ti|G|Gi|M|Mi|K|Ki)?$"
 
-@dataclass(frozen=True)
-class Settings:
+
+class Settings(BaseSettings):
     """Everything a run can be configured with. Field docs are the user-facing help."""
 
-    home: Path = Path(".churn")
+    model_config = SettingsConfigDict(
+        frozen=True,
+        strict=True,
+        extra="forbid",
+        allow_inf_nan=False,
+        validate_default=True,
+        use_attribute_docstrings=True,
+    )
+
+    home: Annotated[Path, Field(strict=False)] = Path(".churn")
     """Local home: embedded warehouse, model registry, run records and reports."""
     project: str | None = None
     """Google Cloud project; when unset, pipelines run locally."""
@@ -88,8 +110,8 @@ class Settings:
     """Score with a Vertex AI batch prediction job instead of in-process chunked scoring
     (for tables one machine should not score)."""
     batch_machine_type: str = "n1-standard-4"
-    batch_starting_replicas: int = 1
-    batch_max_replicas: int = 10
+    batch_starting_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    batch_max_replicas: Annotated[int, Field(ge=1, le=1000)] = 10
 
     # --- Vertex runs, templates and schedules (submit.py, pipelines/vertex.py, templates.py)
     template_registry: str | None = None
@@ -121,13 +143,13 @@ class Settings:
     """Labels on every Vertex run, as key=value,key=value (lower case, for billing reports)."""
     enable_caching: bool = False
     """Let Vertex reuse a step's earlier outputs; off, as every run should read fresh data."""
-    training_cpu: str = "4"
+    training_cpu: Annotated[str, Field(pattern=_CPU)] = "4"
     """CPUs of the training step on Vertex (it chooses the machine; set when compiling)."""
-    training_memory: str = "16G"
-    scoring_cpu: str = "4"
+    training_memory: Annotated[str, Field(pattern=_MEMORY)] = "16G"
+    scoring_cpu: Annotated[str, Field(pattern=_CPU)] = "4"
     """CPUs of the scoring step on Vertex (one scoring worker each, by default)."""
-    scoring_memory: str = "16G"
-    poll_seconds: float = 10.0
+    scoring_memory: Annotated[str, Field(pattern=_MEMORY)] = "16G"
+    poll_seconds: Annotated[float, Field(ge=0.0, le=3600.0)] = 10.0
     """How often `--wait` asks Vertex AI how a run is doing."""
 
     # --- Vertex AI endpoint: online serving of the champion (off by default) -------------
@@ -138,35 +160,35 @@ class Settings:
     """Endpoint resource id: projects/<project>/locations/<region>/endpoints/<id>, created
     with that id if missing (found by resource name, never by display name)."""
     endpoint_machine_type: str = "n1-standard-2"
-    endpoint_min_replicas: int = 1
-    endpoint_max_replicas: int = 1
-    seed: int = 42
-    sample_rows: int = 21_096
+    endpoint_min_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    endpoint_max_replicas: Annotated[int, Field(ge=1, le=1000)] = 1
+    seed: Annotated[int, Field(ge=0, le=2**32 - 1)] = 42
+    sample_rows: Annotated[int, Field(ge=100, le=10_000_000)] = 21_096
     """Rows of generated sample data loaded into an empty embedded warehouse."""
-    invalid_row_tolerance: float = 0.05
+    invalid_row_tolerance: Annotated[float, Field(ge=0.0, le=0.5)] = 0.05
     """Largest share of invalid rows set aside before validation stops the run."""
-    test_size: float = 0.2
-    cv_folds: int = 5
-    candidates_per_family: int = 2
+    test_size: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
+    cv_folds: Annotated[int, Field(ge=2, le=20)] = 5
+    candidates_per_family: Annotated[int, Field(ge=1, le=100)] = 2
     """Hyper-parameter settings tried per model family (randomised search)."""
-    search_budget_seconds: float = 120.0
+    search_budget_seconds: Annotated[float, Field(ge=0.0, le=7 * 24 * 3600.0)] = 120.0
     """Wall-time budget of the candidate search; each family gets at least one setting."""
-    promotion_metric: str = "roc_auc"
-    promotion_margin: float = 0.002
+    promotion_metric: Literal["roc_auc", "pr_auc", "f1"] = "roc_auc"
+    promotion_margin: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.002
     """A new model must beat the champion's test-set metric by at least this much."""
-    promotion_floor: float = 0.70
+    promotion_floor: Annotated[float, Field(ge=0.0, le=1.0)] = 0.70
     """... and reach at least this value, whatever the champion scores."""
-    high_risk_cutoff: float = 0.7
+    high_risk_cutoff: Annotated[float, Field(ge=0.0, le=1.0)] = 0.7
     """Churn probability from which a customer is in the `high` risk tier."""
-    medium_risk_cutoff: float = 0.4
+    medium_risk_cutoff: Annotated[float, Field(ge=0.0, le=1.0)] = 0.4
     """... and from which `medium` (below it: `low`)."""
-    drift_threshold: float = 0.2
+    drift_threshold: Annotated[float, Field(ge=0.0, le=100.0)] = 0.2
     """Population stability index above which a feature counts as drifted."""
-    score_batch_rows: int = 100_000
+    score_batch_rows: Annotated[int, Field(ge=1, le=10_000_000)] = 100_000
     """Rows read, scored and written per chunk by batch scoring (bounds memory)."""
-    score_workers: int = 0
+    score_workers: Annotated[int, Field(ge=0, le=256)] = 0
     """Processes scoring chunks side by side; 0: one per CPU the scoring step may use."""
-    serving_max_request_bytes: int = 8 * 1024 * 1024
+    serving_max_request_bytes: Annotated[int, Field(ge=1024, le=2**30)] = 8 * 1024 * 1024
     """Largest prediction request body the model server reads (larger: HTTP 413)."""
     accept_library_mismatch: bool = False
     """Score and serve a model pickled with other versions of scikit-learn, numpy or joblib
@@ -174,47 +196,52 @@ class Settings:
     unpickled by the libraries its record says pickled it (components/registry/model_files.py)."""
 
     # --- Calibration, capacity tiers and the promotion gate's uncertainty ----------------
-    resampling: str = "auto"
+    resampling: Literal["auto", "smote", "class_weight", "none"] = "auto"
     """How training handles the rare churn class: `smote` (synthetic churners inside each
     training fold), `class_weight` (balanced sample weights), `none`, or `auto`: the one
     with the best CV `promotion_metric` for the selected candidate."""
-    calibration: str = "auto"
+    calibration: Literal["auto", "sigmoid", "isotonic", "none"] = "auto"
     """Map from the model's score to a probability that means what it says, fitted on
     out-of-fold predictions of the training split: `sigmoid`, `isotonic`, `auto` (the one
     with the lower CV Brier score) or `none` (raw scores, as resampling leaves them)."""
-    high_risk_top_n: int = 0
+    high_risk_top_n: Annotated[int, Field(ge=0, le=10**9)] = 0
     """Batch scoring: put exactly the N most likely churners of the day in the `high` tier
     (a team that can call 500 customers a day sets 500), whatever `high_risk_cutoff` says;
     0: tier by `high_risk_cutoff`. Online serving, one request at a time, uses the cut-off."""
-    high_risk_top_share: float = 0.0
+    high_risk_top_share: Annotated[float, Field(ge=0.0, le=1.0)] = 0.0
     """... or the top share of the day's scored customers (0.05: the top 5%); 0: off. At
     most one of `high_risk_top_n` and `high_risk_top_share` may be set."""
     promotion_requires_significance: bool = False
     """Promote only when the bootstrap 95% interval of the paired difference between the
     new model's and the champion's test metric lies above zero."""
-    bootstrap_samples: int = 1000
+    bootstrap_samples: Annotated[int, Field(ge=0, le=100_000)] = 1000
     """Bootstrap resamples of the test rows behind the 95% intervals of the test metric
     and of the paired difference against the champion."""
+
+    # --- issue 18: cloud identifiers and regions ------------------------------------------
+    extra_regions: str = ""
+    """Vertex AI regions newer than this release's list (components/identifiers.py), comma
+    separated, each a region name such as europe-west4; `region` may then be one of them."""
 
     # --- issue 20: monitoring (outcomes, performance, offers, alerts) --------------------
     outcomes: str | None = None
     """Outcomes table URI (`customer_id`, `churned`, `observed_date`: one row per churn or
     per sighting of a customer still there); any table URI. Default: `churn_outcomes` in the
     embedded warehouse, or bq://<project>.churn.churn_outcomes with a project."""
-    outcome_window_days: int = 30
+    outcome_window_days: Annotated[int, Field(ge=1, le=366)] = 30
     """Days after a scoring date within which a churn counts as that date's outcome; the
     date's realized performance is measured once they have passed (1 to 366)."""
-    lift_top_n: int = 500
+    lift_top_n: Annotated[int, Field(ge=1, le=10**9)] = 500
     """Realized performance: the lift of the day's N highest-scored customers (at least 1)."""
-    control_share: float = 0.0
+    control_share: Annotated[float, Field(ge=0.0, le=0.5)] = 0.0
     """Share of each day's `high` tier marked `treatment_group = "control"` (left out of
     the offers, to measure what the offers do); 0 (off) to 0.5."""
-    control_salt: str = "campaign-1"
+    control_salt: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")] = "campaign-1"
     """Salt of the hash that picks the control group: the same customers stay in it while
     the salt stays; a new campaign gets a new salt (letters, digits, - and _)."""
-    high_tier_limit: int = 0
+    high_tier_limit: Annotated[int, Field(ge=0, le=10**9)] = 0
     """Alert when a day's `high` tier holds more customers than this; 0: no limit."""
-    scores_deadline: str = "09:00"
+    scores_deadline: Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "09:00"
     """HH:MM in `time_zone` by which today's scores must be in the predictions table; the
     monitoring run alerts when they are not (a scoring schedule that did not run)."""
     alert_email_to: str = ""
@@ -224,17 +251,17 @@ class Settings:
     """Sender address of alert e-mails."""
     smtp_host: str = ""
     """SMTP server alerts are sent through ("" = no e-mail)."""
-    smtp_port: int = 587
+    smtp_port: Annotated[int, Field(ge=1, le=65535)] = 587
     """SMTP port (1 to 65535); 587 with STARTTLS, 465 with TLS, 25 plain."""
-    smtp_security: str = "starttls"
+    smtp_security: Literal["starttls", "tls", "none"] = "starttls"
     """SMTP connection security: `starttls`, `tls` or `none` (a local relay only)."""
     smtp_user: str = ""
     """SMTP login ("" = none); its password is read from the environment variable
     CHURN_SMTP_PASSWORD, never from a file or a flag."""
-    alert_webhook: str = ""
+    alert_webhook: Annotated[str, Field(pattern=r"^(https?://\S+)?$")] = ""
     """Chat webhook URL alerts are posted to ("" = none): a Slack incoming webhook or a
     Google Chat space webhook, as `alert_webhook_format` says."""
-    alert_webhook_format: str = "slack"
+    alert_webhook_format: Literal["slack", "google_chat"] = "slack"
     """Payload of `alert_webhook`: `slack` or `google_chat`."""
     digest_customer_ids: bool = False
     """Put the ids of the customers entering the `high` tier in the daily digest. Off: the
@@ -242,106 +269,166 @@ class Settings:
     digest_link: str = ""
     """Link to today's rows in the digest (a BI dashboard or the console's table view);
     `{date}` is replaced by the day. Default: the predictions table's URI."""
-    retrain_below_floor: int = 0
+    retrain_below_floor: Annotated[int, Field(ge=0, le=100)] = 0
     """Retraining trigger: start a training run when realized ROC-AUC is under
     `promotion_floor` in this many of the last `retrain_windows` closed dates; 0: off."""
-    retrain_windows: int = 5
+    retrain_windows: Annotated[int, Field(ge=1, le=100)] = 5
     """... out of this many (at least `retrain_below_floor`)."""
     monitoring_schedule: str = "0 6 * * 1"
     """Cron of the scheduled monitoring run, in `time_zone` (default Mondays at 06:00)."""
 
-    def __post_init__(self) -> None:
-        if self.bigquery_location is None:
-            # Filled here, not read through a property, so every reader of the field agrees.
-            object.__setattr__(self, "bigquery_location", self.region)
-        _check_range("invalid_row_tolerance", self.invalid_row_tolerance, 0.0, 0.5)
-        _check_range("test_size", self.test_size, 0.05, 0.5)
-        _check_range("promotion_floor", self.promotion_floor, 0.0, 1.0)
-        _check_range("promotion_margin", self.promotion_margin, -1.0, 1.0)
-        _check_range("medium_risk_cutoff", self.medium_risk_cutoff, 0.0, 1.0)
-        _check_range("high_risk_cutoff", self.high_risk_cutoff, self.medium_risk_cutoff, 1.0)
-        # A PSI is 0 for identical distributions and grows without bound; NaN flags nothing.
-        _check_range("drift_threshold", self.drift_threshold, 0.0, math.inf)
-        if not 0 <= self.seed < 2**32:
-            raise SettingsError(f"seed must be between 0 and 2**32 - 1, got {self.seed}")
-        if self.score_batch_rows < 1:
-            raise SettingsError(f"score_batch_rows must be positive, got {self.score_batch_rows}")
-        if self.score_workers < 0:
-            raise SettingsError(
-                f"score_workers must be 0 (automatic) or more, got {self.score_workers}"
+    def __init__(self, **values: Any) -> None:
+        # Refused values raise SettingsError, one line, wherever Settings is built.
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # `load_settings` describes the cause again, with where each value came from.
+            raise SettingsError(describe(exc, {})) from exc
+
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, **_sources):
+        # Only the arguments: `load_settings` reads the file and the environment, so that
+        # `Settings()` is the defaults, whatever the environment of a test or an import.
+        return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_bigquery_location(cls, values: Any) -> Any:
+        # Filled here, not read through a property, so every reader of the field agrees.
+        if isinstance(values, dict) and values.get("bigquery_location") is None:
+            values = {**values, "bigquery_location": values.get("region", "us-central1")}
+        return values
+
+    @field_validator("home", mode="before")
+    @classmethod
+    def _home_not_empty(cls, value: Any) -> Any:
+        # Path("") is ".": an empty home would quietly run in the current directory.
+        if isinstance(value, str) and not value.strip():
+            raise ValueError("home is empty: give a directory")
+        return value
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @field_validator("project", "bigquery_billing_project")
+    @classmethod
+    def _project(cls, value: str | None, info: Any) -> str | None:
+        return value if value is None else _checked(identifiers.project_id, value, info)
+
+    @field_validator("extra_regions")
+    @classmethod
+    def _extra_regions(cls, value: str, info: Any) -> str:
+        for name in _split(value):
+            _checked(identifiers.region_name, name, info)
+        return value
+
+    @field_validator("bucket", "pipeline_root")
+    @classmethod
+    def _bucket(cls, value: str | None, info: Any) -> str | None:
+        return value if value is None else _checked(identifiers.bucket_uri, value, info)
+
+    @field_validator("service_account", "scheduler_service_account", "ci_service_account")
+    @classmethod
+    def _service_account(cls, value: str | None, info: Any) -> str | None:
+        return value if value is None else _checked(identifiers.service_account, value, info)
+
+    @field_validator("submitter_group", "viewer_group")
+    @classmethod
+    def _group(cls, value: str | None, info: Any) -> str | None:
+        return value if value is None else _checked(identifiers.group_email, value, info)
+
+    @field_validator("component_image", "serving_image")
+    @classmethod
+    def _image(cls, value: str | None, info: Any) -> str | None:
+        return value if value is None else _checked(identifiers.image, value, info)
+
+    @field_validator("training_schedule", "scoring_schedule", "monitoring_schedule")
+    @classmethod
+    def _cron(cls, value: str, info: Any) -> str:
+        return _checked(identifiers.cron, value, info)
+
+    @field_validator("time_zone")
+    @classmethod
+    def _time_zone(cls, value: str, info: Any) -> str:
+        return _checked(identifiers.time_zone, value, info)
+
+    @field_validator("experiment")
+    @classmethod
+    def _experiment(cls, value: str, info: Any) -> str:
+        return _checked(identifiers.experiment, value, info)
+
+    @field_validator("endpoint_id")
+    @classmethod
+    def _endpoint_id(cls, value: str, info: Any) -> str:
+        return _checked(identifiers.endpoint_id, value, info)
+
+    @field_validator("bigquery_location")
+    @classmethod
+    def _bigquery_location(cls, value: str | None, info: Any) -> str | None:
+        if value is None or value == info.data.get("region"):
+            return value  # the region's, checked as the region
+        return _checked(identifiers.bigquery_location, value, info)
+
+    # Tables (bq:// dataset and table ids, duckdb:// paths) are parsed and checked by
+    # components.warehouse.parse_uri, which submit.py calls before anything runs: the
+    # warehouse sits above settings in the layers (pyproject.toml), so not from here.
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("gs://"):
+            raise ValueError(
+                f"source {value!r} is in Cloud Storage, which no step reads: load it into "
+                "BigQuery (bq load) and give its bq://PROJECT.DATASET.TABLE, or a local file"
             )
-        if self.serving_max_request_bytes < 1024:
-            raise SettingsError(
-                "serving_max_request_bytes must be at least 1024, "
-                f"got {self.serving_max_request_bytes}"
+        return value
+
+    @model_validator(mode="after")
+    def _check_together(self) -> Settings:
+        """Checks of one setting against another (each field's own range is on the field)."""
+        _checked(identifiers.region, self.region, "region", frozenset(_split(self.extra_regions)))
+        if self.high_risk_cutoff < self.medium_risk_cutoff:
+            raise ValueError(
+                f"high_risk_cutoff must be between medium_risk_cutoff "
+                f"({self.medium_risk_cutoff}) and 1.0, got {self.high_risk_cutoff}"
             )
-        if not 2 <= self.cv_folds <= 20:
-            raise SettingsError(f"cv_folds must be between 2 and 20, got {self.cv_folds}")
-        if self.candidates_per_family < 1:
-            raise SettingsError(
-                f"candidates_per_family must be at least 1, got {self.candidates_per_family}"
-            )
-        if not 1 <= self.endpoint_min_replicas <= self.endpoint_max_replicas:
-            raise SettingsError(
+        if self.endpoint_min_replicas > self.endpoint_max_replicas:
+            raise ValueError(
                 "endpoint replicas must satisfy 1 <= endpoint_min_replicas <= "
                 f"endpoint_max_replicas, got {self.endpoint_min_replicas} and "
                 f"{self.endpoint_max_replicas}"
             )
-        if self.sample_rows < 100:
-            raise SettingsError(f"sample_rows must be at least 100, got {self.sample_rows}")
-        _check_time_zone(self.time_zone)
-        _ = self.label_map  # a malformed label fails at start-up, not at submission
-        if self.promotion_metric not in ("roc_auc", "pr_auc", "f1"):
-            raise SettingsError(
-                "promotion_metric must be one of roc_auc, pr_auc, f1; "
-                f"got {self.promotion_metric!r}"
+        if self.batch_starting_replicas > self.batch_max_replicas:
+            raise ValueError(
+                "batch replicas must satisfy 1 <= batch_starting_replicas <= "
+                f"batch_max_replicas, got {self.batch_starting_replicas} and "
+                f"{self.batch_max_replicas}"
             )
-
-        _check_choice("resampling", self.resampling, ("auto", "smote", "class_weight", "none"))
-        _check_choice("calibration", self.calibration, ("auto", "sigmoid", "isotonic", "none"))
-        if self.high_risk_top_n < 0:
-            raise SettingsError(
-                f"high_risk_top_n must be 0 (off) or a number of customers, got "
-                f"{self.high_risk_top_n}"
-            )
-        _check_range("high_risk_top_share", self.high_risk_top_share, 0.0, 1.0)
+        try:
+            _ = self.label_map  # a malformed label fails at start-up, not at submission
+        except SettingsError as exc:
+            raise ValueError(str(exc)) from None
         if self.high_risk_top_n and self.high_risk_top_share:
-            raise SettingsError(
+            raise ValueError(
                 "set at most one of high_risk_top_n and high_risk_top_share, got "
                 f"{self.high_risk_top_n} and {self.high_risk_top_share}"
             )
-        if not 0 <= self.bootstrap_samples <= 100_000:
-            raise SettingsError(
-                "bootstrap_samples must be between 0 (no intervals) and 100000, got "
-                f"{self.bootstrap_samples}"
-            )
         if self.promotion_requires_significance and self.bootstrap_samples < 100:
-            raise SettingsError(
+            raise ValueError(
                 "promotion_requires_significance needs bootstrap_samples of at least 100, got "
                 f"{self.bootstrap_samples}"
             )
-        # --- issue 20: monitoring ---
-        _check_range("outcome_window_days", self.outcome_window_days, 1, 366)
-        _check_range("lift_top_n", self.lift_top_n, 1, math.inf)
-        _check_range("control_share", self.control_share, 0.0, 0.5)
-        if not _SALT.fullmatch(self.control_salt):
-            raise SettingsError(
-                f"control_salt must be 1 to 64 letters, digits, - and _, got {self.control_salt!r}"
+        if self.retrain_below_floor > self.retrain_windows:
+            raise ValueError(
+                f"retrain_below_floor must be between 0 and retrain_windows "
+                f"({self.retrain_windows}), got {self.retrain_below_floor}"
             )
-        _check_range("high_tier_limit", self.high_tier_limit, 0, math.inf)
-        if not _CLOCK.fullmatch(self.scores_deadline):
-            raise SettingsError(
-                f"scores_deadline must be HH:MM (00:00 to 23:59), got {self.scores_deadline!r}"
-            )
-        _check_range("smtp_port", self.smtp_port, 1, 65535)
-        _check_choice("smtp_security", self.smtp_security, ("starttls", "tls", "none"))
-        _check_choice("alert_webhook_format", self.alert_webhook_format, ("slack", "google_chat"))
-        if self.alert_webhook and not self.alert_webhook.startswith(("https://", "http://")):
-            raise SettingsError(
-                f"alert_webhook must be an https:// URL, got {self.alert_webhook!r}"
-            )
-        _check_range("retrain_windows", self.retrain_windows, 1, 100)
-        _check_range("retrain_below_floor", self.retrain_below_floor, 0, self.retrain_windows)
+        return self
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with `changes`, validated as a new Settings is."""
+        return type(self)(**(dict(self) | changes))
 
     @property
     def warehouse_path(self) -> Path:
@@ -483,32 +570,26 @@ class Settings:
         return self.project is not None
 
 
-_SALT = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_CLOCK = re.compile(r"([01][0-9]|2[0-3]):[0-5][0-9]")
 _LABEL = re.compile(r"[a-z][a-z0-9_-]{0,62}")
 _LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 
 
-def _check_time_zone(name: str) -> None:
+def _checked(check: Any, value: str, info: Any, *args: Any) -> str:
+    """Run an identifiers check inside a validator: pydantic reports a ValueError as the
+    setting's error, with its source added by `describe`."""
+    name = info if isinstance(info, str) else info.field_name
     try:
-        ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise SettingsError(
-            f"time_zone must be an IANA time zone such as Europe/London, got {name!r}"
-        ) from None
+        return check(value, *args, name=name)
+    except SettingsError as exc:
+        raise ValueError(str(exc)) from None
 
 
-def _check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise SettingsError(f"{name} must be between {low} and {high}, got {value}")
-
-
-def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise SettingsError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+def _split(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 _ENV_ALIASES = {"project": "GOOGLE_CLOUD_PROJECT", "region": "GOOGLE_CLOUD_REGION"}
+DEFAULT_ORIGIN = "the default"
 
 
 def load_settings(
@@ -516,73 +597,165 @@ def load_settings(
     *,
     environ: Mapping[str, str] | None = None,
     config_file: Path | None = None,
+    flag_names: Mapping[str, str] | None = None,
 ) -> Settings:
     """Build settings from defaults, the config file, the environment and `overrides`
-    (CLI flags; `None` values are ignored), later sources winning."""
+    (CLI flags; `None` values are ignored), later sources winning. `flag_names` spells
+    each override's flag as the CLI does (default: --name-with-dashes)."""
     environ = os.environ if environ is None else environ
+    fields = Settings.model_fields
     values: dict[str, Any] = {}
-    named = config_file or environ.get("CHURN_CONFIG")
-    config_path = Path(named or "churn.toml")
-    if named and not config_path.is_file():
-        # Only the default file may be absent: a named one that is not there is a typo
-        # that would otherwise run with every setting at its default.
-        raise SettingsError(f"config file {config_path} does not exist")
-    if config_path.is_file():
-        try:
-            values.update(tomllib.loads(config_path.read_text(encoding="utf-8")))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise SettingsError(f"config file {config_path} is not valid TOML: {exc}") from None
-        except OSError as exc:
-            raise SettingsError(f"config file {config_path} cannot be read: {exc}") from None
-    names = {f.name for f in fields(Settings)}
-    for name in names:
+    origins: dict[str, str] = {}
+    shown: dict[str, Any] = {}  # an environment variable's text, as it was given
+
+    config_path = _config_path(config_file, environ)
+    if config_path is not None:
+        where = f"config file {config_path}"
+        for name, value in _read_config(config_path).items():
+            if name not in fields:
+                raise SettingsError(f"unknown setting {name!r} in {where}{_suggest(name)}")
+            if isinstance(value, str) and not value and _optional(name):
+                continue  # "" in the file: not set, as an empty variable is
+            values[name], origins[name] = value, where
+
+    for name in fields:
         for key in (f"CHURN_{name.upper()}", _ENV_ALIASES.get(name)):
             if key and key in environ:
-                values[name] = environ[key]
+                where = f"environment variable {key}"
+                if environ[key] or not _optional(name):
+                    values[name] = _from_text(name, environ[key], where)
+                    origins[name], shown[name] = where, _Text(environ[key])
                 break
+
     for name, value in (overrides or {}).items():
+        flag = (flag_names or {}).get(name) or "--" + name.replace("_", "-")
+        if name not in fields:
+            raise SettingsError(f"unknown setting {name!r} (flag {flag}){_suggest(name)}")
         if isinstance(value, str) and not value.strip():
             # An empty flag would quietly mean "the default" (for --source: sample data).
-            flag = "--" + name.replace("_", "-")
             raise SettingsError(f"{flag} is empty: give a value or leave it out")
         if value is not None:
-            values[name] = value
-    unknown = sorted(set(values) - names)
-    if unknown:
-        raise SettingsError(
-            f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-        )
-    return Settings(**{name: _coerce(name, value) for name, value in values.items()})
+            values[name], origins[name] = value, f"flag {flag}"
+            shown.pop(name, None)
 
-
-def _coerce(name: str, value: Any) -> Any:
-    """Turn text from the environment or TOML into the field's declared type."""
-    declared = {f.name: f.type for f in fields(Settings)}[name]
     try:
-        if declared == "Path":
-            return Path(value).expanduser()
-        if declared == "int":
-            return int(value)
-        if declared == "float":
-            return float(value)
-        if declared == "bool":
-            return _boolean(value)
-        if declared == "str | None":
-            return str(value) if value not in ("", None) else None
-        return str(value)
-    except (TypeError, ValueError):
-        raise SettingsError(f"setting {name} must be {declared}, got {value!r}") from None
+        return Settings(**values)
+    except SettingsError as exc:
+        if not isinstance(exc.__cause__, ValidationError):
+            raise
+        raise SettingsError(describe(exc.__cause__, origins, values | shown)) from None
 
 
-def _boolean(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(value)
+def _config_path(config_file: Path | None, environ: Mapping[str, str]) -> Path | None:
+    """The one config file in use: `config_file` (--config), else CHURN_CONFIG, else
+    ./churn.toml when it exists. A named file must exist: a typo would otherwise run with
+    every setting at its default."""
+    named = config_file or environ.get("CHURN_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise SettingsError(f"config file {path} does not exist")
+        return path
+    default = Path("churn.toml")
+    return default if default.is_file() else None
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    try:
+        return TomlConfigSettingsSource(Settings, toml_file=path).toml_data
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"config file {path} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise SettingsError(f"config file {path} cannot be read: {exc.strerror}") from None
+
+
+class _Text(str):
+    """An environment variable's text, shown in an error as it was typed (CHURN_CV_FOLDS=1
+    reads `cv_folds = 1`), quoted when that would hide something (empty, spaces around it,
+    a line break)."""
+
+    def __repr__(self) -> str:
+        text = str(self)
+        return text if text and text.isprintable() and text == text.strip() else repr(text)
+
+
+def _optional(name: str) -> bool:
+    return Settings.model_fields[name].default is None
+
+
+def _from_text(name: str, text: str, where: str) -> Any:
+    """An environment variable's text as the field's type: the one source whose values are
+    all text, so the one whose numbers and booleans are parsed ("5" is 5, "true" is True);
+    ranges and every other check follow with the other sources' values."""
+    annotation = Settings.model_fields[name].annotation
+    if annotation not in (int, float, bool):
+        return text
+    try:
+        return TypeAdapter(annotation).validate_python(text, strict=False)
+    except ValidationError:
+        raise SettingsError(
+            f"{name} = {_Text(text)!r} from {where} is not allowed: "
+            f"must be {_allowed(name, Settings.model_fields[name])}"
+        ) from None
+
+
+def describe(
+    exc: ValidationError, origins: Mapping[str, str], values: Mapping[str, Any] | None = None
+) -> str:
+    """The first refusal of `exc` as one line: the setting, its value, where the value came
+    from (`origins`: field -> "config file X", "environment variable Y", "flag --z") and
+    what is allowed."""
+    error = exc.errors()[0]
+    fields = Settings.model_fields
+    name = str(error["loc"][0]) if error["loc"] else ""
+    where = f" from {origins.get(name, DEFAULT_ORIGIN)}" if origins else ""
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {name!r}{where}{_suggest(name)}"
+    if name in fields and error["type"] != "value_error":
+        value = (values or {}).get(name, error.get("input"))
+        return f"{name} = {value!r}{where} is not allowed: must be {_allowed(name, fields[name])}"
+    reason = _reason(error)
+    if name or not origins:
+        return f"{reason}{f' ({where.strip()})' if where else ''}"
+    # A check of settings against each other: where each setting it names came from.
+    named = [f for f in fields if re.search(rf"\b{f}\b", reason)]
+    sources = ", ".join(f"{f} from {origins.get(f, DEFAULT_ORIGIN)}" for f in named)
+    return f"{reason}{f' ({sources})' if sources else ''}"
+
+
+def _reason(error: Mapping[str, Any]) -> str:
+    context = error.get("ctx") or {}
+    return str(context.get("error") or error["msg"])
+
+
+def _allowed(name: str, field: Any) -> str:
+    """What a field allows, from its declared type and bounds."""
+    bounds = {}
+    for item in field.metadata:
+        for key in ("ge", "le", "gt", "lt", "pattern"):
+            if getattr(item, key, None) is not None:
+                bounds[key] = getattr(item, key)
+    annotation = field.annotation
+    text = {int: "a whole number", float: "a number", bool: "true or false"}.get(annotation)
+    if getattr(annotation, "__origin__", None) is Literal:
+        return "one of " + ", ".join(annotation.__args__)
+    if name == "home":
+        return "a directory path, not empty"
+    if text is None:
+        text = "text" if "None" not in str(annotation) else "text, or unset"
+    if "ge" in bounds and "le" in bounds:
+        return f"{text} from {bounds['ge']} to {bounds['le']}"
+    if bounds.get("pattern") == _CPU:
+        return 'CPUs as text, such as "4" or "500m"'
+    if bounds.get("pattern") == _MEMORY:
+        return 'memory as text, such as "16G" or "512Mi"'
+    return text
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(Settings.model_fields), n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    return f"{hint} (every setting, and what it allows, is in components/settings.py)"
 
 
 def component_image(settings: Settings) -> str:

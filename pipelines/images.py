@@ -136,4 +136,4 @@ def pinned(settings: Settings) -> Settings:
     """`settings` with both images named by digest, each checked to exist."""
     client = registry_client(settings)
     images = {name: resolve_image(uri, client) for name, uri in configured_images(settings).items()}
-    return replace(settings, component_image=images["components"], serving_image=images["serving"])
+    return settings.replace(component_image=images["components"], serving_image=images["serving"])

@@ -71,7 +71,7 @@ def pipeline_arguments(
             arguments[name] = run[name]
         elif name in SOURCES:
             arguments[name] = SOURCES[name](settings, vertex)
-        elif hasattr(Settings, name):
+        elif name in Settings.model_fields:
             arguments[name] = getattr(settings, name)
         else:
             raise SettingsError(

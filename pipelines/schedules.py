@@ -24,6 +24,7 @@ from google.api_core import exceptions
 from google.cloud import aiplatform_v1, scheduler_v1
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from components import identifiers
 from components.errors import google_reason
 from components.settings import Settings
 from pipelines.vertex import (
@@ -56,9 +57,12 @@ class Scheduled:
 def scheduled_run(
     settings: Settings, name: str, cron: str, pipeline_func: Any, template_uri: str
 ) -> Scheduled:
-    """The schedule `name` starting `pipeline_func` from `template_uri` on `cron`, with the
-    arguments `pipelines.parameters` gives it for Vertex."""
+    """The schedule `name` starting `pipeline_func` from `template_uri` on `cron` (five
+    unix-cron fields, checked here for any caller; the time zone is `settings.time_zone`),
+    with the arguments `pipelines.parameters` gives it for Vertex."""
     from pipelines.parameters import pipeline_arguments
+
+    identifiers.cron(cron, name=f"the cron of schedule {name}")
 
     arguments = pipeline_arguments(pipeline_func, settings, vertex=True)
     job = pipeline_job(

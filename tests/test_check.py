@@ -202,9 +202,9 @@ def test_the_grants_cover_every_step_and_nothing_broader():
     """Each need of pipelines/access.py is held, judged by the stand-in's IAM with the
     roles' includedPermissions as Google publishes them (tests/data/iam_roles.json); no
     Owner/Editor, and no admin role but the one Cloud Scheduler offers for creating jobs."""
-    settings = Settings(project="p", region=REGION, viewer_group=VIEWERS, submitter_group=TEAM)
+    settings = Settings(project="proj-p", region=REGION, viewer_group=VIEWERS, submitter_group=TEAM)
     iam = Iam()
-    iam.parents[access.resource_name("bucket", settings)] = "projects/p"
+    iam.parents[access.resource_name("bucket", settings)] = "projects/proj-p"
     for grant in access.GRANTS:
         member = access.principal_member(grant.principal, settings, github_repository="o/r")
         resource = access.resource_name(grant.resource, settings)
@@ -221,13 +221,15 @@ def test_the_grants_cover_every_step_and_nothing_broader():
 
 
 def test_the_prediction_dataset_grant_reaches_only_prediction_datasets():
-    settings = Settings(project="p", region=REGION)
+    settings = Settings(project="proj-p", region=REGION)
     iam = Iam()
     (grant,) = [g for g in access.GRANTS if g.condition]
     member = access.principal_member(grant.principal, settings)
-    iam.grant(member, grant.role, "projects/p", access.condition_expression(grant, settings))
-    assert iam.allowed(member, "bigquery.datasets.delete", "projects/p/datasets/prediction_x_1")
-    assert not iam.allowed(member, "bigquery.datasets.delete", "projects/p/datasets/churn")
+    iam.grant(member, grant.role, "projects/proj-p", access.condition_expression(grant, settings))
+    assert iam.allowed(
+        member, "bigquery.datasets.delete", "projects/proj-p/datasets/prediction_x_1"
+    )
+    assert not iam.allowed(member, "bigquery.datasets.delete", "projects/proj-p/datasets/churn")
 
 
 def test_the_readme_shows_the_grants_of_the_access_table():
@@ -259,7 +261,7 @@ def test_check_without_credentials_says_how_to_sign_in(tmp_path, monkeypatch, no
     monkeypatch.setenv("CHURN_CONFIG", str(no_config))
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "absent.json"))
 
-    assert submit.main(["check", "--project", "p", "--region", REGION]) == 1
+    assert submit.main(["check", "--project", "proj-p", "--region", REGION]) == 1
 
     assert capsys.readouterr().err.strip() == (
         "error: no Google Cloud credentials found: run `gcloud auth application-default "

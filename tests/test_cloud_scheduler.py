@@ -19,7 +19,7 @@ from template_registry_standin import TemplateRegistry
 
 import submit
 
-PROJECT, REGION = "acme", "europe-west4"
+PROJECT, REGION = "acme-corp", "europe-west4"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 SCHEDULER_ACCOUNT = f"churn-scheduler@{PROJECT}.iam.gserviceaccount.com"
 IMAGE = f"{REGION}-docker.pkg.dev/{PROJECT}/churn/components@sha256:" + "ab" * 32
@@ -91,9 +91,11 @@ def test_a_paused_job_sends_nothing(cloud):
 @pytest.mark.parametrize(
     ("environ", "answer"),
     [
-        ({"CHURN_SCORING_SCHEDULE": "61 25 * * *"}, "Schedule or time zone is invalid."),
-        ({"CHURN_SCORING_SCHEDULE": "TZ=UTC 0 8 * * *"}, "Schedule or time zone is invalid."),
-        ({"CHURN_SCORING_SCHEDULE": "banana"}, "Schedule or time zone is invalid."),
+        # Refused before any request, naming the setting and the variable it came from.
+        ({"CHURN_SCORING_SCHEDULE": "61 25 * * *"}, "is not a valid cron schedule: bad minute"),
+        ({"CHURN_SCORING_SCHEDULE": "TZ=UTC 0 8 * * *"}, "carries its own time zone"),
+        ({"CHURN_SCORING_SCHEDULE": "banana"}, "must be five cron fields"),
+        ({"CHURN_TIME_ZONE": "localtime"}, "time_zone 'localtime' is not an IANA time zone"),
     ],
 )
 def test_what_cloud_scheduler_refuses_is_one_line(cloud, monkeypatch, capsys, environ, answer):
@@ -101,7 +103,8 @@ def test_what_cloud_scheduler_refuses_is_one_line(cloud, monkeypatch, capsys, en
         monkeypatch.setenv(name, value)
     assert submit.main(["schedule"]) == 1
     err = capsys.readouterr().err
-    assert answer in err and "Traceback" not in err
+    assert answer in err and "CHURN_" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
     assert not any(n.endswith("churn-scoring-daily") for n in cloud.scheduler.jobs)
 
 

@@ -236,7 +236,7 @@ def test_on_vertex_a_run_e_mails_its_outcome_from_an_exit_handler(tmp_path: Path
     assert NOTIFIED == ("training", "scoring")  # the same wrapper: scoring's spec stands for both
     name = "scoring"
 
-    vertex = Settings(project="acme", alert_email_to="a@example.com, b@example.com")
+    vertex = Settings(project="acme-corp", alert_email_to="a@example.com, b@example.com")
     path = compile_pipeline(name, tmp_path / f"{name}.yaml", vertex)
     spec = json_format.ParseDict(yaml.safe_load(path.read_text()), PipelineSpec())
     tasks = spec.root.dag.tasks
@@ -251,7 +251,7 @@ def test_on_vertex_a_run_e_mails_its_outcome_from_an_exit_handler(tmp_path: Path
     assert image.startswith("gcr.io/ml-pipeline/google-cloud-pipeline-components")
     # The steps (and so `--wait`'s progress and failure lines) are those without it, and
     # the e-mail.
-    plain = compile_pipeline(name, tmp_path / "plain.yaml", Settings(project="acme"))
+    plain = compile_pipeline(name, tmp_path / "plain.yaml", Settings(project="acme-corp"))
     plain_spec = json_format.ParseDict(yaml.safe_load(plain.read_text()), PipelineSpec())
     steps = sorted(display_names(plain_spec).values())
     assert sorted(display_names(spec).values()) == sorted([*steps, "E-mail the run's outcome"])

@@ -19,7 +19,7 @@ PIPELINES = [training_pipeline, scoring_pipeline]
 
 @pytest.fixture
 def cloud(no_config: Path):
-    return load_settings({"project": "acme"}, environ={}, config_file=no_config)
+    return load_settings({"project": "acme-corp"}, environ={}, config_file=no_config)
 
 
 @pytest.mark.parametrize("pipeline_func", PIPELINES, ids=lambda p: p.name)
@@ -40,7 +40,7 @@ def test_a_vertex_run_never_carries_a_local_path(pipeline_func, cloud):
 
 
 def test_a_local_source_with_a_project_is_refused_before_submission(no_config: Path):
-    flags = {"project": "acme", "source": "customers.csv"}
+    flags = {"project": "acme-corp", "source": "customers.csv"}
     settings = load_settings(flags, environ={}, config_file=no_config)
     with pytest.raises(
         SettingsError, match=r"source_uri is 'customers\.csv', which a run on Vertex"
@@ -56,7 +56,7 @@ def test_settings_reach_the_arguments_by_name_or_table(cloud):
     assert arguments["drift_threshold"] == cloud.drift_threshold  # by name
     assert (
         arguments["output_uri"]
-        == "bq://acme.churn.churn_predictions?billing_project=acme&location=us-central1"
+        == "bq://acme-corp.churn.churn_predictions?billing_project=acme-corp&location=us-central1"
     )
     assert arguments["as_of"] == "2026-12-01"  # a run value wins
     assert arguments["export_dir"] == ""

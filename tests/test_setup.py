@@ -147,7 +147,7 @@ def test_dry_run_prints_every_request_and_needs_no_credentials(tmp_path, no_conf
         "GOOGLE_APPLICATION_CREDENTIALS": str(tmp_path / "absent.json"),
     }
     done = subprocess.run(
-        [sys.executable, str(ROOT / "submit.py"), "setup", "--dry-run", "--project", "p",
+        [sys.executable, str(ROOT / "submit.py"), "setup", "--dry-run", "--project", "proj-p",
          "--region", REGION, "--viewer-group", VIEWERS, "--github-repository", "org/repo",
          "--sample-data"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120,
@@ -155,14 +155,18 @@ def test_dry_run_prints_every_request_and_needs_no_credentials(tmp_path, no_conf
     assert done.returncode == 0, done.stderr
     requests = [json.loads(line) for line in done.stdout.splitlines()]
     urls = [r["url"] for r in requests]
-    assert urls[0] == "https://serviceusage.googleapis.com/v1/projects/p/services:batchEnable"
-    assert "https://storage.googleapis.com/storage/v1/b?project=p" in urls
-    dataset = next(r for r in requests if r["url"].endswith("/bigquery/v2/projects/p/datasets"))
+    assert urls[0] == "https://serviceusage.googleapis.com/v1/projects/proj-p/services:batchEnable"
+    assert "https://storage.googleapis.com/storage/v1/b?project=proj-p" in urls
+    dataset = next(
+        r for r in requests if r["url"].endswith("/bigquery/v2/projects/proj-p/datasets")
+    )
     assert dataset["body"]["location"] == REGION
-    project_policy = next(r for r in requests if r["url"].endswith("/v3/projects/p:setIamPolicy"))
+    project_policy = next(
+        r for r in requests if r["url"].endswith("/v3/projects/proj-p:setIamPolicy")
+    )
     bindings = project_policy["body"]["policy"]["bindings"]
     granted = {(b["role"], m) for b in bindings for m in b["members"]}
-    pipelines = "serviceAccount:churn-pipelines@p.iam.gserviceaccount.com"
+    pipelines = "serviceAccount:churn-pipelines@proj-p.iam.gserviceaccount.com"
     assert ("roles/bigquery.user", pipelines) in granted
     assert ("roles/logging.viewer", f"group:{VIEWERS}") in granted
     assert not any(b["role"] in ("roles/owner", "roles/editor") for b in bindings)

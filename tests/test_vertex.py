@@ -22,9 +22,9 @@ from template_registry_standin import TemplateRegistry
 from vertex_pipelines_standin import VertexPipelines, VertexSchedules
 
 ROOT = Path(__file__).resolve().parents[1]
-PROJECT, REGION = "acme", "europe-west4"
+PROJECT, REGION = "acme-corp", "europe-west4"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
-IMAGE = "europe-west4-docker.pkg.dev/acme/churn/components@sha256:" + "ab" * 32
+IMAGE = "europe-west4-docker.pkg.dev/acme-corp/churn/components@sha256:" + "ab" * 32
 TRAINING_STEPS = [
     "1. Ingest customers",
     "2. Validate data contract",
@@ -137,7 +137,7 @@ SUMMARY = {
             "train": 16868.0,
             "test": 4218.0,
         },
-        "report": "gs://acme-churn/pipeline-root/run/summarize-training/report",
+        "report": "gs://acme-corp-churn/pipeline-root/run/summarize-training/report",
         "roc_auc": 0.845,
     },
 }
@@ -148,8 +148,8 @@ SUMMARY["scoring-result"] = {
     "status": "succeeded",
     "model_version": 3.0,
     "as_of_date": "2026-12-01",
-    "output": "bq://acme.churn.predictions",
-    "rejects_output": "bq://acme.churn.predictions_rejects",
+    "output": "bq://acme-corp.churn.predictions",
+    "rejects_output": "bq://acme-corp.churn.predictions_rejects",
     "rows": {"read": 1000.0, "scored": 990.0, "rejected": 10.0, "duplicates": 0.0},
     "churn_rate": 0.25,
     "tiers": {"high": 100.0, "medium": 300.0, "low": 590.0},
@@ -157,12 +157,12 @@ SUMMARY["scoring-result"] = {
     "missing_values": {},
     "drift": None,
     "exports": {},
-    "report": "gs://acme-churn/pipeline-root/run/summarize-scoring/report",
+    "report": "gs://acme-corp-churn/pipeline-root/run/summarize-scoring/report",
 }
 ARTIFACTS = {task: {"summary": summary} for task, summary in SUMMARY.items()}
 CONTRACT_ERROR = (
     "Traceback (most recent call last):\n  ...\ncomponents.errors.ContractError: column "
-    "`MonthlyCharges` missing from bq://acme.churn.customers; found: tenure"
+    "`MonthlyCharges` missing from bq://acme-corp.churn.customers; found: tenure"
 )
 GCPC_IMAGE = re.compile(r"gcr\.io/ml-pipeline/google-cloud-pipeline-components:[\d.]+")
 
@@ -195,14 +195,14 @@ def test_a_submission_carries_labels_account_cloud_arguments_and_the_image(
     job = parse(request.raw, aiplatform_v1.PipelineJob.pb(aiplatform_v1.PipelineJob()))
     assert job.labels == {"app": "churn-pipelines"}
     assert job.service_account == f"churn-pipelines@{PROJECT}.iam.gserviceaccount.com"
-    assert job.runtime_config.gcs_output_directory == "gs://acme-churn/pipeline-root"
+    assert job.runtime_config.gcs_output_directory == "gs://acme-corp-churn/pipeline-root"
     spec = parse(json_format.MessageToJson(job.pipeline_spec), pipeline_spec_pb2.PipelineSpec())
     declared = set(spec.root.input_definitions.parameters)
     values = json_format.MessageToDict(job.runtime_config)["parameterValues"]
     assert set(values) == declared  # every input has a value; none left to a default
     assert (
         values["source_uri"]
-        == f"bq://{PROJECT}.churn.customers?billing_project=acme&location={REGION}"
+        == f"bq://{PROJECT}.churn.customers?billing_project=acme-corp&location={REGION}"
     )
     assert values["registry_uri"].startswith(f"vertex://{PARENT}/models/churn")
     for name, value in values.items():
@@ -283,7 +283,7 @@ def test_score_wait_shows_the_steps_inside_the_branch_and_the_failing_steps_own_
     assert "✗ 3. Publish predictions" in out.stderr
     assert (
         "failed in step 3. Publish predictions: column `MonthlyCharges` missing from "
-        "bq://acme.churn.customers; found: tenure"
+        "bq://acme-corp.churn.customers; found: tenure"
     ) in " ".join(out.stderr.split())
     assert "condition-" not in out.stderr and "Traceback" not in out.stderr
     (query,) = google_cloud.requests_to("POST", "/v2/entries:list")
@@ -347,7 +347,7 @@ def test_runs_lists_the_projects_vertex_runs_with_a_failed_steps_line(google_clo
     assert failed["status"] == "failed"
     assert failed["headline"] == (
         "2. Validate data contract: column `MonthlyCharges` missing from "
-        "bq://acme.churn.customers; found: tenure"
+        "bq://acme-corp.churn.customers; found: tenure"
     )
 
 
@@ -461,7 +461,7 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
         )
         assert re.search(r"/sha256:[0-9a-f]{64}$", run.template_uri)  # pinned, not a tag
         assert run.service_account == f"churn-pipelines@{PROJECT}.iam.gserviceaccount.com"
-        assert run.runtime_config.gcs_output_directory == "gs://acme-churn/pipeline-root"
+        assert run.runtime_config.gcs_output_directory == "gs://acme-corp-churn/pipeline-root"
         assert dict(run.labels) == {"app": "churn-pipelines"}
         values = json_format.MessageToDict(run.runtime_config)["parameterValues"]
         if package in ("churn-scoring", "churn-monitoring"):
@@ -503,22 +503,22 @@ def test_schedule_creates_then_updates_vertex_schedules_never_twice(google_cloud
 def test_dry_runs_need_no_credentials_and_no_network(tmp_path):
     env = base_env(tmp_path)  # no GOOGLE_APPLICATION_CREDENTIALS, an empty HOME
     del env["CHURN_COMPONENT_IMAGE"]  # the flags alone name the project's image
-    train = cli("train", "--dry-run", "--project", "P", "--region", "R", env=env)
+    train = cli("train", "--dry-run", "--project", "proj-p", "--region", "us-east1", env=env)
     (submission,) = [json.loads(line) for line in train.stdout.splitlines()]
     assert submission["url"].startswith(
-        "https://R-aiplatform.googleapis.com/v1/projects/P/locations/R/pipelineJobs?pipelineJobId="
+        "https://us-east1-aiplatform.googleapis.com/v1/projects/proj-p/locations/us-east1/pipelineJobs?pipelineJobId="
     )
     job = scheduled_run(submission["body"])
-    assert job.service_account == "churn-pipelines@P.iam.gserviceaccount.com"
+    assert job.service_account == "churn-pipelines@proj-p.iam.gserviceaccount.com"
     spec = parse(json_format.MessageToJson(job.pipeline_spec), pipeline_spec_pb2.PipelineSpec())
-    assert images(spec) == {"R-docker.pkg.dev/P/churn/components:0.1.0"}
+    assert images(spec) == {"us-east1-docker.pkg.dev/proj-p/churn/components:0.1.0"}
 
-    schedule = cli("schedule", "--dry-run", "--project", "P", "--region", "R", env=env)
+    schedule = cli("schedule", "--dry-run", "--project", "proj-p", "--region", "us-east1", env=env)
     lines = [json.loads(line) for line in schedule.stdout.splitlines()]
     assert [(r["method"], r["url"].split("/v1/")[0]) for r in lines] == [
-        ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
-        ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
-        ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
+        ("POST", "https://us-east1-kfp.pkg.dev/proj-p/churn-pipelines"),
+        ("POST", "https://us-east1-kfp.pkg.dev/proj-p/churn-pipelines"),
+        ("POST", "https://us-east1-kfp.pkg.dev/proj-p/churn-pipelines"),
         ("GET", "https://cloudscheduler.googleapis.com"),
         ("POST", "https://cloudscheduler.googleapis.com"),
         ("GET", "https://cloudscheduler.googleapis.com"),
@@ -529,6 +529,9 @@ def test_dry_runs_need_no_credentials_and_no_network(tmp_path):
     created = parse(lines[4]["body"], scheduler_v1.Job.pb(scheduler_v1.Job()))
     run = scheduled_run(json.loads(created.http_target.body))
     version = lines[0]["body"]["content"]["sha256"]
-    assert run.template_uri == f"https://R-kfp.pkg.dev/P/churn-pipelines/churn-training/{version}"
+    assert (
+        run.template_uri
+        == f"https://us-east1-kfp.pkg.dev/proj-p/churn-pipelines/churn-training/{version}"
+    )
     # The body on the wire is base64, as Cloud Scheduler takes it.
     assert json.loads(base64.b64decode(lines[4]["body"]["httpTarget"]["body"]))["templateUri"]

@@ -47,8 +47,8 @@ def test_train_from_bigquery_registers_to_vertex_and_scoring_uses_the_champion_a
 
     models = VertexModels(google_cloud)
     images = ArtifactRegistry(google_cloud)  # registration names the serving image by digest
-    images.create_repository("p", "us-central1", "churn")
-    serving = images.push("us-central1-docker.pkg.dev/p/churn/serving:0.1.0")
+    images.create_repository("proj-p", "us-central1", "churn")
+    serving = images.push("us-central1-docker.pkg.dev/proj-p/churn/serving:0.1.0")
     source = f"bq://{bq_dataset}.customers"
     output = f"bq://{bq_dataset}.churn_predictions"
     write_table(generate_customers(2_000, seed=31), source)

@@ -16,7 +16,7 @@ from pipelines.vertex import pipeline_job
 
 scoring_pipeline = build_pipeline("scoring", Settings())
 
-PROJECT, REGION = "acme", "europe-west4"
+PROJECT, REGION = "acme-corp", "europe-west4"
 PARENT = f"projects/{PROJECT}/locations/{REGION}"
 ACCOUNT = f"churn-pipelines@{PROJECT}.iam.gserviceaccount.com"
 
@@ -113,7 +113,7 @@ def test_refuses_what_vertex_refuses(google_cloud, client):
     submit(client)
     with pytest.raises(exceptions.Conflict):
         submit(client)
-    standin.service_accounts = {"someone-else@acme.iam.gserviceaccount.com"}
+    standin.service_accounts = {"someone-else@acme-corp.iam.gserviceaccount.com"}
     with pytest.raises(
         exceptions.BadRequest,
         match=f"You do not have permission to act as service_account: {ACCOUNT}",
@@ -140,7 +140,7 @@ def test_refuses_what_vertex_refuses(google_cloud, client):
 
 
 def test_a_job_from_a_template_runs_the_template_the_registry_holds(google_cloud, client):
-    uri = "https://europe-west4-kfp.pkg.dev/acme/churn-pipelines/churn-scoring/sha256:ab"
+    uri = "https://europe-west4-kfp.pkg.dev/acme-corp/churn-pipelines/churn-scoring/sha256:ab"
     spec = json_format.MessageToDict(scoring_pipeline.pipeline_spec)
     standin = VertexPipelines(
         google_cloud, PROJECT, REGION, templates=lambda u: spec if u == uri else None

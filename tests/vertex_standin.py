@@ -8,7 +8,7 @@ from google.cloud import aiplatform_v1
 from google.protobuf import json_format
 from google_standin import Authorize, allow_all, error, permission_denied
 
-LOCATION = "projects/p/locations/us-central1"
+LOCATION = "projects/proj-p/locations/us-central1"
 MODEL = f"{LOCATION}/models/churn"
 
 
