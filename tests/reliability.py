@@ -16,7 +16,7 @@ from typing import Literal
 
 LOG_VARIABLE = "CHURN_RELIABILITY_LOG"
 Kind = Literal["input", "fault"]
-Area = Literal["training", "scoring", "serving", "registry", "publishing"]
+Area = Literal["training", "scoring", "serving", "registry", "publishing", "signals"]
 
 
 @dataclass(frozen=True)
