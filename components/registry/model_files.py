@@ -86,6 +86,22 @@ def read_json(path: Path, what: str, *, source: str = "") -> Any:
     raise RegistryError(f"{source or path} is not valid JSON ({where}): the {what} is damaged")
 
 
+def json_value_shown(value: Any) -> str:
+    """A value read from a JSON file as a reader of the file knows it: its JSON text,
+    shortened, and its JSON type (for messages about a damaged file)."""
+    kind = {
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+    text = json.dumps(value, default=str)
+    return f"{text[:40] + '…' if len(text) > 40 else text} ({kind})"
+
+
 def read_record(directory: Path, *, source: str = "") -> dict[str, Any]:
     """A version's record, refused unless it is a JSON object with a SHA-256. `source`:
     where the record came from, for messages (default: the file read)."""

@@ -4,7 +4,6 @@ the `champion` alias and loading a version's model directory with its checks."""
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import MISSING, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +13,7 @@ from components.errors import RegistryError
 from components.registry.model_files import (
     PICKLED_LIBRARIES,
     RECORD_FILE,
+    json_value_shown,
     load_checked_model,
 )
 
@@ -61,8 +61,8 @@ class ModelVersion:
             expected, fits = _RECORD_FIELDS[name]
             if not fits(value):
                 raise RegistryError(
-                    f"{source}: field `{name}` is {_shown(value)}, expected {expected}: the "
-                    "model version record is damaged"
+                    f"{source}: field `{name}` is {json_value_shown(value)}, expected "
+                    f"{expected}: the model version record is damaged"
                 )
         return cls(**record)
 
@@ -101,21 +101,6 @@ _RECORD_FIELDS: dict[str, tuple[str, Any]] = {
     "promoted": ("true or false", lambda v: type(v) is bool),
     "promotion_reason": ("text", _is_text),
 }
-
-
-def _shown(value: Any) -> str:
-    """A JSON value as a reader of the file knows it: its text, shortened, and its type."""
-    kind = {
-        str: "text",
-        bool: "true/false",
-        int: "a number",
-        float: "a number",
-        list: "a list",
-        dict: "an object",
-        type(None): "null",
-    }.get(type(value), type(value).__name__)
-    text = json.dumps(value, default=str)
-    return f"{text[:40] + '…' if len(text) > 40 else text} ({kind})"
 
 
 class Registry(Protocol):
