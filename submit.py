@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from components.errors import ChurnError
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as exc:
         signum = getattr(exc, "signum", signal.SIGINT)
         detail = getattr(exc, "detail", "") or f"stopped by {signal.Signals(signum).name}"
-        console.print(f"[red]interrupted:[/red] {detail}", markup=True, highlight=False)
+        console.print(f"[red]interrupted:[/red] {escape(detail)}", markup=True)
         return 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
 
 
