@@ -78,10 +78,10 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 @contextlib.contextmanager
 def _stop_signals() -> Iterator[None]:
     """SIGINT, SIGTERM and SIGHUP stop every command as Ctrl-C does: a KeyboardInterrupt
-    (`process_tree.interrupt`) is raised where the command is, so a run stops its steps and records
-    itself (pipelines/runner.py) and `serve` stops its model server on the way out. SIGINT
-    too when a script started us in the background, which ignores it. Later signals are
-    ignored while stopping, which is bounded. Handlers are put back on exit (tests call
+    (`process_tree.interrupt`) is raised where the command is, so a run stops its steps and
+    records itself (pipelines/runner.py) and `serve` stops its model server on the way out.
+    SIGINT too when a script started us in the background, which ignores it. Later signals
+    are ignored while stopping, which is bounded. Handlers are put back on exit (tests call
     `main` in-process); only the main thread can set them."""
     from pipelines.process_tree import interrupt
 
