@@ -99,7 +99,7 @@ def test_the_config_file_in_use_reaches_the_compiled_steps_a_broken_one_elsewher
     assert (training["resourceCpuLimit"], training["resourceMemoryLimit"]) == ("4", "24G")
 
     # submit.py compiles what it submits the same way: --config and the flags reach it.
-    dry = run("submit.py", "train", "--dry-run", "--project", "P", "--region", "R",
+    dry = run("submit.py", "train", "--dry-run", "--project", "p", "--region", "R",
               "--config", "given.toml")  # fmt: skip
     (request,) = [json.loads(line) for line in dry.stdout.splitlines()]
     executors = request["body"]["pipelineSpec"]["deploymentSpec"]["executors"].values()

@@ -497,21 +497,21 @@ def test_schedule_creates_then_updates_vertex_schedules_never_twice(google_cloud
 def test_dry_runs_need_no_credentials_and_no_network(tmp_path):
     env = base_env(tmp_path)  # no GOOGLE_APPLICATION_CREDENTIALS, an empty HOME
     del env["CHURN_COMPONENT_IMAGE"]  # the flags alone name the project's image
-    train = cli("train", "--dry-run", "--project", "P", "--region", "R", env=env)
+    train = cli("train", "--dry-run", "--project", "p", "--region", "R", env=env)
     (submission,) = [json.loads(line) for line in train.stdout.splitlines()]
     assert submission["url"].startswith(
-        "https://R-aiplatform.googleapis.com/v1/projects/P/locations/R/pipelineJobs?pipelineJobId="
+        "https://R-aiplatform.googleapis.com/v1/projects/p/locations/R/pipelineJobs?pipelineJobId="
     )
     job = scheduled_run(submission["body"])
-    assert job.service_account == "churn-pipelines@P.iam.gserviceaccount.com"
+    assert job.service_account == "churn-pipelines@p.iam.gserviceaccount.com"
     spec = parse(json_format.MessageToJson(job.pipeline_spec), pipeline_spec_pb2.PipelineSpec())
-    assert images(spec) == {"R-docker.pkg.dev/P/churn/components:0.1.0"}
+    assert images(spec) == {"R-docker.pkg.dev/p/churn/components:0.1.0"}
 
-    schedule = cli("schedule", "--dry-run", "--project", "P", "--region", "R", env=env)
+    schedule = cli("schedule", "--dry-run", "--project", "p", "--region", "R", env=env)
     lines = [json.loads(line) for line in schedule.stdout.splitlines()]
     assert [(r["method"], r["url"].split("/v1/")[0]) for r in lines] == [
-        ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
-        ("POST", "https://R-kfp.pkg.dev/P/churn-pipelines"),
+        ("POST", "https://R-kfp.pkg.dev/p/churn-pipelines"),
+        ("POST", "https://R-kfp.pkg.dev/p/churn-pipelines"),
         ("GET", "https://cloudscheduler.googleapis.com"),
         ("POST", "https://cloudscheduler.googleapis.com"),
         ("GET", "https://cloudscheduler.googleapis.com"),
@@ -520,6 +520,6 @@ def test_dry_runs_need_no_credentials_and_no_network(tmp_path):
     created = parse(lines[3]["body"], scheduler_v1.Job.pb(scheduler_v1.Job()))
     run = scheduled_run(json.loads(created.http_target.body))
     version = lines[0]["body"]["content"]["sha256"]
-    assert run.template_uri == f"https://R-kfp.pkg.dev/P/churn-pipelines/churn-training/{version}"
+    assert run.template_uri == f"https://R-kfp.pkg.dev/p/churn-pipelines/churn-training/{version}"
     # The body on the wire is base64, as Cloud Scheduler takes it.
     assert json.loads(base64.b64decode(lines[3]["body"]["httpTarget"]["body"]))["templateUri"]
