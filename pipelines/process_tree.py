@@ -83,8 +83,14 @@ def stop_tree(root: int | None = None, *, grace: float = 3.0) -> set[int]:
             log.warning("processes %s did not stop", sorted(alive))
             break
         time.sleep(0.05)
-    _reap(stopped)
-    return stopped
+    # A worker that ended just after the step that started it becomes ours a moment later:
+    # reap for a little while, so no ended process is left for init to collect.
+    settled = time.monotonic() + 1.0
+    while True:
+        _reap(stopped)
+        if time.monotonic() > settled or not stopped & {pid for pid, _, _ in _processes()}:
+            return stopped
+        time.sleep(0.02)
 
 
 def _reap(pids: set[int]) -> None:
