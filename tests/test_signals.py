@@ -241,3 +241,25 @@ def test_a_step_that_outlives_its_stopped_run_cannot_promote(
             f"registration step outliving its run ({how}) tries to promote",
             outcome="refused",
         )
+
+
+def test_orphans_of_a_step_that_died_first_are_still_stopped(reliability) -> None:
+    """A step that dies leaves its children (a worker pool) to whoever adopts them: the
+    runner adopts them (a child subreaper), so stopping the run still finds them."""
+    script = (
+        "import subprocess, time\n"
+        "from pipelines.process_tree import adopt_orphans, descendants, stop_tree\n"
+        "adopt_orphans()\n"
+        # A 'step' that starts two workers and dies at once, leaving them orphaned.
+        "subprocess.run(['sh', '-c', 'sleep 60 & sleep 60 & exit 0'])\n"
+        "orphans = descendants()\n"
+        "stopped = stop_tree(grace=1.0)\n"
+        "print(len(orphans), sorted(orphans) == sorted(stopped), descendants())\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.stdout.split() == ["2", "True", "set()"], done.stderr
+    reliability.record(
+        "fault", "signals", "run stopped after a step died, leaving workers", outcome="handled"
+    )
