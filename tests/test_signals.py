@@ -145,6 +145,13 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _answers(port: int) -> bool:
+    """Whether something listens on the port (a fresh socket per try: one whose connect
+    failed is not reused)."""
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
 def test_a_tied_server_ends_when_the_process_that_started_it_is_killed(reliability) -> None:
     """`serve` starts its model server tied to itself (`tied_command`): SIGKILL, which no
     handler sees, must not leave the server listening. (Stopping `serve` by SIGINT or
@@ -170,10 +177,10 @@ def test_a_tied_server_ends_when_the_process_that_started_it_is_killed(reliabili
     server = int(parent.stdout.readline())
     try:
         deadline = time.monotonic() + 30
-        with socket.socket() as probe:
-            while probe.connect_ex(("127.0.0.1", port)) != 0:
-                assert time.monotonic() < deadline, "the tied server never listened"
-                time.sleep(0.05)
+        while not _answers(port):
+            assert time.monotonic() < deadline, "the tied server never listened"
+            assert _running({server}), "the tied server ended before listening"
+            time.sleep(0.05)
         parent.kill()
         parent.wait()
         deadline = time.monotonic() + 10
@@ -185,8 +192,7 @@ def test_a_tied_server_ends_when_the_process_that_started_it_is_killed(reliabili
             os.killpg(parent.pid, signal.SIGKILL)
 
     assert not survived, "the server outlived the process that started it"
-    with socket.socket() as probe:
-        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port still answers"
+    assert not _answers(port), "the port still answers"
     reliability.record("fault", "signals", "SIGKILL to the process serving", outcome="handled")
 
 
