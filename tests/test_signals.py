@@ -257,13 +257,13 @@ def test_orphans_of_a_step_that_died_first_are_still_stopped(reliability) -> Non
         "from pipelines.process_tree import adopt_orphans, descendants, stop_tree\n"
         "adopt_orphans()\n"
         # A 'step' that starts two workers and dies at once, leaving them orphaned.
-        "subprocess.run(['sh', '-c', 'sleep 60 & sleep 60 & exit 0'])\n"
+        "subprocess.run(['sh', '-c', 'sleep 30 & sleep 30 & exit 0'])\n"
         "orphans = descendants()\n"
         "stopped = stop_tree(grace=1.0)\n"
         "print(len(orphans), sorted(orphans) == sorted(stopped), descendants())\n"
     )
     done = subprocess.run(
-        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=20
     )
     assert done.stdout.split() == ["2", "True", "set()"], done.stderr
     reliability.record(
