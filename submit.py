@@ -24,17 +24,21 @@ anything runs (see components/settings.py).
 """
 
 import argparse
+import contextlib
 import json
 import logging
 import shlex
 import signal
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from google.auth.exceptions import DefaultCredentialsError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from components.errors import ChurnError, SettingsError, one_line
@@ -48,10 +52,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     try:
-        settings = load_settings(_overrides(args), config_file=args.config, flag_names=_FLAGS)
-        if args.local:  # clears a project set in the config file or environment
-            settings = settings.replace(project=None)
-        return args.command(args, settings)
+        with _stop_signals():
+            settings = load_settings(_overrides(args), config_file=args.config, flag_names=_FLAGS)
+            if args.local:  # clears a project set in the config file or environment
+                settings = settings.replace(project=None)
+            return args.command(args, settings)
     except ChurnError as exc:
         if args.verbose:
             console.print_exception()
@@ -75,9 +80,42 @@ def main(argv: list[str] | None = None) -> int:
             markup=True,
         )
         return 1
-    except KeyboardInterrupt:
-        console.print("[red]interrupted[/red]")
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = getattr(exc, "signum", signal.SIGINT)
+        detail = getattr(exc, "detail", "") or f"stopped by {signal.Signals(signum).name}"
+        console.print(f"[red]interrupted:[/red] {escape(detail)}", markup=True)
+        return 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[None]:
+    """SIGINT, SIGTERM and SIGHUP stop every command as Ctrl-C does: a KeyboardInterrupt
+    (`process_tree.interrupt`) is raised where the command is, so a run stops its steps and
+    records itself (pipelines/runner.py) and `serve` stops its model server on the way out.
+    SIGINT too when a script started us in the background, which ignores it. Later signals
+    are ignored while stopping, which is bounded. Handlers are put back on exit (tests call
+    `main` in-process); only the main thread can set them."""
+    from pipelines.process_tree import interrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    stopping = []
+
+    def stop(signum: int, _frame: object) -> None:
+        if not stopping:
+            stopping.append(signum)
+            raise interrupt(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in _STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -1002,10 +1040,6 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     # Imported once there is a model to serve: the model server's libraries take seconds.
     from components.serving.server import start_model_server
 
-    # `kill` stops us like Ctrl-C does, so the model server is never left behind; and
-    # Ctrl-C works even when started from a shell that ignores it (`cmd &` in a script).
-    for stop in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(stop, signal.default_int_handler)
     with console.status(f"starting the model server for model v{entry.version}"):
         server = start_model_server(
             model_dir,

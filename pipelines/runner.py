@@ -10,6 +10,7 @@ import contextlib
 import io
 import json
 import re
+import signal
 import time
 import warnings
 from collections.abc import Callable
@@ -21,6 +22,8 @@ from typing import Any
 from kfp import local
 
 from components.local_files import write_whole
+from components.registry.live_run import end_run, live_run
+from pipelines.process_tree import adopt_orphans, stop_tree
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _STARTED = re.compile(r"Executing task '(?P<task>[^']+)'")
@@ -36,7 +39,8 @@ step started, detail: a step's own `progress: ...` log text for "progress", else
 
 @dataclass
 class RunRecord:
-    """What `submit.py runs` lists: one finished (or failed) local run."""
+    """What `submit.py runs` lists: one finished, failed or interrupted local run (an
+    interrupted one's `failed_step` is the step it had got to)."""
 
     run_id: str
     pipeline: str
@@ -107,6 +111,11 @@ class _LogTap(io.TextIOBase):
         elif other := _ANY_ERROR.match(line):
             self.error_lines.append((other["kind"], other["message"].strip(), False))
 
+    @property
+    def last_step(self) -> str | None:
+        """The step started last: where a run that was stopped had got to."""
+        return self._current
+
     def error_line(self) -> str | None:
         """The project's own error if a step raised one, else the last exception seen."""
         project = [e for e in self.error_lines if e[2]]
@@ -129,6 +138,10 @@ def run_locally(
 
     Artifacts go under `<home>/pipeline_root/<run id>/`, the log and the run record under
     `<home>/runs/`. Returns the record; a failed run has `status == "failed"` and `error`.
+
+    Interrupted (KeyboardInterrupt, or a stop signal raised as one: `interrupt`), it stops
+    every process the run started, records the run as `interrupted` with the step it had
+    got to, and raises the interrupt again.
     """
     pipeline_root = home / "pipeline_root"
     runs_dir = home / "runs"
@@ -153,7 +166,12 @@ def run_locally(
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     log_path = runs_dir / f"pending-{started_at:%Y%m%d-%H%M%S-%f}.log"
-    with open(log_path, "w", encoding="utf-8") as log_file:
+    interrupted: KeyboardInterrupt | None = None
+    adopt_orphans()
+    with (
+        open(log_path, "w", encoding="utf-8") as log_file,
+        live_run(log_path.with_suffix(".live")),
+    ):
         tap = _LogTap(log_file, on_task, pipeline_root.resolve())
         with contextlib.redirect_stdout(tap):
             try:
@@ -162,6 +180,15 @@ def run_locally(
             except RuntimeError as exc:
                 task, outcome = None, "failed"
                 error = tap.error_line() or str(exc)
+            except KeyboardInterrupt as exc:  # Ctrl-C, or a stop signal (`interrupt`)
+                # No step may promote from here on, then none may run on.
+                end_run()
+                stop_tree()
+                task, outcome, interrupted = None, "interrupted", exc
+                signum = getattr(exc, "signum", signal.SIGINT)
+                error = f"interrupted by {signal.Signals(signum).name}"
+                if tap.last_step:
+                    error += f" in step {display_names.get(tap.last_step, tap.last_step)}"
         tap.flush()
     run_id = tap.run_id or log_path.stem.removeprefix("pending-")
     final_log = log_path.rename(runs_dir / f"{run_id}.log")
@@ -181,11 +208,14 @@ def run_locally(
         log=str(final_log),
         summary=summary,
         error=error,
-        failed_step=tap.failed_step,
+        failed_step=tap.last_step if interrupted else tap.failed_step,
         step_seconds=tap.step_seconds,
         published=published,
     )
     write_whole(runs_dir / f"{run_id}.json", json.dumps(asdict(record), indent=2))
+    if interrupted is not None:
+        interrupted.detail = f"run {run_id} {error}; listed by `python submit.py runs`"  # type: ignore[attr-defined]
+        raise interrupted
     return record
 
 

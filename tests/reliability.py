@@ -17,7 +17,14 @@ from typing import Literal
 LOG_VARIABLE = "CHURN_RELIABILITY_LOG"
 Kind = Literal["input", "fault"]
 Area = Literal[
-    "training", "scoring", "serving", "registry", "publishing", "configuration", "identifiers"
+    "training",
+    "scoring",
+    "serving",
+    "registry",
+    "publishing",
+    "configuration",
+    "identifiers",
+    "signals",
 ]
 
 

@@ -21,7 +21,7 @@ from components.errors import SourceError
 from components.model.search import CandidateResult
 from components.model.train import fit_final
 from components.scoring.chunked import read_customers, stage_scores
-from components.scoring.publish import publish_scores
+from components.scoring.publish import export_stem, publish_scores
 from components.scoring.staged import (
     PREDICTION_COLUMNS,
     PREDICTIONS_FILE,
@@ -235,6 +235,7 @@ def test_csv_exports_go_to_cloud_storage_whole(bq_dataset, model, tmp_path: Path
 
     source = f"bq://{bq_dataset}.customers"
     output = f"bq://{bq_dataset}.churn_predictions"
+    stem, rejects_stem = export_stem(output), export_stem(f"{output}_rejects")
     write_table(_customers(300, seed=4), source)
     _score(model, source, tmp_path / "staged", "r")
     with fake_gcs.FakeGCSServer():
@@ -244,17 +245,17 @@ def test_csv_exports_go_to_cloud_storage_whole(bq_dataset, model, tmp_path: Path
             tmp_path / "staged", output_uri=output, as_of=AS_OF, export_dir="gs://exports/daily/"
         )
         assert result["exports"] == {
-            "predictions": "gs://exports/daily/churn_predictions_2026-11-26.csv",
-            "rejects": "gs://exports/daily/churn_predictions_rejects_2026-11-26.csv",
+            "predictions": f"gs://exports/daily/{stem}_2026-11-26.csv",
+            "rejects": f"gs://exports/daily/{rejects_stem}_2026-11-26.csv",
         }
-        blob = gcs.bucket("exports").blob("daily/churn_predictions_2026-11-26.csv")
+        blob = gcs.bucket("exports").blob(f"daily/{stem}_2026-11-26.csv")
         blob.download_to_filename(tmp_path / "exported.csv")
         names = sorted(b.name for b in gcs.list_blobs("exports"))
 
         # A run stopped inside its publish leaves its journal; the next publish, of another
         # date, first completes it: the stopped run's rows reach the table and the CSV.
         _score(model, source, tmp_path / "stopped", "stopped")
-        journal = gcs.bucket("exports").blob("daily/.churn_predictions_2026-11-26.publish.json")
+        journal = gcs.bucket("exports").blob(f"daily/.{stem}_2026-11-26.publish.json")
         entry = {"staged": str(tmp_path / "stopped"), "output": output, "as_of_date": "2026-11-26"}
         journal.upload_from_string(json.dumps(entry))
         later = date(2026, 11, 27)
@@ -274,8 +275,8 @@ def test_csv_exports_go_to_cloud_storage_whole(bq_dataset, model, tmp_path: Path
             publish_scores(tmp_path / "staged", output_uri=output, as_of=AS_OF,
                            export_dir="gs://missing")  # fmt: skip
     assert names == [
-        "daily/churn_predictions_2026-11-26.csv",
-        "daily/churn_predictions_rejects_2026-11-26.csv",
+        f"daily/{stem}_2026-11-26.csv",
+        f"daily/{rejects_stem}_2026-11-26.csv",
     ]  # and no journal
     exported = pd.read_csv(tmp_path / "exported.csv")
     assert list(exported.columns) == list(PREDICTION_COLUMNS)

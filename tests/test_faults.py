@@ -35,6 +35,7 @@ from hypothesis import settings
 from components.data.sample_data import generate_customers
 from components.errors import RegistryError
 from components.registry import LocalRegistry
+from components.scoring.publish import export_stem
 
 pytestmark = pytest.mark.faults
 
@@ -86,6 +87,11 @@ class Published:
         return lost, duplicates
 
 
+def _stem(warehouse: Path, suffix: str = "") -> str:
+    """The start of the CSV file names of the table `TABLE + suffix` in `warehouse`."""
+    return export_stem(f"duckdb://{warehouse}?table={TABLE}{suffix}")
+
+
 def _published(warehouse: Path, exports: Path) -> Published:
     """What is published for the as-of date; nothing where nothing was published yet."""
     tables = {}
@@ -100,7 +106,10 @@ def _published(warehouse: Path, exports: Path) -> Published:
     table, rejects = (tables.get(name, empty) for name in (TABLE, f"{TABLE}_rejects"))
     csv, csv_rejects = (
         pd.read_csv(path, dtype=str) if path.exists() else empty
-        for path in (exports / f"{TABLE}_{AS_OF}.csv", exports / f"{TABLE}_rejects_{AS_OF}.csv")
+        for path in (
+            exports / f"{_stem(warehouse)}_{AS_OF}.csv",
+            exports / f"{_stem(warehouse, '_rejects')}_{AS_OF}.csv",
+        )
     )
     return Published(
         table_ids=list(table["customer_id"]),
@@ -164,8 +173,9 @@ def _refused_in_one_line(result: subprocess.CompletedProcess, *words: str) -> st
 def _phases(home: Path) -> dict[str, Callable[[Path], bool]]:
     """Per phase, whether a run (its folder under the pipeline root) has reached it."""
     exports = home / "predictions"
-    partial = exports / f"{TABLE}_{AS_OF}.csv.partial"
-    journal = exports / f".{TABLE}_{AS_OF}.publish.json"
+    stem = _stem(home / "warehouse.duckdb")
+    partial = exports / f"{stem}_{AS_OF}.csv.partial"
+    journal = exports / f".{stem}_{AS_OF}.publish.json"
     return {
         "reading": lambda run: (run / "score-customers").exists(),
         "staging": lambda run: any((run / "score-customers" / "staged").glob("*.parquet")),

@@ -291,7 +291,7 @@ def _record(**changes) -> dict:
 @pytest.mark.parametrize(
     ("aliases", "message"),
     [
-        ('{"champion": 1', "aliases.json is not valid JSON (Expecting"),
+        ('{"champion": 1', "aliases.json is not valid JSON (line 1, column 15)"),
         ("\xff\xfe", "aliases.json is not valid JSON ("),
         ("[1]", 'aliases.json is not an alias file (expected {"champion": N}, found list)'),
         ('{"champion": "../../etc"}', "alias 'champion' is '../../etc', not a version number"),

@@ -25,7 +25,7 @@ from components.model.train import fit_final
 from components.monitoring.drift import reference_profile
 from components.scoring.capacity import capacity_count
 from components.scoring.chunked import available_cpus, read_customers, stage_scores
-from components.scoring.publish import ExportsPendingError, publish_scores
+from components.scoring.publish import ExportsPendingError, export_stem, publish_scores
 from components.scoring.staged import (
     PREDICTION_COLUMNS,
     PREDICTIONS_FILE,
@@ -327,14 +327,14 @@ def test_csv_exports_hold_the_published_rows(model, tmp_path: Path):
         tmp_path / "staged", output_uri=output, as_of=AS_OF, export_dir=tmp_path / "exports"
     )
     path = Path(result["exports"]["predictions"])
-    assert path.name == "churn_predictions_2026-11-26.csv"
+    assert path.name == f"{export_stem(output)}_2026-11-26.csv"
     with open(path, newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == list(PREDICTION_COLUMNS)
     assert {r["customer_id"] for r in rows} == set(_table(output)["customer_id"])
     assert not list(path.parent.glob("*.partial"))
     rejects = Path(result["exports"]["rejects"])
-    assert rejects.name == "churn_predictions_rejects_2026-11-26.csv"
+    assert rejects.name == f"{export_stem(output + '_rejects')}_2026-11-26.csv"
 
 
 @pytest.mark.faults
@@ -346,7 +346,7 @@ def test_csv_files_not_put_in_place_after_the_commit_are_completed_by_the_next_p
     _stage(model, tmp_path / "old", seed=1, run_id="old")
     publish_scores(tmp_path / "old", output_uri=output, as_of=AS_OF, export_dir=exports)
     # A folder where the rejects CSV goes: its rename fails after the table commit.
-    blocked = exports / "churn_predictions_rejects_2026-11-26.csv"
+    blocked = exports / f"{export_stem(output + '_rejects')}_2026-11-26.csv"
     blocked.unlink()
     blocked.mkdir()
     _stage(model, tmp_path / "new", seed=2, run_id="new")
@@ -359,9 +359,9 @@ def test_csv_files_not_put_in_place_after_the_commit_are_completed_by_the_next_p
     later = date(2026, 11, 27)
     _stage(model, tmp_path / "later", seed=3, run_id="later", as_of=later)
     result = publish_scores(tmp_path / "later", output_uri=output, as_of=later, export_dir=exports)
-    assert result["completed"] == [str(exports / ".churn_predictions_2026-11-26.publish.json")]
+    assert result["completed"] == [str(exports / f".{export_stem(output)}_2026-11-26.publish.json")]
     table = _table(output)
-    exported = pd.read_csv(exports / "churn_predictions_2026-11-26.csv")
+    exported = pd.read_csv(exports / f"{export_stem(output)}_2026-11-26.csv")
     rejects = pd.read_csv(blocked)
     assert set(exported["run_id"]) == set(rejects["run_id"]) == {"new"}
     today = table[table["as_of_date"].astype(str) == "2026-11-26"]

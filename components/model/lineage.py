@@ -35,8 +35,22 @@ def save_training_customers(ids: Iterable[object], directory: Path) -> Path:
 def load_training_customers(directory: Path) -> np.ndarray | None:
     """The hashed training customers stored in `directory`, or None for a version
     registered before they were kept."""
+    from components.errors import RegistryError
+
     path = directory / TRAINING_CUSTOMERS_FILE
-    return np.load(path, allow_pickle=False) if path.is_file() else None
+    if not path.is_file():
+        return None
+    try:
+        hashes = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):  # not a NumPy file, cut short, or pickled objects
+        hashes = None
+    if not isinstance(hashes, np.ndarray) or hashes.dtype != np.uint64 or hashes.ndim != 1:
+        found = "unreadable" if hashes is None else f"{hashes.ndim}-D {hashes.dtype} values"
+        raise RegistryError(
+            f"{path}: holds {found}, expected a list of 64-bit customer id hashes: the "
+            "hashed-customers file is damaged; re-run training to register a new model"
+        )
+    return hashes
 
 
 def trained_on(ids: Iterable[object], training_customers: np.ndarray) -> np.ndarray:

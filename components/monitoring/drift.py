@@ -185,11 +185,67 @@ def save_profile(profile: ReferenceProfile, model_directory: Path) -> Path:
 
 
 def load_profile(model_directory: Path) -> ReferenceProfile | None:
-    """The profile saved beside a model, or None for models registered without one."""
+    """The profile saved beside a model, or None for models registered without one; a
+    damaged one is refused naming the file and the field (RegistryError)."""
+    from components.registry.model_files import read_json
+
     path = Path(model_directory) / PROFILE_FILE
     if not path.exists():
         return None
+    data = read_json(path, "reference profile")
+    _check_profile(data, path)
     return ReferenceProfile.from_json(path.read_text(encoding="utf-8"))
+
+
+def _check_profile(data: Any, path: Path) -> None:
+    """Refuse a profile that is not what `ReferenceProfile.to_json` writes."""
+    from components.errors import RegistryError
+    from components.registry.model_files import json_value_shown
+
+    def number(value: Any) -> bool:
+        return type(value) in (int, float) and math.isfinite(value)
+
+    def require(ok: bool, field: str, value: Any, expected: str) -> None:
+        if not ok:
+            raise RegistryError(
+                f"{path}: field `{field}` is {json_value_shown(value)}, expected {expected}: "
+                "the reference profile is damaged"
+            )
+
+    require(isinstance(data, dict), "(the whole file)", data, "an object")
+    buckets, shares = data.get("buckets"), data.get("shares")
+    require(isinstance(buckets, list) and bool(buckets), "buckets", buckets, "a list")
+    require(isinstance(shares, dict), "shares", shares, "an object")
+    rows = data.get("rows")
+    require(type(rows) is int and rows > 0, "rows", rows, "a whole number above 0")
+    require(isinstance(data.get("sample", {}), dict), "sample", data.get("sample"), "an object")
+    for i, bucket in enumerate(buckets):
+        where = f"buckets[{i}]"
+        require(isinstance(bucket, dict), where, bucket, "an object")
+        name, kind = bucket.get("name"), bucket.get("kind")
+        require(isinstance(name, str), f"{where}.name", name, "text")
+        require(kind in ("numeric", "categorical"), f"{where}.kind", kind, "numeric|categorical")
+        edges, categories = bucket.get("edges"), bucket.get("categories")
+        require(
+            isinstance(edges, list) and all(map(number, edges)) and edges == sorted(edges),
+            f"{where}.edges",
+            edges,
+            "a list of numbers in order",
+        )
+        require(
+            isinstance(categories, list) and all(isinstance(c, str) for c in categories),
+            f"{where}.categories",
+            categories,
+            "a list of texts",
+        )
+        size = Buckets(name, kind, tuple(edges), tuple(categories)).size
+        share = shares.get(name)
+        require(
+            isinstance(share, list) and len(share) == size and all(map(number, share)),
+            f"shares.{name}",
+            share,
+            f"a list of {size} numbers (one per bucket)",
+        )
 
 
 @dataclass

@@ -13,7 +13,9 @@ file whose SHA-256 differs from the record.
 
 Promotion is a compare-and-set: `register_as_champion` moves the alias only if the champion
 is still the version the new model was evaluated against, so of two runs that evaluated at
-once only the first promotes and the second is registered unpromoted, saying why.
+once only the first promotes and the second is registered unpromoted, saying why. A step of
+a local run that has stopped changes nothing (`live_run.require_live`, checked under the
+lock): an orphaned registration step never promotes.
 
 May import: the shared modules (settings, errors, local_files). It stores and hashes model
 files and knows nothing of what a model is; `container` is what a registered version

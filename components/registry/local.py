@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from components.errors import RegistryError
 from components.local_files import LockTimeout, exclusive_lock
+from components.registry.live_run import require_live
 from components.registry.model_files import (
     MODEL_FILE,
     RECORD_FILE,
@@ -168,6 +169,8 @@ class LocalRegistry:
                 ) from exc
             if waited:
                 log.warning("registry %s: lock acquired", self.root)
+            # Under the lock: a run stopped while this step waited for it changes nothing.
+            require_live(f"change the registry {self.root}")
             yield
 
     def _numbered_directories(self) -> list[int]:

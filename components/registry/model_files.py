@@ -79,10 +79,27 @@ def read_json(path: Path, what: str, *, source: str = "") -> Any:
     not JSON."""
     try:
         return json.loads(path.read_bytes())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise RegistryError(
-            f"{source or path} is not valid JSON ({exc}): the {what} is damaged"
-        ) from None
+    except UnicodeDecodeError as exc:
+        where = f"byte {exc.start + 1} is not UTF-8 text"
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno}, column {exc.colno}" if exc.doc.strip() else "it is empty"
+    raise RegistryError(f"{source or path} is not valid JSON ({where}): the {what} is damaged")
+
+
+def json_value_shown(value: Any) -> str:
+    """A value read from a JSON file as a reader of the file knows it: its JSON text,
+    shortened, and its JSON type (for messages about a damaged file)."""
+    kind = {
+        str: "text",
+        bool: "true/false",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), type(value).__name__)
+    text = json.dumps(value, default=str)
+    return f"{text[:40] + '…' if len(text) > 40 else text} ({kind})"
 
 
 def read_record(directory: Path, *, source: str = "") -> dict[str, Any]:
@@ -123,7 +140,27 @@ def load_model_file(path: Path, sha256: str) -> Pipeline:
     SHA-256 the step recorded in the artifact's metadata."""
     content = path.read_bytes()
     _refuse_changed(path, content, sha256, "its training step recorded", since="training")
-    return joblib.load(io.BytesIO(content))
+    return _unpickled(path, content)
+
+
+def _unpickled(path: Path, content: bytes) -> Pipeline:
+    """The fitted model in a model file's bytes, whose hash was checked: bytes damaged
+    before they were hashed (a bad copy registered, a hash rewritten to match) are refused
+    naming the file, as is anything but a fitted model."""
+    try:
+        model = joblib.load(io.BytesIO(content))
+    except Exception:  # any error unpickling damaged bytes can raise
+        log.debug("unpickling %s failed", path, exc_info=True)
+        raise RegistryError(
+            f"{path} is not a readable model file though its SHA-256 is the one recorded: it "
+            "was damaged before it was hashed; register the model again (re-run training)"
+        ) from None
+    if not hasattr(model, "predict_proba"):
+        raise RegistryError(
+            f"{path} holds a {type(model).__name__}, not a fitted model: register the model "
+            "again (re-run training)"
+        )
+    return model
 
 
 def _refuse_changed(path: Path, content: bytes, expected: str, whose: str, *, since: str) -> None:
@@ -168,4 +205,4 @@ def load_checked_model(
         accept=accept_library_mismatch,
         model=f"model v{record.get('version', '?')} ({directory})",
     )
-    return joblib.load(io.BytesIO(content)), record
+    return _unpickled(directory / MODEL_FILE, content), record

@@ -13,6 +13,7 @@ from components.errors import RegistryError
 from components.registry.model_files import (
     PICKLED_LIBRARIES,
     RECORD_FILE,
+    json_value_shown,
     load_checked_model,
 )
 
@@ -56,7 +57,50 @@ class ModelVersion:
                 f"{source} is not a model version record (unknown fields: {unknown}, "
                 f"missing: {missing}, version {record.get('version')!r}): it is damaged"
             )
+        for name, value in record.items():
+            expected, fits = _RECORD_FIELDS[name]
+            if not fits(value):
+                raise RegistryError(
+                    f"{source}: field `{name}` is {json_value_shown(value)}, expected "
+                    f"{expected}: the model version record is damaged"
+                )
         return cls(**record)
+
+
+def _number(value: Any) -> bool:
+    return type(value) in (int, float)
+
+
+def _text_map(value: Any, values: Any) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(k, str) and values(v) for k, v in value.items()
+    )
+
+
+def _is_text(value: Any) -> bool:
+    return isinstance(value, str)
+
+
+# What each field of a record must hold, as a reader is told, and the check. JSON's types:
+# a bool is no number here, and a number in quotes is text.
+_RECORD_FIELDS: dict[str, tuple[str, Any]] = {
+    "version": ("a whole number", lambda v: type(v) is int and v >= 0),
+    "sha256": ("text", _is_text),
+    "best_model": ("text", _is_text),
+    "threshold": (
+        "a number from 0 to 1",
+        lambda v: _number(v) and 0.0 <= v <= 1.0,  # NaN fails both comparisons
+    ),
+    # A metric that could not be measured is null.
+    "metrics": ("an object of numbers", lambda v: _text_map(v, lambda m: m is None or _number(m))),
+    "data_fingerprint": ("text", _is_text),
+    "run_id": ("text", _is_text),
+    "created_at": ("text", _is_text),
+    "library_versions": ("an object of texts", lambda v: _text_map(v, _is_text)),
+    "params": ("an object", lambda v: _text_map(v, lambda _: True)),
+    "promoted": ("true or false", lambda v: type(v) is bool),
+    "promotion_reason": ("text", _is_text),
+}
 
 
 class Registry(Protocol):

@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from components.errors import RegistryError, google_reason
 from components.registry.container import HEALTH_ROUTE, MODEL_SHA256_VARIABLE, PREDICT_ROUTE
+from components.registry.live_run import require_live
 from components.registry.model_files import (
     EVALUATION_FILE,
     MODEL_FILE,
@@ -197,6 +198,7 @@ class VertexRegistry:
             )
         if not (directory / MODEL_FILE).is_file():
             raise RegistryError(f"{directory} has no {MODEL_FILE}: nothing to register")
+        require_live(f"register a model in {self.model_name}")
         created = datetime.now(UTC)
         entry = ModelVersion(
             version=0,  # Vertex numbers the version on upload; rewritten below
@@ -217,6 +219,7 @@ class VertexRegistry:
             # and the move (one request apart; without the re-check, a whole training run).
             current = self._champion_version()
             if current == replacing:
+                require_live(f"promote model v{entry.version} of {self.model_name}")
                 self.promote(entry.version)
             else:
                 entry.promoted = False

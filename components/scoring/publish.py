@@ -12,7 +12,11 @@ directory or `gs://`, so that the table and its CSV files change together or not
 A run stopped between 2 and 4 (killed, or its upload failing) leaves its journal: the next
 publish to that directory, of any date, first publishes the journal's staged rows again,
 which makes the table and the CSV files agree. Publishes to one local directory take
-turns (a lock file), so two runs at once can't interleave these steps."""
+turns (a lock file), so two runs at once can't interleave these steps.
+
+A table's CSV files are named `<table>_<hash of its warehouse>_<date>.csv` (`export_stem`),
+so two tables never share a file, and their text cannot start a spreadsheet formula (see
+`components.warehouse.staged.write_csv`); the warehouse table keeps the text as it is."""
 
 import contextlib
 import json
@@ -80,7 +84,6 @@ def _publish(
         related_table,
         remove,
         replace_rows,
-        require_output,
         write_csv,
     )
 
@@ -105,12 +108,12 @@ def _publish(
         counts = replace_rows([predictions, rejects], key="as_of_date", value=as_of)
         return result | {"rows": _rows(counts, output_uri, rejects_uri)}
 
-    table_name, day = require_output(output_uri).table, as_of.isoformat()
+    day = as_of.isoformat()
     exports = {
-        "predictions": (predictions, f"{export_dir}/{table_name}_{day}.csv"),
-        "rejects": (rejects, f"{export_dir}/{table_name}_rejects_{day}.csv"),
+        "predictions": (predictions, f"{export_dir}/{export_stem(output_uri)}_{day}.csv"),
+        "rejects": (rejects, f"{export_dir}/{export_stem(rejects_uri)}_{day}.csv"),
     }
-    journal = f"{export_dir}/.{table_name}_{day}{JOURNAL_SUFFIX}"
+    journal = f"{export_dir}/.{export_stem(output_uri)}_{day}{JOURNAL_SUFFIX}"
     with tempfile.TemporaryDirectory(prefix="churn-export-") as scratch:
         local = {
             kind: Path(scratch) / Path(target).name
@@ -154,6 +157,22 @@ def _publish(
         "rows": _rows(counts, output_uri, rejects_uri),
         "exports": {kind: target for kind, (_, target) in exports.items()},
     }
+
+
+def export_stem(table_uri: str) -> str:
+    """The start of a table's CSV file names: its name and a short hash of where it lives
+    (the DuckDB file's absolute path, or the BigQuery project and dataset), so that the
+    exports of two tables of one name in different warehouses never share a file."""
+    import hashlib
+
+    from components.warehouse import require_output
+
+    location = require_output(table_uri)
+    if location.kind == "duckdb":
+        home = f"duckdb:{Path(location.path).resolve()}"  # type: ignore[arg-type]
+    else:
+        home = f"bq:{location.bigquery_table.rpartition('.')[0]}"
+    return f"{location.table}_{hashlib.sha256(home.encode()).hexdigest()[:8]}"
 
 
 def _rows(counts: dict[str, int], output_uri: str, rejects_uri: str) -> dict[str, int]:

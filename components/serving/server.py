@@ -21,7 +21,6 @@ import os
 import re
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -45,6 +44,7 @@ from components.model.predict import small_frame_path, tree_kernel
 from components.registry import MODEL_FILE, RECORD_FILE, load_model_directory
 from components.registry.container import HEALTH_ROUTE, MODEL_SHA256_VARIABLE, PREDICT_ROUTE
 from components.scoring.tiers import score_frame
+from components.serving.tied import tied_command
 from components.settings import Settings, load_settings
 
 HOST = "127.0.0.1"
@@ -407,8 +407,9 @@ def start_model_server(
         "PYTHONUNBUFFERED": "1",
         MODEL_SHA256_VARIABLE: sha256 or "",  # never one inherited from this process
     }
-    command = [sys.executable, "-m", "uvicorn", "--factory", SERVER_APP]
-    command += ["--host", HOST, "--port", str(port), "--workers", "1"]
+    # Tied to this process: it ends when we do, however we end (see `tied`).
+    command = tied_command("uvicorn", "--factory", SERVER_APP, "--host", HOST)
+    command += ["--port", str(port), "--workers", "1"]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
     server = ModelServer(process, f"http://{HOST}:{port}", log_path)

@@ -14,6 +14,8 @@ This module parses URIs and hands each call to the backend the URI names; staged
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -105,39 +107,88 @@ def with_bigquery_job(uri: str, billing_project: str | None, location: str | Non
     return f"{table_part}?{urlencode({k: v[0] for k, v in sorted(options.items())})}"
 
 
+# The names a table URI may hold, checked before any SQL or request is built from them.
+# BigQuery's documented rules: a project id is 6-30 lowercase letters, digits and hyphens,
+# starting with a letter and not ending with a hyphen (the length is not checked here:
+# examples and tests use short ids; a domain-scoped `example.com:p` id is refused, as its
+# dot would split it); a dataset name up to 1,024 letters, digits and underscores; a table
+# name up to 1,024 UTF-8 bytes of Unicode letters, marks, numbers, connectors (_) and
+# dashes, and spaces, refused here, with shorter names, as publishing adds suffixes
+# (`_rejects`, `__leave_out_<run>`) within that limit.
+_BIGQUERY_PROJECT = re.compile(r"[a-z](?:[a-z0-9-]{0,28}[a-z0-9])?")
+_BIGQUERY_DATASET = re.compile(r"[A-Za-z0-9_]{1,1024}")
+_BIGQUERY_TABLE_BYTES = 990
+_BIGQUERY_LOCATION = re.compile(r"[A-Za-z][A-Za-z0-9-]{0,62}")
+# DuckDB: we write a table's name inside double quotes; letters, digits and _ only.
+_DUCKDB_TABLE = re.compile(r"[A-Za-z0-9_]{1,255}")
+
+
 def parse_uri(uri: str) -> TableUri:
-    """Parse a table URI, failing with the accepted forms when it is none of them."""
+    """Parse a table URI, refusing in one line (SourceError) any that is none of the
+    accepted forms, or whose names break the warehouse's naming rules: the one check of a
+    table id, done before any SQL or request is built from it (settings validation calls
+    it too)."""
     if uri.startswith("duckdb://"):
         path_part, _, query = uri.removeprefix("duckdb://").partition("?")
         table = parse_qs(query).get("table", [""])[0]
         if not path_part or not table:
             raise SourceError(f"{uri!r} needs a file and a table: duckdb://PATH?table=NAME")
-        if not table.replace("_", "").isalnum():
-            raise SourceError(f"table name {table!r} in {uri!r} must be letters, digits and _")
+        if not _DUCKDB_TABLE.fullmatch(table):
+            raise SourceError(
+                f"table name {table!r} in {uri!r} must be letters, digits and _ (ASCII, at "
+                "most 255)"
+            )
         return TableUri(uri, "duckdb", Path(path_part), table)
     if uri.startswith("bq://"):
         table_part, _, query = uri.removeprefix("bq://").partition("?")
         parts = table_part.split(".")
         if len(parts) != 3 or not all(parts):
             raise SourceError(f"{uri!r} must name a table as bq://PROJECT.DATASET.TABLE")
+        project, dataset, table = parts
         options = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(options) - {"billing_project", "location"})
         if unknown:
             raise SourceError(
-                f"{uri!r}: unknown option(s) {', '.join(unknown)}; "
+                f"{uri!r}: unknown option(s) {', '.join(map(repr, unknown))}; "
                 "a bq:// URI takes billing_project and location"
             )
-        return TableUri(
-            uri,
-            "bigquery",
-            table=parts[2],
-            billing_project=options.get("billing_project", [None])[0] or parts[0],
-            location=options.get("location", [None])[0] or None,
-        )
+        billing = options.get("billing_project", [None])[0] or project
+        location = options.get("location", [None])[0] or None
+        _check_bigquery_names(uri, project, dataset, table, billing, location)
+        return TableUri(uri, "bigquery", table=table, billing_project=billing, location=location)
     suffix = Path(uri).suffix.lower()
     if suffix in (".csv", ".parquet"):
         return TableUri(uri, suffix.lstrip("."), Path(uri))  # type: ignore[arg-type]
     raise SourceError(f"cannot read {uri!r}: expected {URI_FORMS}")
+
+
+def _check_bigquery_names(
+    uri: str, project: str, dataset: str, table: str, billing: str, location: str | None
+) -> None:
+    """Refuse names BigQuery's rules (see `_BIGQUERY_PROJECT` and friends) do not allow."""
+    for what, name in (("project id", project), ("billing_project", billing)):
+        if not _BIGQUERY_PROJECT.fullmatch(name):
+            raise SourceError(
+                f"{uri!r}: {what} {name!r} must be lowercase letters, digits and hyphens, "
+                "starting with a letter, not ending with a hyphen, at most 30"
+            )
+    if not _BIGQUERY_DATASET.fullmatch(dataset):
+        raise SourceError(
+            f"{uri!r}: dataset name {dataset!r} must be letters, digits and _ (at most 1,024)"
+        )
+    categories = {unicodedata.category(c) for c in table}
+    if (
+        any(c[0] not in "LMN" and c not in ("Pc", "Pd") for c in categories)
+        or len(table.encode()) > _BIGQUERY_TABLE_BYTES
+    ):
+        raise SourceError(
+            f"{uri!r}: table name {table!r} must be letters, digits, _ and - only (no spaces, "
+            f"quotes or punctuation; at most {_BIGQUERY_TABLE_BYTES} bytes)"
+        )
+    if location is not None and not _BIGQUERY_LOCATION.fullmatch(location):
+        raise SourceError(
+            f"{uri!r}: location {location!r} is no BigQuery location (like US, EU or europe-west4)"
+        )
 
 
 def _backend(location: TableUri) -> ModuleType:

@@ -333,16 +333,16 @@ def replace_rows(
         for table, location, staging_id, leave_out_id in zip(
             staged, locations, staging, leave_out, strict=True
         ):
-            target = f"`{location.bigquery_table}`"
+            target = _sql_table(location.bigquery_table)
             columns = ", ".join(f"`{c}`" for c in table.columns)
-            rows = table.select(f"`{staging_id}`", f"`{leave_out_id}`", quote="`")
+            rows = table.select(_sql_table(staging_id), _sql_table(leave_out_id), quote="`")
             replace += [
                 f"DELETE FROM {target} WHERE `{key}` = {literal};",
                 f"INSERT INTO {target} ({columns}) {rows};",
                 # ASSERT as SELECT IF(..., ERROR()), which the emulator runs too.
                 f"SELECT IF((SELECT COUNT(*) FROM {target} WHERE `{key}` = {literal}) = "
-                f"{expected[table.uri]}, 1, ERROR('{location.table}: the rows under {key} "
-                f"are not the {expected[table.uri]} staged'));",
+                f"{expected[table.uri]}, 1, ERROR('the rows under {key} are not the "
+                f"{expected[table.uri]} staged'));",
             ]
         script = "\n".join(["BEGIN TRANSACTION;", *replace, "COMMIT TRANSACTION;"])
         bq.query(script).result()
@@ -368,8 +368,23 @@ def _add_new_columns(bq: bigquery.Client, table: bigquery.Table, schema: list) -
     new = [field for field in schema if field.name not in have]
     if new:
         columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{f.name}` {f.field_type}" for f in new)
-        target = f"{table.project}.{table.dataset_id}.{table.table_id}"
-        bq.query(f"ALTER TABLE `{target}` {columns}").result()
+        target = _sql_table(f"{table.project}.{table.dataset_id}.{table.table_id}")
+        bq.query(f"ALTER TABLE {target} {columns}").result()
+
+
+def _sql_table(table_id: str) -> str:
+    """A `PROJECT.DATASET.TABLE` id as a quoted SQL name. BigQuery takes no table name as a
+    query parameter, so the id is parsed by the client library (`TableReference`), its
+    parts put back inside one pair of backticks; `parse_uri` has refused every name that
+    could end the quotes (a backtick, a backslash) before this is reached, and this
+    refuses them again rather than trust that."""
+    from google.cloud import bigquery
+
+    reference = bigquery.TableReference.from_string(table_id)
+    parts = (reference.project, reference.dataset_id, reference.table_id)
+    if any(set(part) & set("`\\\n") for part in parts):
+        raise SourceError(f"table id {table_id!r} cannot be written in SQL")
+    return f"`{'.'.join(parts)}`"
 
 
 def _expire(bq: bigquery.Client, table_id: str) -> None:

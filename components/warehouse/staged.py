@@ -56,11 +56,18 @@ class StagedTable:
         return self.select(f"read_parquet({sql_literal(self.path)})", leave_out)
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+"""What a spreadsheet takes a cell starting with for a formula (OWASP, "CSV Injection"):
+a text cell of a CSV export starting with one of them gets a `'` in front, which makes it
+plain text; the warehouse table keeps the text as it is."""
+
+
 def write_csv(staged: StagedTable, destination: Path) -> int:
     """Write the rows publishing writes from a staged table to a local CSV file (with a
     header; rows in no particular order, as in the warehouse table), complete and on disk
-    when this returns. DuckDB streams the file through on every core within its memory
-    limit (4-5x pyarrow's CSV writer). Returns the rows written."""
+    when this returns, text cells that would start a formula neutralised (`FORMULA_START`).
+    DuckDB streams the file through on every core within its memory limit (4-5x pyarrow's
+    CSV writer). Returns the rows written."""
     import duckdb
 
     from components.warehouse.duckdb import local_duckdb, sql_literal
@@ -72,12 +79,34 @@ def write_csv(staged: StagedTable, destination: Path) -> int:
         con.execute("SET preserve_insertion_order = false")
         try:
             rows = con.execute(
-                f"COPY ({staged.duckdb_select()}) TO {sql_literal(destination)} (HEADER)"
+                f"COPY ({_no_formulas(staged)}) TO {sql_literal(destination)} (HEADER)"
             ).fetchone()
         except duckdb.Error as exc:  # a full disk, an unwritable folder
             raise SourceError(f"writing {destination} failed: {exc}") from None
     _sync(destination)
     return int(rows[0]) if rows else 0
+
+
+def _no_formulas(staged: StagedTable) -> str:
+    """`staged.duckdb_select()` with every text column's formula starts neutralised."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(staged.path)
+    starts = ", ".join(f"chr({ord(c)})" for c in FORMULA_START)
+    columns = []
+    for column in staged.columns:
+        kind = schema.field(column).type
+        kind = kind.value_type if pa.types.is_dictionary(kind) else kind
+        name = f'"{column}"'
+        if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+            quote = "''''"  # SQL's text of one single quote
+            name = (
+                f"CASE WHEN left({name}, 1) IN ({starts}) THEN {quote} || {name} "
+                f"ELSE {name} END AS {name}"
+            )
+        columns.append(name)
+    return f"SELECT {', '.join(columns)} FROM ({staged.duckdb_select()})"
 
 
 def put_file(path: Path, destination: str) -> None:
