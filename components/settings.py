@@ -598,17 +598,20 @@ def load_settings(
     environ: Mapping[str, str] | None = None,
     config_file: Path | None = None,
     flag_names: Mapping[str, str] | None = None,
+    read_config: bool = True,
 ) -> Settings:
     """Build settings from defaults, the config file, the environment and `overrides`
     (CLI flags; `None` values are ignored), later sources winning. `flag_names` spells
-    each override's flag as the CLI does (default: --name-with-dashes)."""
+    each override's flag as the CLI does (default: --name-with-dashes). Without
+    `read_config`, no file is read: for a child process whose parent put the settings it
+    needs in its environment (the parent's file may not be the one in its directory)."""
     environ = os.environ if environ is None else environ
     fields = Settings.model_fields
     values: dict[str, Any] = {}
     origins: dict[str, str] = {}
     shown: dict[str, Any] = {}  # an environment variable's text, as it was given
 
-    config_path = _config_path(config_file, environ)
+    config_path = _config_path(config_file, environ) if read_config else None
     if config_path is not None:
         where = f"config file {config_path}"
         for name, value in _read_config(config_path).items():

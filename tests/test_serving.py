@@ -31,6 +31,7 @@ from components.model.predict import small_frame_path
 from components.registry import LocalRegistry, file_sha256, save_model
 from components.scoring.tiers import score_frame
 from components.serving.server import (
+    HEALTH_ROUTE,
     HOST,
     MODEL_SHA256_VARIABLE,
     ChurnPredictor,
@@ -510,3 +511,19 @@ def test_serve_command_serves_the_champion_until_stopped(
 def _listening(port: int) -> bool:
     with socket.socket() as probe:
         return probe.connect_ex((HOST, port)) == 0
+
+
+def test_the_server_reads_its_settings_from_its_parent_not_the_directory_s_file(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # `serve --config good.toml` from a directory whose churn.toml is broken: the child
+    # must not read that file (it would fail to start).
+    (tmp_path / "churn.toml").write_text("cv_folds = 'many'\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    with (
+        start_model_server(
+            model_dir, _free_port(), settings=SETTINGS, log_path=tmp_path / "server.log"
+        ) as running,
+        urllib.request.urlopen(running.url + HEALTH_ROUTE, timeout=5) as response,
+    ):
+        assert response.status == 200

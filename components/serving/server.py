@@ -73,7 +73,7 @@ class ChurnPredictor(Predictor):
         in AIP_STORAGE_URI), refusing a model file whose SHA-256 differs from its record or
         from `MODEL_SHA256_VARIABLE`, or that other library versions pickled (unless the
         settings accept it); read the risk-tier cut-offs from the settings."""
-        settings = load_settings()
+        settings = load_settings(read_config=False)  # what the parent's environment says
         remote = artifacts_uri.startswith("gs://")
         directory = _download(artifacts_uri) if remote else Path(artifacts_uri)
         # The hash the registry holds for the version (the Vertex model's container
@@ -191,7 +191,7 @@ class ChurnHandler(PredictionHandler):
 
     def __init__(self, artifacts_uri: str, predictor: type[Predictor] | None = None) -> None:
         super().__init__(artifacts_uri, predictor)
-        self._max_bytes = load_settings().serving_max_request_bytes
+        self._max_bytes = load_settings(read_config=False).serving_max_request_bytes
 
     async def handle(self, request: Request) -> Response:
         body = await self._read_body(request)
