@@ -171,6 +171,9 @@ class CompiledTrees:
     value: np.ndarray  # float64 per node (leaves' values are what counts)
     root: np.ndarray  # int64 per tree
     depth: np.ndarray  # int64 per tree
+    # Training rows (weighted) that reached each node: what `components.model.reasons`
+    # averages leaf values by, for the path attributions of each score.
+    cover: np.ndarray | None = None
 
     @classmethod
     def from_estimator(cls, estimator: HistGradientBoostingClassifier) -> "CompiledTrees":
@@ -183,6 +186,14 @@ class CompiledTrees:
         trees = [predictors[0].nodes for predictors in estimator._predictors]
         if any(tree["is_categorical"].any() for tree in trees):
             raise ValueError("categorical splits")
+        return cls.from_nodes(trees, float(np.ravel(estimator._baseline_prediction)[0]))
+
+    @classmethod
+    def from_nodes(cls, trees: list[np.ndarray], baseline: float) -> "CompiledTrees":
+        """Flatten trees given as scikit-learn's gradient-boosting node records (fields
+        `is_leaf`, `left`, `right`, `feature_idx`, `num_threshold`, `missing_go_to_left`,
+        `value`, `count`, `depth`), whose leaf values add up, after `baseline`, to the
+        raw score."""
         renumbered, left, root = [], [], []
         for tree in trees:
             root.append(len(left))
@@ -201,7 +212,7 @@ class CompiledTrees:
         missing_right = ~leaf & ~flat["missing_go_to_left"].astype(bool)
         feature = np.where(leaf, 0, flat["feature_idx"]).astype(np.int64)
         return cls(
-            baseline=float(np.ravel(estimator._baseline_prediction)[0]),
+            baseline=baseline,
             split=(np.array(left, dtype=np.int64) << 32)
             | (missing_right.astype(np.int64) << 31)
             | feature,
@@ -209,6 +220,7 @@ class CompiledTrees:
             value=flat["value"].astype(np.float64),
             root=np.array(root, dtype=np.int64),
             depth=np.array([tree["depth"].max() for tree in trees], dtype=np.int64),
+            cover=flat["count"].astype(np.float64),
         )
 
     def probability(self, features: np.ndarray) -> np.ndarray:

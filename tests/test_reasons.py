@@ -1,0 +1,91 @@
+"""Reason codes: every family's contributions add up to the published probability, and a
+model whose true drivers are known names them."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from components.data.sample_data import generate_customers
+from components.data.validate import validate
+from components.model import reasons
+from components.model.calibration import ProbabilityCalibrator
+from components.model.predict import predict_probability
+from components.model.search import CandidateResult
+from components.model.train import fit_final
+
+PARAMS = {
+    "logistic_regression": {"C": 0.3},
+    "random_forest": {"max_depth": 6, "min_samples_leaf": 10},
+    "gradient_boosting": {"max_leaf_nodes": 7, "learning_rate": 0.1},
+    "extra_trees": {"max_depth": 6, "min_samples_leaf": 10},
+    "k_nearest_neighbors": {"n_neighbors": 25, "weights": "distance"},
+}
+METHODS = {
+    "logistic_regression": "linear terms",
+    "random_forest": "tree paths",
+    "gradient_boosting": "tree paths",
+    "extra_trees": "tree paths",
+    "k_nearest_neighbors": "permutation sampling",
+}
+
+
+@pytest.fixture(scope="module")
+def train() -> pd.DataFrame:
+    return validate(generate_customers(800, seed=3, messy=False), source="fixture").clean
+
+
+@pytest.fixture(scope="module")
+def scored() -> pd.DataFrame:
+    """Customers to explain, with the generator's gaps and oddities (blank TotalCharges)."""
+    return validate(generate_customers(300, seed=4), source="fixture").clean
+
+
+def _fit(train: pd.DataFrame, family: str, calibration: str | None):
+    calibrator = None
+    if calibration:
+        label = train["Churn"].to_numpy()
+        rng = np.random.default_rng(0)
+        noisy = np.clip(0.3 * rng.random(len(label)) + 0.6 * label, 0, 1)
+        calibrator = ProbabilityCalibrator(calibration).fit(noisy, label)
+    best = CandidateResult(family, PARAMS[family], [], [], np.empty(0), 0.0, resampling="none")
+    return fit_final(train, best, seed=1, calibrator=calibrator)
+
+
+@pytest.mark.parametrize("calibration", [None, "sigmoid", "isotonic"])
+@pytest.mark.parametrize("family", list(PARAMS))
+def test_contributions_add_up_to_the_published_probability(
+    train: pd.DataFrame, scored: pd.DataFrame, family: str, calibration: str | None
+):
+    model = _fit(train, family, calibration)
+    published = predict_probability(model, scored)
+    explained = reasons.explain(model, scored)
+    assert reasons.method(model) == METHODS[family]
+    assert explained.features == [*model[0].feature_names_in_]  # original features only
+    np.testing.assert_array_equal(explained.probability, published)
+    np.testing.assert_allclose(
+        explained.baseline + explained.effects.sum(axis=1), published, rtol=0, atol=1e-9
+    )
+    # A few rows (serving's path) get the numbers the whole frame gets.
+    np.testing.assert_allclose(
+        reasons.explain(model, scored.iloc[:3]).effects, explained.effects[:3], rtol=0, atol=1e-12
+    )
+
+
+def test_a_model_of_known_drivers_names_them(train: pd.DataFrame):
+    """Churn here depends on the contract and tenure alone: those are the reasons."""
+    known = train.copy()
+    rng = np.random.default_rng(5)
+    risk = (known["Contract"] == "Month-to-month") * 2.0 - known["tenure"] / 20.0
+    known["Churn"] = (risk + rng.normal(scale=0.3, size=len(known)) > 0.5).astype(int)
+    # Total charges grow with tenure: shuffled, they carry none of its signal.
+    known["TotalCharges"] = rng.permutation(known["TotalCharges"].to_numpy())
+    for family in ("gradient_boosting", "logistic_regression", "random_forest"):
+        model = _fit(known, family, "sigmoid")
+        explained = reasons.explain(model, known)
+        at_risk = explained.probability > 0.6
+        assert at_risk.sum() > 50, family
+        first = np.array(explained.features)[np.argmax(explained.effects[at_risk], axis=1)]
+        assert np.isin(first, ["Contract", "tenure"]).mean() > 0.95, family
+        weight = pd.Series(np.abs(explained.effects).mean(axis=0), explained.features)
+        others = weight.drop(["Contract", "tenure"])
+        assert weight[["Contract", "tenure"]].min() > 3 * others.max(), (family, weight)
