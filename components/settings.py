@@ -195,6 +195,10 @@ class Settings:
     bootstrap_samples: int = 1000
     """Bootstrap resamples of the test rows behind the 95% intervals of the test metric
     and of the paired difference against the champion."""
+    # --- issue 21: reason codes ---
+    reasons_for: str = "high_medium"
+    """Batch scoring: which customers get their top 3 reasons (`reason_1` ...) beside their
+    score: `high_medium` (the `high` and `medium` tiers by the cut-offs), `all` or `none`."""
 
     def __post_init__(self) -> None:
         if self.bigquery_location is None:
@@ -266,6 +270,8 @@ class Settings:
                 "promotion_requires_significance needs bootstrap_samples of at least 100, got "
                 f"{self.bootstrap_samples}"
             )
+        # --- issue 21: reason codes ---
+        _check_choice("reasons_for", self.reasons_for, ("high_medium", "all", "none"))
 
     @property
     def warehouse_path(self) -> Path:

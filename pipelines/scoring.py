@@ -112,6 +112,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
         batch_starting_replicas: int = DEFAULTS.batch_starting_replicas,
         batch_max_replicas: int = DEFAULTS.batch_max_replicas,
         experiment: str = "",
+        reasons_for: str = DEFAULTS.reasons_for,
     ) -> dsl.Artifact:
         """Returns the run summary artifact (JSON, with the key figures as metadata)."""
         join_experiment_on_vertex(experiment)
@@ -120,7 +121,10 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
         )
         with dsl.If(batch_prediction == True, name="vertex-batch-prediction"):  # noqa: E712
             tables = batch_prediction_tables(
-                source_uri=source_uri, output_uri=output_uri
+                source_uri=source_uri,
+                output_uri=output_uri,
+                reasons_for=reasons_for,
+                medium_risk_cutoff=medium_risk_cutoff,
             ).set_display_name("2a. Batch prediction tables")
             predicted = ModelBatchPredictOp(
                 project=project,
@@ -132,6 +136,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 predictions_format="bigquery",
                 bigquery_destination_output_uri=tables.outputs["destination"],
                 instance_type="object",
+                model_parameters=tables.outputs["parameters"],
                 machine_type=batch_machine_type,
                 starting_replica_count=batch_starting_replicas,
                 max_replica_count=batch_max_replicas,
@@ -149,6 +154,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 time_zone=time_zone,
                 high_risk_top_n=high_risk_top_n,
                 high_risk_top_share=high_risk_top_share,
+                reasons_for=reasons_for,
             ).set_display_name("2c. Stage batch predictions")
             batch_summary = _publish_and_summarize(
                 champion, batch_staged, output_uri, export_dir, drift_threshold
@@ -169,6 +175,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 high_risk_top_n=high_risk_top_n,
                 high_risk_top_share=high_risk_top_share,
                 accept_library_mismatch=accept_library_mismatch,
+                reasons_for=reasons_for,
             )
             scored.set_display_name("2. Validate and score in chunks")
             scored.set_cpu_limit(settings.scoring_cpu).set_memory_limit(settings.scoring_memory)

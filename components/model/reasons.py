@@ -127,8 +127,13 @@ def method(model: Pipeline) -> str:
 
 
 def prepare(model: Pipeline) -> None:
-    """Build and check `model`'s explainer now (at load, before forking workers)."""
-    _explainer(model)
+    """Build and check `model`'s explainer now (at load, before forking workers); a model
+    of a shape it does not know (not `Pipeline(ColumnTransformer, estimator)`) fails
+    when it is asked for reasons, not here."""
+    try:
+        _explainer(model)
+    except Exception as error:
+        log.info("no explainer for this model: %s", error)
 
 
 def _estimator(model: Pipeline) -> object:

@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from components.errors import SettingsError
 from components.monitoring.drift import DriftTally
+from components.scoring.reason_codes import REASON_COLUMNS, REASON_FIELDS, reason_arrays
 from components.warehouse import STAGED_ROW
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -34,6 +35,7 @@ STAGED_PREDICTIONS = pa.schema(
         ("as_of_date", pa.date32()),
         ("scored_at", pa.timestamp("us", tz="UTC")),
         ("run_id", pa.string()),
+        *REASON_FIELDS,  # issue 21: reason codes
     ]
 )
 STAGED_REJECTS = pa.schema(
@@ -55,7 +57,8 @@ REJECT_COLUMNS = tuple(STAGED_REJECTS.names)
 STAGING_OPTIONS: dict[str, Any] = {
     "compression": "snappy",  # the codec every Parquet reader (BigQuery too) accepts
     "write_statistics": False,
-    "use_dictionary": ["risk_tier", "model_version", "as_of_date", "scored_at", "run_id", "reason"],
+    "use_dictionary": ["risk_tier", "model_version", "as_of_date", "scored_at", "run_id", "reason"]
+    + [name for name in REASON_COLUMNS if name.endswith(("_1", "_2", "_3", "_phrase"))],
 }
 
 
@@ -89,6 +92,7 @@ class ScoringJob:
     seed: int = 0
     top_n: int = 0
     top_share: float = 0.0
+    reasons_for: str = "high_medium"  # components.scoring.reason_codes.REASONS_FOR
 
     @classmethod
     def for_champion(
@@ -103,6 +107,7 @@ class ScoringJob:
         medium: float,
         top_n: int,
         top_share: float,
+        reasons_for: str = "high_medium",
     ) -> "ScoringJob":
         """A scoring step's job with the champion whose model artifact has `model_metadata`
         (threshold, version); the as-of date ("" = today in `time_zone`) is decided now."""
@@ -117,6 +122,7 @@ class ScoringJob:
             run_id=run_id,
             top_n=top_n,
             top_share=top_share,
+            reasons_for=reasons_for,
         )
 
 
@@ -150,6 +156,7 @@ def prediction_batch(scored: pd.DataFrame, rows: np.ndarray, job: ScoringJob) ->
             _constant(job.as_of, pa.date32(), n),
             _constant(job.scored_at, pa.timestamp("us", tz="UTC"), n),
             _constant(job.run_id, pa.string(), n),
+            *reason_arrays(scored),
         ],
         schema=STAGED_PREDICTIONS,
     )
