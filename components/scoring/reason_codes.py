@@ -79,30 +79,51 @@ def reason_frame(
         )
     picked = np.flatnonzero(rows)
     if len(picked):
-        chosen = frame.iloc[picked]
+        chosen = frame if len(picked) == n else frame.iloc[picked]
         explained = explain(model, chosen, contract, probability=probability[picked])
         columns["baseline_probability"][picked] = explained.baseline
         order = np.argsort(-explained.effects, axis=1, kind="stable")[:, :REASON_COUNT]
+        values: dict[int, np.ndarray] = {}  # per feature, the chosen rows' values
         for k in range(REASON_COUNT):
             feature = order[:, k]
             effect = explained.effects[np.arange(len(picked)), feature]
             pushes = effect > 0
-            names = np.array(explained.features, dtype=object)[feature]
-            values = [
-                chosen[name].iat[i] if push else None
-                for i, (name, push) in enumerate(zip(names, pushes, strict=True))
-            ]
+            name = np.full(len(picked), None, dtype=object)
+            text = np.full(len(picked), None, dtype=object)
+            said = np.full(len(picked), None, dtype=object)
+            for j in np.unique(feature[pushes]):
+                hit = pushes & (feature == j)
+                column = explained.features[j]
+                if j not in values:
+                    values[j] = _values(chosen[column])
+                name[hit] = column
+                text[hit], said[hit] = _written_out(column, values[j][hit])
             prefix = f"reason_{k + 1}"
-            columns[prefix][picked] = np.where(pushes, names, None)
-            columns[f"{prefix}_value"][picked] = [
-                value_text(v) if push else None for v, push in zip(values, pushes, strict=True)
-            ]
+            columns[prefix][picked] = name
+            columns[f"{prefix}_value"][picked] = text
             columns[f"{prefix}_effect"][picked] = np.where(pushes, effect, np.nan)
-            columns[f"{prefix}_phrase"][picked] = [
-                phrase(name, v) if push else None
-                for name, v, push in zip(names, values, pushes, strict=True)
-            ]
-    return pd.DataFrame(columns, index=frame.index)
+            columns[f"{prefix}_phrase"][picked] = said
+    # Text columns stay object arrays: pandas would otherwise convert them to its string
+    # type, only for `reason_arrays` to convert them back.
+    return pd.DataFrame(
+        {k: pd.Series(v, index=frame.index, dtype=v.dtype, copy=False) for k, v in columns.items()}
+    )
+
+
+def _values(column: pd.Series) -> np.ndarray:
+    """A column's values as numbers (missing: NaN) or, for text, as objects."""
+    if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=np.float64, na_value=np.nan)
+    return column.to_numpy(dtype=object)
+
+
+def _written_out(feature: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """`values` as text and as phrases, each distinct value written out once, not once
+    per customer."""
+    codes, distinct = pd.factorize(values, use_na_sentinel=False)
+    texts = np.array([value_text(v) for v in distinct], dtype=object)
+    phrases = np.array([phrase(feature, v) for v in distinct], dtype=object)
+    return texts[codes], phrases[codes]
 
 
 def reason_arrays(scored: pd.DataFrame) -> list[pa.Array]:
