@@ -89,3 +89,77 @@ def test_a_model_of_known_drivers_names_them(train: pd.DataFrame):
         weight = pd.Series(np.abs(explained.effects).mean(axis=0), explained.features)
         others = weight.drop(["Contract", "tenure"])
         assert weight[["Contract", "tenure"]].min() > 3 * others.max(), (family, weight)
+
+
+def test_the_scoring_report_shows_the_high_tiers_reasons_against_last_week(
+    train: pd.DataFrame, tmp_path
+):
+    """Today's high tier by strongest reason, beside the share of each a week earlier as
+    published in the warehouse; the training report shows the same attributions' global
+    importance beside permutation importance."""
+    from datetime import UTC, date, datetime
+
+    import pyarrow as pa
+
+    from components.model.evaluate import attribution_importance
+    from components.reports.training_report import render_training_report
+    from components.scoring.chunked import stage_scores
+    from components.scoring.publish import publish_scores
+    from components.scoring.reason_trend import (
+        WEEK,
+        published_high_tier_reasons,
+        reason_section,
+        staged_high_tier_reasons,
+    )
+    from components.scoring.staged import ScoringJob
+    from components.scoring.summary import render_scoring_report
+
+    model = _fit(train, "gradient_boosting", None)
+    output = f"duckdb://{tmp_path / 'warehouse.duckdb'}?table=churn_predictions"
+    today = date(2026, 12, 7)
+    for day, seed in ((today - WEEK, 8), (today, 9)):
+        customers = generate_customers(400, seed=seed).drop(columns="Churn")
+        job = ScoringJob(
+            source="test",
+            threshold=0.5,
+            high=0.6,
+            medium=0.3,
+            model_version=1,
+            as_of=day,
+            scored_at=datetime(2026, 12, 7, tzinfo=UTC),
+            run_id=str(day),
+        )
+        staged = tmp_path / str(day)
+        batch = pa.RecordBatch.from_pandas(customers, preserve_index=False)
+        run = stage_scores([batch], model, job, staged, tolerance=0.05)
+        publish_scores(staged, output_uri=output, as_of=day)
+
+    counts = staged_high_tier_reasons(staged)
+    assert sum(counts.values()) == run.tiers["high"] > 0
+    before = published_high_tier_reasons(output, today - WEEK)
+    assert before and sum(before.values()) > 0
+    assert published_high_tier_reasons(output, today - 2 * WEEK) is None  # nothing published
+    heading, body = reason_section(counts, before, today)
+    top = max(counts, key=counts.get)
+    assert heading == "Why the high tier is at risk" and top in body
+    assert "share a week ago" in body and str(today - WEEK) in body
+    html = render_scoring_report(
+        title="t", summary={}, profile=None, rows=[], current_sample={}, threshold=0.2,
+        reasons=(heading, body),
+    )  # fmt: skip
+    assert heading in html
+
+    test = train.iloc[:200]
+    importance = attribution_importance(model, test, seed=0)
+    assert list(importance) == sorted(importance, key=importance.get, reverse=True)
+    page = render_training_report(
+        title="t",
+        summary={},
+        y_true=test["Churn"].to_numpy(),
+        y_prob=predict_probability(model, test),
+        threshold=0.5,
+        candidates=[],
+        feature_importance=dict.fromkeys(importance, 0.01),  # permutation's, as evaluate has it
+        attribution_importance=importance,
+    )
+    assert "mean |contribution| (percentage points)" in page and "tenure" in page

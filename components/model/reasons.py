@@ -458,3 +458,16 @@ def _path_attributions(
         raw[start : start + count] = total[:count]
         effects[start : start + count] = block[:count]
     return raw, effects
+
+
+def global_importance(
+    model: Pipeline, frame: pd.DataFrame, contract: DataContract = TELCO_CHURN
+) -> dict[str, float]:
+    """Each feature's mean absolute contribution to the published probability over the
+    rows of `frame` (the same attributions as the reason codes), largest first."""
+    explained = explain(model, frame, contract)
+    mean = (
+        np.abs(explained.effects).mean(axis=0) if len(frame) else np.zeros(len(explained.features))
+    )
+    ranked = sorted(zip(explained.features, mean, strict=True), key=lambda kv: -kv[1])
+    return {name: round(float(value), 5) for name, value in ranked}
