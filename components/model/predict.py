@@ -51,24 +51,43 @@ def predict_probability(
     contract: DataContract = TELCO_CHURN,
     *,
     calibrated: bool = True,
+    preprocessed: np.ndarray | pd.DataFrame | None = None,
 ) -> np.ndarray:
     """Churn probability per row of a validated frame; with `calibrated=False`, the score
-    of a calibrated model's estimator before its calibrator (for the report's comparison)."""
+    of a calibrated model's estimator before its calibrator (for the report's comparison).
+    `preprocessed`: the frame's rows through `preprocess` already (reason codes need them
+    too), so they are not transformed twice."""
     small = small_frame_path(model) if calibrated and len(frame) <= SMALL_FRAME_ROWS else None
-    if small is not None:
+    if small is not None and preprocessed is None:
         return small.probability(frame)
     features = frame[contract.feature_names]
+    x = preprocessed
     final = model[-1]
     calibration = final if isinstance(final, CalibratedModel) else None
     estimator = calibration.estimator if calibration else final
     trees = compiled_trees(estimator)
     if trees is not None:
-        raw = trees.probability(model[:-1].transform(features))
+        raw = trees.probability(model[:-1].transform(features) if x is None else x)
     elif calibration is not None:
-        raw = estimator.predict_proba(model[:-1].transform(features))[:, 1]
+        raw = estimator.predict_proba(model[:-1].transform(features) if x is None else x)[:, 1]
     else:
-        return model.predict_proba(features)[:, 1]
+        return (model.predict_proba(features) if x is None else final.predict_proba(x))[:, 1]
     return calibration.calibrate(raw) if calibration and calibrated else raw
+
+
+def preprocess(
+    model: Pipeline, frame: pd.DataFrame, contract: DataContract = TELCO_CHURN
+) -> np.ndarray | pd.DataFrame:
+    """The rows of a validated frame as the model's estimator takes them: its pipeline's
+    steps before the last (for a few rows, their numpy form, proven equal at load); a
+    pipeline of one step takes the frame's feature columns as they are."""
+    if len(model) == 1:
+        return frame[contract.feature_names]
+    small = small_frame_path(model) if len(frame) <= SMALL_FRAME_ROWS else None
+    if small is None:
+        return np.asarray(model[:-1].transform(frame[contract.feature_names]), dtype=np.float64)
+    columns = small.preprocess.transform(frame)
+    return small.rest[:-1].transform(columns) if len(small.rest) > 1 else columns
 
 
 def tree_kernel(model: Pipeline) -> "CompiledTrees | None":

@@ -58,7 +58,6 @@ from sklearn.pipeline import Pipeline
 
 from components.contract import TELCO_CHURN, DataContract
 from components.model.calibration import CalibratedModel
-from components.model.features import SMALL_FRAME_ROWS
 from components.model.predict import (
     _BLOCK_ROWS,
     _FEATURE_BITS,
@@ -66,8 +65,8 @@ from components.model.predict import (
     CompiledTrees,
     compiled_trees,
     predict_probability,
+    preprocess,
     probe_frame,
-    small_frame_path,
 )
 
 log = logging.getLogger(__name__)
@@ -104,14 +103,18 @@ def explain(
     contract: DataContract = TELCO_CHURN,
     *,
     probability: np.ndarray | None = None,
+    preprocessed: np.ndarray | None = None,
 ) -> Attributions:
     """Attributions for each row of a validated frame; `probability` is its published
-    probability when the caller has it already (`predict_probability`'s otherwise)."""
+    probability and `preprocessed` its rows through `predict.preprocess`, when the caller
+    has them already."""
+    if preprocessed is None:
+        preprocessed = preprocess(model, frame, contract)
     if probability is None:
         probability = predict_probability(model, frame, contract)
     explainer = _explainer(model)
-    columns, features = _preprocessed(model, frame, contract)
-    raw, raw_effects = explainer.raw(columns)
+    raw, raw_effects = explainer.raw(np.asarray(preprocessed, dtype=np.float64))
+    features = _column_groups(model)[1]
     baseline = float(_calibrated(model, explainer.link(np.array([explainer.raw_baseline])))[0])
     moved = raw - explainer.raw_baseline
     scale = np.divide(
@@ -145,20 +148,6 @@ def _calibrated(model: Pipeline, estimator_probability: np.ndarray) -> np.ndarra
     if isinstance(final, CalibratedModel):
         return final.calibrate(estimator_probability)
     return estimator_probability
-
-
-def _preprocessed(
-    model: Pipeline, frame: pd.DataFrame, contract: DataContract
-) -> tuple[np.ndarray, list[str]]:
-    """The estimator's input matrix for `frame`, and the original features."""
-    small = small_frame_path(model) if len(frame) <= SMALL_FRAME_ROWS else None
-    if small is not None:  # proven equal to the pipeline's own transform
-        columns = small.preprocess.transform(frame)
-        if len(small.rest) > 1:
-            columns = small.rest[:-1].transform(columns)
-    else:
-        columns = model[:-1].transform(frame[contract.feature_names])
-    return np.asarray(columns, dtype=np.float64), _column_groups(model)[1]
 
 
 def _column_groups(model: Pipeline) -> tuple[np.ndarray, list[str]]:

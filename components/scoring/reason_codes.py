@@ -66,9 +66,12 @@ def reason_frame(
     probability: np.ndarray,
     rows: np.ndarray,
     contract: DataContract = TELCO_CHURN,
+    *,
+    preprocessed: np.ndarray | None = None,
 ) -> pd.DataFrame:
     """The reason columns for every row of `frame` (validated rows with their published
-    `probability`): filled where `rows` is true, empty elsewhere."""
+    `probability` and, when the caller has them, their `predict.preprocess` form): filled
+    where `rows` is true, empty elsewhere."""
     from components.model.reasons import explain
 
     n = len(frame)
@@ -80,7 +83,13 @@ def reason_frame(
     picked = np.flatnonzero(rows)
     if len(picked):
         chosen = frame if len(picked) == n else frame.iloc[picked]
-        explained = explain(model, chosen, contract, probability=probability[picked])
+        explained = explain(
+            model,
+            chosen,
+            contract,
+            probability=probability[picked],
+            preprocessed=None if preprocessed is None else preprocessed[picked],
+        )
         columns["baseline_probability"][picked] = explained.baseline
         order = np.argsort(-explained.effects, axis=1, kind="stable")[:, :REASON_COUNT]
         values: dict[int, np.ndarray] = {}  # per feature, the chosen rows' values

@@ -39,10 +39,14 @@ def score_frame(
     no rows give the same columns, empty (a chunk of only rejects). With `reasons_for`
     other than `none`, the reason columns follow (`components.scoring.reason_codes`)."""
     # `reasons_for`: `high_medium`, `all`, `none`, or a minimum probability (serving's).
-    from components.model.predict import predict_probability
+    from components.model.predict import predict_probability, preprocess
 
+    # Rows with reasons need the preprocessed matrix too: made once for both.
+    x = preprocess(model, frame, contract) if reasons_for != "none" and len(frame) else None
     # Estimators refuse zero rows.
-    probability = predict_probability(model, frame, contract) if len(frame) else np.empty(0)
+    probability = (
+        predict_probability(model, frame, contract, preprocessed=x) if len(frame) else np.empty(0)
+    )
     scored = pd.DataFrame(
         {
             "customer_id": frame[contract.id_column].array,
@@ -56,5 +60,5 @@ def score_frame(
     from components.scoring.reason_codes import reason_frame, selected
 
     rows = selected(scored["risk_tier"].array, probability, reasons_for)
-    reasons = reason_frame(model, frame, probability, rows, contract)
+    reasons = reason_frame(model, frame, probability, rows, contract, preprocessed=x)
     return pd.concat([scored, reasons.set_axis(scored.index)], axis=1)
