@@ -92,7 +92,6 @@ def reason_frame(
         )
         columns["baseline_probability"][picked] = explained.baseline
         order = np.argsort(-explained.effects, axis=1, kind="stable")[:, :REASON_COUNT]
-        values: dict[int, np.ndarray] = {}  # per feature, the chosen rows' values
         for k in range(REASON_COUNT):
             feature = order[:, k]
             effect = explained.effects[np.arange(len(picked)), feature]
@@ -100,13 +99,14 @@ def reason_frame(
             name = np.full(len(picked), None, dtype=object)
             text = np.full(len(picked), None, dtype=object)
             said = np.full(len(picked), None, dtype=object)
-            for j in np.unique(feature[pushes]):
-                hit = pushes & (feature == j)
+            # The rows whose k-th reason is each feature, in runs of one feature each.
+            rows_by_feature = np.flatnonzero(pushes)
+            rows_by_feature = rows_by_feature[np.argsort(feature[rows_by_feature], kind="stable")]
+            features, starts = np.unique(feature[rows_by_feature], return_index=True)
+            for j, hit in zip(features, np.split(rows_by_feature, starts[1:]), strict=True):
                 column = explained.features[j]
-                if j not in values:
-                    values[j] = _values(chosen[column])
                 name[hit] = column
-                text[hit], said[hit] = _written_out(column, values[j][hit])
+                text[hit], said[hit] = _written_out(column, _values(chosen[column], hit))
             prefix = f"reason_{k + 1}"
             columns[prefix][picked] = name
             columns[f"{prefix}_value"][picked] = text
@@ -119,11 +119,13 @@ def reason_frame(
     )
 
 
-def _values(column: pd.Series) -> np.ndarray:
-    """A column's values as numbers (missing: NaN) or, for text, as objects."""
+def _values(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """The values of a column at positions `rows`, as numbers (missing: NaN) or, for
+    text, as objects (only those rows converted)."""
+    values = column.array.take(rows)
     if pd.api.types.is_numeric_dtype(column.dtype) and not pd.api.types.is_bool_dtype(column):
-        return column.to_numpy(dtype=np.float64, na_value=np.nan)
-    return column.to_numpy(dtype=object)
+        return values.to_numpy(dtype=np.float64, na_value=np.nan)
+    return values.to_numpy(dtype=object)
 
 
 def _written_out(feature: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
