@@ -163,3 +163,23 @@ def test_the_scoring_report_shows_the_high_tiers_reasons_against_last_week(
         attribution_importance=importance,
     )
     assert "mean |contribution| (percentage points)" in page and "tenure" in page
+
+
+def test_only_contributions_towards_churn_are_reasons(train: pd.DataFrame, scored: pd.DataFrame):
+    """A customer with fewer than three features pushing towards churn has the rest of the
+    reason columns empty; one with none has none, whatever the others in the frame have."""
+    from components.scoring.reason_codes import reason_frame
+
+    model = _fit(train, "logistic_regression", "sigmoid")
+    probability = predict_probability(model, scored)
+    explained = reasons.explain(model, scored)
+    pushing = (explained.effects > 0).sum(axis=1)
+    assert (pushing < 3).any()
+    for rows in (scored.index, [int(np.argmin(pushing))]):  # one customer alone, as served
+        frame = scored.loc[rows]
+        columns = reason_frame(model, frame, probability[rows], np.ones(len(frame), dtype=bool))
+        for k in (1, 2, 3):
+            filled = columns[f"reason_{k}"].notna().to_numpy()
+            np.testing.assert_array_equal(filled, pushing[rows] >= k)
+            assert (columns[f"reason_{k}_effect"].dropna() > 0).all()
+            assert columns[f"reason_{k}_phrase"].notna().to_numpy().tolist() == filled.tolist()

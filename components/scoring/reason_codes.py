@@ -103,7 +103,8 @@ def reason_frame(
             rows_by_feature = np.flatnonzero(pushes)
             rows_by_feature = rows_by_feature[np.argsort(feature[rows_by_feature], kind="stable")]
             features, starts = np.unique(feature[rows_by_feature], return_index=True)
-            for j, hit in zip(features, np.split(rows_by_feature, starts[1:]), strict=True):
+            runs = np.split(rows_by_feature, starts[1:]) if len(features) else []
+            for j, hit in zip(features, runs, strict=True):
                 column = explained.features[j]
                 name[hit] = column
                 text[hit], said[hit] = _written_out(column, _values(chosen[column], hit))
