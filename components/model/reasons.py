@@ -17,7 +17,12 @@ attributions are made on the estimator's raw score and carried through the calib
      split on a row's path credits its feature with the change in expected value from the
      node to the child the row takes. Along a path these telescope to the leaf's value, so
      the sum over trees is the raw score exactly; `r0` is the sum of the roots' expected
-     values (the ensemble's mean training score).
+     values (the ensemble's mean training score). These are not Shapley values: a split's
+     credit depends on where it sits in the tree. `shap`'s TreeExplainer (path-dependent
+     Shapley values) was weighed against them (`bench/bench_reasons.py`): both add up
+     exactly, they mostly name the same strongest feature, and the kernel is fast enough
+     for reasons on every scoring run where shap's tree walker is not, so the kernel is
+     kept and shap is not a dependency.
    - Logistic regression: its linear terms, `w_i * (x_i - ref_i)` on the preprocessed
      columns, against a reference customer: numbers at their training mean (0 after the
      scaler), each category column at 1/k (the mean of its k categories' weights, as the
@@ -173,7 +178,6 @@ def _explainer(model: Pipeline) -> _Explainer:
     if model in _EXPLAINERS:
         return _EXPLAINERS[model]
     estimator = _estimator(model)
-    probe = None
     explainer = None
     try:
         probe = np.asarray(model[:-1].transform(probe_frame(model[0])), dtype=np.float64)
