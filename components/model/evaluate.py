@@ -316,6 +316,7 @@ def evaluate_model(
 
     from components.contract import TELCO_CHURN
     from components.model.evaluate import (
+        attribution_importance,
         bootstrap_interval,
         calibration_metrics,
         classification_metrics,
