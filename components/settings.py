@@ -217,6 +217,9 @@ class Settings(BaseSettings):
     bootstrap_samples: Annotated[int, Field(ge=0, le=100_000)] = 1000
     """Bootstrap resamples of the test rows behind the 95% intervals of the test metric
     and of the paired difference against the champion."""
+    reasons_for: Literal["high_medium", "all", "none"] = "high_medium"
+    """Batch scoring: which customers get their top 3 reasons (`reason_1` ...) beside their
+    score: `high_medium` (the `high` and `medium` tiers by the cut-offs), `all` or `none`."""
 
     # --- issue 18: cloud identifiers and regions ------------------------------------------
     extra_regions: str = ""

@@ -116,6 +116,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
         experiment: str = "",
         control_share: float = DEFAULTS.control_share,
         control_salt: str = DEFAULTS.control_salt,
+        reasons_for: str = DEFAULTS.reasons_for,
     ) -> dsl.Artifact:
         """Returns the run summary artifact (JSON, with the key figures as metadata)."""
         join_experiment_on_vertex(experiment)
@@ -124,7 +125,10 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
         )
         with dsl.If(batch_prediction == True, name="vertex-batch-prediction"):  # noqa: E712
             tables = batch_prediction_tables(
-                source_uri=source_uri, output_uri=output_uri
+                source_uri=source_uri,
+                output_uri=output_uri,
+                reasons_for=reasons_for,
+                medium_risk_cutoff=medium_risk_cutoff,
             ).set_display_name("2a. Batch prediction tables")
             predicted = ModelBatchPredictOp(
                 project=project,
@@ -136,6 +140,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 predictions_format="bigquery",
                 bigquery_destination_output_uri=tables.outputs["destination"],
                 instance_type="object",
+                model_parameters=tables.outputs["parameters"],
                 machine_type=batch_machine_type,
                 starting_replica_count=batch_starting_replicas,
                 max_replica_count=batch_max_replicas,
@@ -155,6 +160,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 high_risk_top_share=high_risk_top_share,
                 control_share=control_share,
                 control_salt=control_salt,
+                reasons_for=reasons_for,
             ).set_display_name("2c. Stage batch predictions")
             batch_summary = _publish_and_summarize(
                 champion, batch_staged, output_uri, export_dir, drift_threshold
@@ -177,6 +183,7 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 accept_library_mismatch=accept_library_mismatch,
                 control_share=control_share,
                 control_salt=control_salt,
+                reasons_for=reasons_for,
             )
             scored.set_display_name("2. Validate and score in chunks")
             scored.set_cpu_limit(settings.scoring_cpu).set_memory_limit(settings.scoring_memory)

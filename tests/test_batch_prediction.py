@@ -26,6 +26,7 @@ from components.errors import ContractError, SourceError
 from components.scoring.batch_prediction import (
     bigquery_job_tables,
     errors_table,
+    model_parameters,
     remove_job_dataset,
     stage_batch_output,
     stage_batch_predictions,
@@ -108,9 +109,11 @@ def test_compiled_scoring_pipeline_requests_a_bigquery_batch_prediction_job(
             key = wiring["componentInputParameter"].removeprefix("pipelinechannel--")
             values[name] = pipeline_parameters[key]
         else:
-            values[name] = {"source": source, "destination": destination}[
-                wiring["taskOutputParameter"]["outputParameterKey"]
-            ]
+            values[name] = {
+                "source": source,
+                "destination": destination,
+                "parameters": model_parameters(defaults.reasons_for, defaults.medium_risk_cutoff),
+            }[wiring["taskOutputParameter"]["outputParameterKey"]]
     # The model is the champion version the load-champion step names.
     artifact = task["inputs"]["artifacts"]["model"]["componentInputArtifact"]
     assert artifact == "pipelinechannel--load-champion-vertex_model"
@@ -144,6 +147,8 @@ def test_compiled_scoring_pipeline_requests_a_bigquery_batch_prediction_job(
     assert resources.machine_spec.machine_type == defaults.batch_machine_type
     assert resources.starting_replica_count == defaults.batch_starting_replicas
     assert resources.max_replica_count == defaults.batch_max_replicas
+    # Each request asks the model server for reason codes from the `medium` cut-off up.
+    assert dict(job.model_parameters) == {"reasons": str(defaults.medium_risk_cutoff)}
 
 
 def test_batch_prediction_needs_bigquery_on_both_sides():

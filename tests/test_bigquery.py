@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -165,9 +166,21 @@ def test_scores_are_published_into_a_partitioned_table_and_a_rerun_replaces_the_
         ("scored_at", "TIMESTAMP"),
         ("run_id", "STRING"),
         ("treatment_group", "STRING"),
+        # issue 21: reason codes, for the high and medium tiers
+        ("baseline_probability", "FLOAT64"),
+        *(
+            (f"reason_{k}{part}", "FLOAT64" if part == "_effect" else "STRING")
+            for k in (1, 2, 3)
+            for part in ("", "_value", "_effect", "_phrase")
+        ),
     ]
     rows = _rows(output)
     assert rows.num_rows == first.rows_scored == 398  # the repeat and the unparseable row
+    at_risk = rows.filter(pc.is_in(rows["risk_tier"], pa.array(["high", "medium"])))
+    assert at_risk.num_rows and at_risk["reason_1"].null_count == 0
+    assert at_risk["reason_1_phrase"].null_count == 0
+    low = rows.filter(pc.equal(rows["risk_tier"], "low"))
+    assert low["baseline_probability"].null_count == low.num_rows
     assert len(set(rows.column("customer_id").to_pylist())) == rows.num_rows
     rejects = _rows(related_table(output, "_rejects"))
     reasons = sorted(rejects.column("reason").to_pylist())

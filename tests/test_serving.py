@@ -527,3 +527,62 @@ def test_the_server_reads_its_settings_from_its_parent_not_the_directory_s_file(
         urllib.request.urlopen(running.url + HEALTH_ROUTE, timeout=5) as response,
     ):
         assert response.status == 200
+
+
+def test_reasons_served_equal_batch_and_batch_prediction_reasons(
+    server: ModelServer, registry: LocalRegistry, tmp_path: Path
+) -> None:
+    """A request asking for reasons gets, per customer, the reason codes chunked scoring
+    publishes; a batch prediction job (which runs this server) stages the same."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from components.scoring.batch_prediction import batch_output_chunk
+    from components.scoring.chunked import stage_scores
+    from components.scoring.reason_codes import REASON_COLUMNS, from_responses
+    from components.scoring.staged import PREDICTIONS_FILE, ScoringJob
+
+    customers = generate_customers(40, seed=12, messy=False)
+    customers.loc[0, ["tenure", "TotalCharges"]] = [0, None]  # a brand-new customer
+    status, body = _post(
+        server.predict_url,
+        {"instances": _instances(customers), "parameters": {"reasons": True}},
+    )
+    assert status == 200
+    served = body["predictions"]
+    assert all(len(p["reasons"]) >= 1 for p in served)
+    assert all(
+        set(r) == {"feature", "value", "effect", "phrase"} for p in served for r in p["reasons"]
+    )
+
+    model, entry = registry.load_model("champion")
+    job = ScoringJob(
+        source="test",
+        threshold=entry.threshold,
+        high=SETTINGS.high_risk_cutoff,
+        medium=SETTINGS.medium_risk_cutoff,
+        model_version=entry.version,
+        as_of=pd.Timestamp("2026-12-07").date(),
+        scored_at=pd.Timestamp("2026-12-07T06:00Z").to_pydatetime(),
+        run_id="test",
+        reasons_for="all",
+    )
+    source = pa.RecordBatch.from_pandas(customers.drop(columns="Churn"), preserve_index=False)
+    stage_scores([source], model, job, tmp_path, tolerance=0.0)
+    batch = pq.read_table(tmp_path / PREDICTIONS_FILE).to_pandas()[list(REASON_COLUMNS)]
+    output = customers.drop(columns="Churn").assign(prediction=[json.dumps(p) for p in served])
+    batch_predicted = batch_output_chunk(
+        pa.RecordBatch.from_pandas(output, preserve_index=False), 1, job
+    ).predictions.to_pandas()[list(REASON_COLUMNS)]
+
+    pd.testing.assert_frame_equal(from_responses(served), batch, check_dtype=False)
+    pd.testing.assert_frame_equal(batch_predicted, batch)
+
+
+def test_a_request_asking_for_reasons_wrongly_is_a_client_error(server: ModelServer) -> None:
+    customer = _instances(generate_customers(1, seed=3, messy=False))
+    status, body = _post(server.predict_url, {"instances": customer, "parameters": {"reasons": 2}})
+    assert status == 400
+    assert "must be true, false or a probability between 0 and 1; got 2" in body["detail"]
+    status, body = _post(server.predict_url, {"instances": customer})
+    assert status == 200 and "reasons" not in body["predictions"][0]

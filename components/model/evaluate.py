@@ -268,6 +268,19 @@ def feature_importance(
     return {name: round(float(value), 5) for name, value in ranked}
 
 
+def attribution_importance(
+    model: Pipeline, test: pd.DataFrame, *, seed: int, contract: DataContract = TELCO_CHURN
+) -> dict[str, float]:
+    """Mean absolute contribution of each raw feature to the published probability, from
+    the attributions behind the reason codes (`components.model.reasons`), on the rows
+    `feature_importance` shuffles."""
+    from components.model.reasons import global_importance
+
+    sample = test.sample(n=min(len(test), IMPORTANCE_ROWS), random_state=seed)
+    with threadpool_limits(limits=1):
+        return global_importance(model, sample, contract)
+
+
 def load_model_dir(directory: str, sha256: str) -> Pipeline:
     """The pipeline saved in a Model artifact by the training step, unpickled only if its
     bytes have the SHA-256 that step recorded (`sha256`, from the artifact's metadata)."""
@@ -303,6 +316,7 @@ def evaluate_model(
 
     from components.contract import TELCO_CHURN
     from components.model.evaluate import (
+        attribution_importance,
         bootstrap_interval,
         calibration_metrics,
         classification_metrics,
@@ -385,6 +399,7 @@ def evaluate_model(
                 "champion_metrics": comparison["champion_metrics"] if comparison else None,
                 "comparison": comparison,
                 "feature_importance": feature_importance(candidate, frame, seed=seed),
+                "attribution_importance": attribution_importance(candidate, frame, seed=seed),
             },
             indent=2,
         )

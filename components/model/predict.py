@@ -51,24 +51,43 @@ def predict_probability(
     contract: DataContract = TELCO_CHURN,
     *,
     calibrated: bool = True,
+    preprocessed: np.ndarray | pd.DataFrame | None = None,
 ) -> np.ndarray:
     """Churn probability per row of a validated frame; with `calibrated=False`, the score
-    of a calibrated model's estimator before its calibrator (for the report's comparison)."""
+    of a calibrated model's estimator before its calibrator (for the report's comparison).
+    `preprocessed`: the frame's rows through `preprocess` already (reason codes need them
+    too), so they are not transformed twice."""
     small = small_frame_path(model) if calibrated and len(frame) <= SMALL_FRAME_ROWS else None
-    if small is not None:
+    if small is not None and preprocessed is None:
         return small.probability(frame)
     features = frame[contract.feature_names]
+    x = preprocessed
     final = model[-1]
     calibration = final if isinstance(final, CalibratedModel) else None
     estimator = calibration.estimator if calibration else final
     trees = compiled_trees(estimator)
     if trees is not None:
-        raw = trees.probability(model[:-1].transform(features))
+        raw = trees.probability(model[:-1].transform(features) if x is None else x)
     elif calibration is not None:
-        raw = estimator.predict_proba(model[:-1].transform(features))[:, 1]
+        raw = estimator.predict_proba(model[:-1].transform(features) if x is None else x)[:, 1]
     else:
-        return model.predict_proba(features)[:, 1]
+        return (model.predict_proba(features) if x is None else final.predict_proba(x))[:, 1]
     return calibration.calibrate(raw) if calibration and calibrated else raw
+
+
+def preprocess(
+    model: Pipeline, frame: pd.DataFrame, contract: DataContract = TELCO_CHURN
+) -> np.ndarray | pd.DataFrame:
+    """The rows of a validated frame as the model's estimator takes them: its pipeline's
+    steps before the last (for a few rows, their numpy form, proven equal at load); a
+    pipeline of one step takes the frame's feature columns as they are."""
+    if len(model) == 1:
+        return frame[contract.feature_names]
+    small = small_frame_path(model) if len(frame) <= SMALL_FRAME_ROWS else None
+    if small is None:
+        return np.asarray(model[:-1].transform(frame[contract.feature_names]), dtype=np.float64)
+    columns = small.preprocess.transform(frame)
+    return small.rest[:-1].transform(columns) if len(small.rest) > 1 else columns
 
 
 def tree_kernel(model: Pipeline) -> "CompiledTrees | None":
@@ -171,6 +190,9 @@ class CompiledTrees:
     value: np.ndarray  # float64 per node (leaves' values are what counts)
     root: np.ndarray  # int64 per tree
     depth: np.ndarray  # int64 per tree
+    # Training rows (weighted) that reached each node: what `components.model.reasons`
+    # averages leaf values by, for the path attributions of each score.
+    cover: np.ndarray | None = None
 
     @classmethod
     def from_estimator(cls, estimator: HistGradientBoostingClassifier) -> "CompiledTrees":
@@ -183,6 +205,14 @@ class CompiledTrees:
         trees = [predictors[0].nodes for predictors in estimator._predictors]
         if any(tree["is_categorical"].any() for tree in trees):
             raise ValueError("categorical splits")
+        return cls.from_nodes(trees, float(np.ravel(estimator._baseline_prediction)[0]))
+
+    @classmethod
+    def from_nodes(cls, trees: list[np.ndarray], baseline: float) -> "CompiledTrees":
+        """Flatten trees given as scikit-learn's gradient-boosting node records (fields
+        `is_leaf`, `left`, `right`, `feature_idx`, `num_threshold`, `missing_go_to_left`,
+        `value`, `count`, `depth`), whose leaf values add up, after `baseline`, to the
+        raw score."""
         renumbered, left, root = [], [], []
         for tree in trees:
             root.append(len(left))
@@ -201,7 +231,7 @@ class CompiledTrees:
         missing_right = ~leaf & ~flat["missing_go_to_left"].astype(bool)
         feature = np.where(leaf, 0, flat["feature_idx"]).astype(np.int64)
         return cls(
-            baseline=float(np.ravel(estimator._baseline_prediction)[0]),
+            baseline=baseline,
             split=(np.array(left, dtype=np.int64) << 32)
             | (missing_right.astype(np.int64) << 31)
             | feature,
@@ -209,6 +239,7 @@ class CompiledTrees:
             value=flat["value"].astype(np.float64),
             root=np.array(root, dtype=np.int64),
             depth=np.array([tree["depth"].max() for tree in trees], dtype=np.int64),
+            cover=flat["count"].astype(np.float64),
         )
 
     def probability(self, features: np.ndarray) -> np.ndarray:

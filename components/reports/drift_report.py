@@ -5,6 +5,7 @@ scores, reference against current.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
@@ -43,11 +44,13 @@ def render_drift_report(
     threshold: float,
     reference_scores: np.ndarray | None = None,
     current_scores: np.ndarray | None = None,
+    sections_before: Sequence[tuple[str, str]] = (),
 ) -> str:
     """HTML report of input drift, so an on-call engineer sees which features moved and how.
 
     ``features`` carry the PSI and drift flag computed by the drift check; this only draws
-    them. Missing values (None, NaN) are dropped before plotting.
+    them. Missing values (None, NaN) are dropped before plotting. `sections_before`
+    (heading, HTML) come first (the scoring report's reason codes).
     """
     ordered = sorted(features, key=lambda f: sort_key(as_float(f.get("psi"))))
     n_drifted = sum(bool(f.get("drifted")) for f in ordered)
@@ -78,7 +81,7 @@ def render_drift_report(
     if reference_scores is not None and current_scores is not None:
         score_fig = _score_figure(_clean_numeric(reference_scores), _clean_numeric(current_scores))
         sections.append(("Score distribution", figure_to_html(score_fig)))
-    return html_page(title, sections, summary)
+    return html_page(title, [*sections_before, *sections], summary)
 
 
 def _clean_numeric(values: np.ndarray | list) -> np.ndarray:

@@ -153,6 +153,7 @@ def summarize_training(
         threshold=result["threshold"],
         candidates=result["cv"],
         feature_importance=evaluation_data["feature_importance"],
+        attribution_importance=evaluation_data.get("attribution_importance"),
         champion_prob=(
             scored["champion_probability"].to_numpy() if "champion_probability" in scored else None
         ),

@@ -38,13 +38,15 @@ def render_training_report(
     feature_importance: dict[str, float],
     champion_prob: np.ndarray | None = None,
     y_prob_raw: np.ndarray | None = None,
+    attribution_importance: dict[str, float] | None = None,
 ) -> str:
     """HTML report of one training run, so a reviewer can judge the model before it serves.
 
     Shows ROC (with the champion's curve when given), precision-recall, calibration (of
     the model's raw scores too, when `y_prob_raw` gives them), the
     confusion matrix at ``threshold`` (a customer is flagged when probability >= threshold),
-    the candidate comparison and the top feature importances.
+    the candidate comparison and the top feature importances (beside the importance from
+    the reason codes' attributions, when `attribution_importance` gives it).
     """
     y_true = _checked_labels(y_true)
     y_prob = _checked_probabilities(y_prob, y_true, "y_prob")
@@ -93,7 +95,11 @@ def render_training_report(
         ),
         (f"Decision threshold ({threshold:.4g}) and confusion matrix", threshold_body),
         ("Candidate comparison", _candidates_body(candidates)),
-        ("Feature importance", _importance_body(feature_importance)),
+        (
+            "Feature importance",
+            _importance_body(feature_importance)
+            + _attribution_body(feature_importance, attribution_importance),
+        ),
     ]
     return html_page(title, sections, summary)
 
@@ -268,6 +274,28 @@ def _candidates_figure(
         ax.text(x, pos, f" {text}", va="center", fontsize=8)
     ax.set_xlabel("CV ROC-AUC")
     return fig
+
+
+def _attribution_body(permutation: dict[str, float], attribution: dict[str, float] | None) -> str:
+    """Permutation importance beside the mean absolute contribution of the reason codes'
+    attributions, feature by feature (issue 21)."""
+    if not attribution:
+        return ""
+    rows = [
+        {
+            "feature": name,
+            "mean |contribution| (percentage points)": round(100 * as_float(value), 2),
+            "permutation (ROC-AUC drop)": permutation.get(name),
+        }
+        for name, value in attribution.items()
+    ]
+    return (
+        '<p class="note">The same features by the reason codes\' attributions: the mean size '
+        "of each feature's contribution to the published probability, in percentage "
+        "points, beside the drop in ROC-AUC when it is shuffled. The first says how much a "
+        "feature moves customers' scores, the second how much the ranking needs it.</p>"
+        + data_table(rows)
+    )
 
 
 def _importance_body(feature_importance: dict[str, float]) -> str:

@@ -31,6 +31,7 @@ from components.contract import TELCO_CHURN, DataContract
 from components.errors import SourceError
 from components.monitoring.drift import DriftTally, ReferenceProfile
 from components.scoring.chunked import numbered, validate_serving
+from components.scoring.reason_codes import from_responses, selected
 from components.scoring.staged import ChunkResult, ScoringJob, prediction_batch, reject_batch
 from components.scoring.staging import StagedRun, stage_chunks
 from components.scoring.tiers import risk_tier
@@ -68,6 +69,16 @@ def errors_table(predictions_table: str) -> str:
     return f"{project_dataset}.errors{table.removeprefix('predictions')}"
 
 
+def model_parameters(reasons_for: str, medium: float) -> dict[str, str]:
+    """The job's `model_parameters`, which Vertex sends as each request's `parameters`:
+    reason codes (`components.serving.server`) for the instances this run gives them,
+    `high_medium` asking for those scored at the `medium` cut-off or more. Text values:
+    GCPC's component declares them so."""
+    if reasons_for == "none":
+        return {"reasons": "false"}
+    return {"reasons": "true" if reasons_for == "all" else repr(float(medium))}
+
+
 def remove_job_dataset(predictions_table: str) -> None:
     """Delete the dataset a batch prediction job made for its output, tables and all;
     refuse any other dataset."""
@@ -95,7 +106,8 @@ def batch_output_chunk(
     chunk: rows the serving validator refuses, and rows the job failed or our predictor
     answered with an error, become rejects with their reason; the rest are predictions,
     their yes/no call and risk tier derived from the probability with this run's
-    threshold and cut-offs, exactly as chunked scoring derives them."""
+    threshold and cut-offs, exactly as chunked scoring derives them, and their reason
+    codes, the model server's, kept for the rows this run's `reasons_for` selects."""
     frame = batch.to_pandas()
     outcomes = [
         _outcome(prediction, error)
@@ -114,14 +126,19 @@ def batch_output_chunk(
     probability = np.array(
         [outcomes[row - first_row][0] for row in kept_rows[scored_mask]], dtype=np.float64
     )
+    tier = risk_tier(probability, high=job.high, medium=job.medium)
     scored = pd.DataFrame(
         {
             "customer_id": clean[contract.id_column].array,
             "churn_probability": probability,
             "churn_predicted": probability >= job.threshold,
-            "risk_tier": risk_tier(probability, high=job.high, medium=job.medium),
+            "risk_tier": tier,
         }
     )
+    answers = [outcomes[row - first_row][2] for row in kept_rows[scored_mask]]
+    reasons = from_responses(answers)
+    reasons[~selected(tier, probability, job.reasons_for)] = None
+    scored = pd.concat([scored, reasons], axis=1)
     tally = DriftTally.empty(profile) if profile else None
     if tally and len(clean):
         tally.add(clean, probability, np.random.default_rng([job.seed, first_row]))
@@ -168,35 +185,42 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _outcome(prediction: Any, error: Any) -> tuple[float | None, str | None]:
-    """(churn probability, None) for a scored instance, or (None, why it was not)."""
+def _outcome(prediction: Any, error: Any) -> tuple[float | None, str | None, dict[str, Any]]:
+    """(churn probability, None, the answer) for a scored instance, or (None, why it was
+    not, {})."""
     if not _missing(error):
         status = json.loads(error) if isinstance(error, str) else dict(error)
-        return None, (
-            f"batch prediction failed: {status.get('message') or 'no message'} "
-            f"(code {status.get('code')})"
+        return (
+            None,
+            (
+                f"batch prediction failed: {status.get('message') or 'no message'} "
+                f"(code {status.get('code')})"
+            ),
+            {},
         )
     if _missing(prediction):
-        return None, "batch prediction returned no prediction for this row"
+        return None, "batch prediction returned no prediction for this row", {}
     answer = json.loads(prediction) if isinstance(prediction, str) else prediction
     if not isinstance(answer, dict):
-        return None, f"batch prediction returned {answer!r}, not a prediction"
+        return None, f"batch prediction returned {answer!r}, not a prediction", {}
     if answer.get("error"):
-        return None, str(answer["error"])
+        return None, str(answer["error"]), {}
     probability = answer.get("churn_probability")
     if _missing(probability):
-        return None, "batch prediction returned no churn_probability"
-    return float(probability), None
+        return None, "batch prediction returned no churn_probability", {}
+    return float(probability), None, answer
 
 
 @stage
-def batch_prediction_tables(source_uri: str, output_uri: str) -> NamedTuple(
-    "BatchTables", [("source", str), ("destination", str)]
-):
-    """The batch prediction job's BigQuery input table and output project."""
-    from components.scoring.batch_prediction import bigquery_job_tables
+def batch_prediction_tables(
+    source_uri: str, output_uri: str, reasons_for: str, medium_risk_cutoff: float
+) -> NamedTuple("BatchTables", [("source", str), ("destination", str), ("parameters", dict)]):
+    """The batch prediction job's BigQuery input table and output project, and the model
+    parameters its requests carry (reason codes for the run's `reasons_for`)."""
+    from components.scoring.batch_prediction import bigquery_job_tables, model_parameters
 
-    return bigquery_job_tables(source_uri, output_uri)
+    source, destination = bigquery_job_tables(source_uri, output_uri)
+    return source, destination, model_parameters(reasons_for, medium_risk_cutoff)
 
 
 @stage
@@ -217,6 +241,7 @@ def stage_batch_predictions(
     observed: Output[Artifact],
     control_share: float = 0.0,
     control_salt: str = "",
+    reasons_for: str = "high_medium",
 ) -> None:
     """Read the batch prediction job's output tables in chunks and stage predictions and
     rejects as chunked scoring does (every source row accounted for, tiers by capacity
@@ -254,6 +279,7 @@ def stage_batch_predictions(
         top_share=high_risk_top_share,
         control_share=control_share,
         control_salt=control_salt,
+        reasons_for=reasons_for,
     )
     run = stage_batch_output(
         itertools.chain.from_iterable(iter_batches(uri, batch_rows) for uri in tables),

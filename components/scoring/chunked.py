@@ -54,7 +54,12 @@ def score_chunk(
     kept_rows = np.delete(row_numbers, rejected_rows - first_row)
     tally = DriftTally.empty(profile) if profile else None
     scored = score_frame(
-        model, checked.clean, threshold=job.threshold, high=job.high, medium=job.medium
+        model,
+        checked.clean,
+        threshold=job.threshold,
+        high=job.high,
+        medium=job.medium,
+        reasons_for=job.reasons_for,
     )
     if tally and len(scored):
         rng = np.random.default_rng([job.seed, first_row])
@@ -154,8 +159,11 @@ def _score_chunks(
             yield score_chunk(model, batch, first_row, job, profile)
         return
     from components.model.predict import tree_kernel
+    from components.model.reasons import prepare
 
     tree_kernel(model)  # compiled once here, inherited by every worker
+    if job.reasons_for != "none":
+        prepare(model)  # the explainer too
     context = multiprocessing.get_context("fork")
     in_flight: deque[tuple[int, Future[ChunkResult]]] = deque()
     try:
@@ -239,11 +247,13 @@ def score_customers(
     accept_library_mismatch: bool = False,
     control_share: float = 0.0,
     control_salt: str = "",
+    reasons_for: str = "high_medium",
 ) -> None:
     """Stream the customer table chunk by chunk: validate for serving, score, and stage
     predictions and rejects as Parquet; tally the inputs for the drift report. With a
     capacity (`high_risk_top_n` or `high_risk_top_share`), the staged day is tiered by rank.
-    A model pickled by other library versions is refused unless `accept_library_mismatch`."""
+    A model pickled by other library versions is refused unless `accept_library_mismatch`.
+    `reasons_for` (`high_medium`, `all`, `none`): whose predictions carry reason codes."""
     import logging
     import time
     from pathlib import Path
@@ -269,6 +279,7 @@ def score_customers(
         top_share=high_risk_top_share,
         control_share=control_share,
         control_salt=control_salt,
+        reasons_for=reasons_for,
     )
     started = time.perf_counter()
 

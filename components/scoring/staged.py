@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from components.errors import SettingsError
 from components.monitoring.drift import DriftTally
+from components.scoring.reason_codes import REASON_COLUMNS, REASON_FIELDS, reason_arrays
 from components.warehouse import STAGED_ROW
 
 PREDICTIONS_FILE = "predictions.parquet"
@@ -36,6 +37,7 @@ STAGED_PREDICTIONS = pa.schema(
         ("run_id", pa.string()),
         # Issue 20: "control" or "offer" in the `high` tier (components.monitoring.control).
         ("treatment_group", pa.string()),
+        *REASON_FIELDS,  # issue 21: reason codes
     ]
 )
 STAGED_REJECTS = pa.schema(
@@ -65,7 +67,8 @@ STAGING_OPTIONS: dict[str, Any] = {
         "run_id",
         "reason",
         "treatment_group",
-    ],
+    ]
+    + [name for name in REASON_COLUMNS if name.endswith(("_1", "_2", "_3", "_phrase"))],
 }
 
 
@@ -101,6 +104,7 @@ class ScoringJob:
     top_share: float = 0.0
     control_share: float = 0.0
     control_salt: str = ""
+    reasons_for: str = "high_medium"  # components.scoring.reason_codes.REASONS_FOR
 
     @classmethod
     def for_champion(
@@ -117,6 +121,7 @@ class ScoringJob:
         top_share: float,
         control_share: float = 0.0,
         control_salt: str = "",
+        reasons_for: str = "high_medium",
     ) -> "ScoringJob":
         """A scoring step's job with the champion whose model artifact has `model_metadata`
         (threshold, version); the as-of date ("" = today in `time_zone`) is decided now."""
@@ -133,6 +138,7 @@ class ScoringJob:
             top_share=top_share,
             control_share=control_share,
             control_salt=control_salt,
+            reasons_for=reasons_for,
         )
 
 
@@ -169,6 +175,7 @@ def prediction_batch(scored: pd.DataFrame, rows: np.ndarray, job: ScoringJob) ->
             pa.array(
                 treatment_column(scored["customer_id"], scored["risk_tier"], job), pa.string()
             ),
+            *reason_arrays(scored),
         ],
         schema=STAGED_PREDICTIONS,
     )

@@ -56,9 +56,13 @@ def render_scoring_report(
     rows: list[dict[str, Any]],
     current_sample: dict[str, list],
     threshold: float,
+    reasons: tuple[str, str] | None = None,
 ) -> str:
-    """The scoring run's HTML report: the run summary and, when the model has a reference
-    profile, the drift sections (`components.report.render_drift_report` draws them)."""
+    """The scoring run's HTML report: the run summary, the reason section
+    (`components.scoring.reason_trend`) when the run has one and, when the model has a
+    reference profile, the drift sections (`components.report.render_drift_report` draws
+    them)."""
+    first = [reasons] if reasons else []
     from components.reports.drift_report import render_drift_report
     from components.reports.page import html_page
 
@@ -68,7 +72,7 @@ def render_scoring_report(
             "data, so input drift was not measured. Models registered from now on have "
             "one.</p>"
         )
-        return html_page(title, [("Input drift", note)], summary)
+        return html_page(title, [*first, ("Input drift", note)], summary)
     features = [r for r in rows if r["feature"] != SCORE]
     return render_drift_report(
         title=title,
@@ -79,6 +83,7 @@ def render_scoring_report(
         threshold=threshold,
         reference_scores=np.asarray(profile.sample.get(SCORE, []), dtype=float),
         current_scores=np.asarray(current_sample.get(SCORE, []), dtype=float),
+        sections_before=first,
     )
 
 
@@ -95,9 +100,16 @@ def summarize_scoring(
 ) -> None:
     """Write the run summary (JSON), the drift report (HTML) and the headline metrics."""
     import json
+    from datetime import date
     from pathlib import Path
 
     from components.monitoring.drift import drift_rows, drift_summary, load_profile, read_tally
+    from components.scoring.reason_trend import (
+        WEEK,
+        published_high_tier_reasons,
+        reason_section,
+        staged_high_tier_reasons,
+    )
     from components.scoring.summary import render_scoring_report, scoring_summary
 
     profile = load_profile(Path(model.path))
@@ -109,6 +121,11 @@ def summarize_scoring(
         published=json.loads(Path(published.path).read_text()),
         drift=drift,
     )
+    # issue 21: the high tier's strongest reasons, today and a week ago.
+    as_of = date.fromisoformat(result["as_of_date"])
+    today = staged_high_tier_reasons(Path(staged.path))
+    last_week = published_high_tier_reasons(result["output"], as_of - WEEK) if today else None
+    result["high_tier_reasons"] = {"today": today, "a_week_ago": last_week}
     headline = {
         "model version": result["model_version"],
         "as-of date": result["as_of_date"],
@@ -129,6 +146,7 @@ def summarize_scoring(
         rows=rows,
         current_sample=current_sample,
         threshold=drift_threshold,
+        reasons=reason_section(today, last_week, as_of),
     )
     Path(report.path).write_text(html, encoding="utf-8")
     result["report"] = report.uri

@@ -32,15 +32,22 @@ def score_frame(
     high: float,
     medium: float,
     contract: DataContract = TELCO_CHURN,
+    reasons_for: str | float = "none",
 ) -> pd.DataFrame:
     """Score validated rows: one output row per input row, in order, with `customer_id`,
     `churn_probability`, `churn_predicted` (at the model's threshold) and `risk_tier`;
-    no rows give the same columns, empty (a chunk of only rejects)."""
-    from components.model.predict import predict_probability
+    no rows give the same columns, empty (a chunk of only rejects). With `reasons_for`
+    other than `none`, the reason columns follow (`components.scoring.reason_codes`)."""
+    # `reasons_for`: `high_medium`, `all`, `none`, or a minimum probability (serving's).
+    from components.model.predict import predict_probability, preprocess
 
+    # Rows with reasons need the preprocessed matrix too: made once for both.
+    x = preprocess(model, frame, contract) if reasons_for != "none" and len(frame) else None
     # Estimators refuse zero rows.
-    probability = predict_probability(model, frame, contract) if len(frame) else np.empty(0)
-    return pd.DataFrame(
+    probability = (
+        predict_probability(model, frame, contract, preprocessed=x) if len(frame) else np.empty(0)
+    )
+    scored = pd.DataFrame(
         {
             "customer_id": frame[contract.id_column].array,
             "churn_probability": probability,
@@ -48,3 +55,10 @@ def score_frame(
             "risk_tier": risk_tier(probability, high=high, medium=medium),
         }
     )
+    if reasons_for == "none":
+        return scored
+    from components.scoring.reason_codes import reason_frame, selected
+
+    rows = selected(scored["risk_tier"].array, probability, reasons_for)
+    reasons = reason_frame(model, frame, probability, rows, contract, preprocessed=x)
+    return pd.concat([scored, reasons.set_axis(scored.index)], axis=1)

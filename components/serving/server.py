@@ -12,10 +12,19 @@ entry per instance, in order: `customer_id`, `churn_probability`, `churn_predict
 `risk_tier` and `model_version`, or, for an instance that cannot be scored (no customer id,
 an unparseable number), `customer_id` and the `error` that says why, so one bad record does
 not fail the others.
+
+Reason codes: a request with `"parameters": {"reasons": true}` (Vertex's field for a
+request's parameters; a batch prediction job sends its `model_parameters` there) gets, per
+scored instance, `baseline_probability` and `reasons`: up to 3 of
+`{"feature", "value", "effect", "phrase"}`, strongest first, the numbers batch scoring
+publishes (`components.scoring.reason_codes`). `"reasons"` may also be a probability:
+reasons only for instances scored at least that (batch prediction asks for the run's
+`medium` cut-off); `false` or no `reasons` gives none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -41,8 +50,10 @@ from components.contract import TELCO_CHURN
 from components.data.validate import validate
 from components.errors import ChurnError, ContractError, RegistryError
 from components.model.predict import small_frame_path, tree_kernel
+from components.model.reasons import prepare as prepare_reasons
 from components.registry import MODEL_FILE, RECORD_FILE, load_model_directory
 from components.registry.container import HEALTH_ROUTE, MODEL_SHA256_VARIABLE, PREDICT_ROUTE
+from components.scoring.reason_codes import REASON_COLUMNS, as_response
 from components.scoring.tiers import score_frame
 from components.serving.tied import tied_command
 from components.settings import Settings, load_settings
@@ -62,6 +73,7 @@ class RequestRows:
     positions: list[int]
     errors: dict[int, dict[str, Any]]
     scores: pd.DataFrame | None = None
+    reasons_from: float | None = None  # the request's `reasons` parameter, as a probability
 
 
 class ChurnPredictor(Predictor):
@@ -84,6 +96,7 @@ class ChurnPredictor(Predictor):
             directory, sha256=pinned, accept_library_mismatch=settings.accept_library_mismatch
         )
         tree_kernel(self._model)  # compile now, not on the first request
+        prepare_reasons(self._model)
         # Checked now too; a model it does not fit is scored by its whole pipeline.
         small_frame_path(self._model)
         self._high = settings.high_risk_cutoff
@@ -96,6 +109,7 @@ class ChurnPredictor(Predictor):
         """Match each instance's fields to the contract's columns (in any case; unknown
         fields are ignored, absent ones are missing values) and validate for serving."""
         instances = _instances(prediction_input)
+        reasons_from = _reasons_from(prediction_input)
         records: list[dict[str, Any]] = []
         errors: dict[int, dict[str, Any]] = {}
         for position, instance in enumerate(instances):
@@ -107,7 +121,9 @@ class ChurnPredictor(Predictor):
                 errors[position] = _error_entry(instance, str(exc))
         frame = self._frame(records)
         clean, kept, rejected = _validate(frame)
-        return RequestRows(len(instances), clean, kept, rejected | errors)
+        return RequestRows(
+            len(instances), clean, kept, rejected | errors, reasons_from=reasons_from
+        )
 
     def predict(self, instances: RequestRows) -> RequestRows:
         """Score the validated rows with the batch scorer."""
@@ -119,6 +135,7 @@ class ChurnPredictor(Predictor):
             threshold=self._version.threshold,
             high=self._high,
             medium=self._medium,
+            reasons_for="none" if instances.reasons_from is None else instances.reasons_from,
         )
         return replace(instances, scores=scores)
 
@@ -130,7 +147,8 @@ class ChurnPredictor(Predictor):
         for position, entry in prediction_results.errors.items():
             predictions[position] = entry
         if prediction_results.scores is not None:
-            rows = prediction_results.scores.itertuples(index=False)
+            scores = prediction_results.scores
+            rows = scores.itertuples(index=False)
             for position, row in zip(prediction_results.positions, rows, strict=True):
                 predictions[position] = {
                     "customer_id": str(row.customer_id),
@@ -139,6 +157,11 @@ class ChurnPredictor(Predictor):
                     "risk_tier": str(row.risk_tier),
                     "model_version": self._version.version,
                 }
+            if "baseline_probability" in scores.columns:
+                reasons = scores[list(REASON_COLUMNS)].to_dict("records")
+                for position, row in zip(prediction_results.positions, reasons, strict=True):
+                    if not pd.isna(row["baseline_probability"]):  # asked for this one
+                        predictions[position] |= as_response(row)
         return {"predictions": predictions}
 
     def _frame(self, records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -247,6 +270,36 @@ def _instances(prediction_input: Any) -> list[Any]:
             "one instance",
         )
     return instances
+
+
+def _reasons_from(prediction_input: Any) -> float | None:
+    """The request's `parameters.reasons` as the lowest probability that gets reasons
+    (`true`: 0, every instance), or None for none; anything else is the client's error.
+    Text forms ("true", "0.4") are taken too: a batch prediction job's parameters are
+    text in the pipeline's component."""
+    parameters = prediction_input.get("parameters") if isinstance(prediction_input, dict) else None
+    if parameters is None:
+        return None
+    if not isinstance(parameters, dict):
+        raise HTTPException(status_code=400, detail='"parameters" must be a JSON object')
+    value = parameters.get("reasons")
+    if isinstance(value, str):
+        text = value.strip().casefold()
+        value = {"true": True, "false": False, "": None}.get(text, text)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # not a number: refused below
+                value = float(value)
+    if value is None or value is False:
+        return None
+    if value is True:
+        return 0.0
+    if isinstance(value, int | float) and 0.0 <= value <= 1.0:
+        return float(value)
+    raise HTTPException(
+        status_code=400,
+        detail='"parameters": {"reasons": ...} must be true, false or a probability between 0 '
+        f"and 1; got {json.dumps(value)}",
+    )
 
 
 def _error_entry(instance: Any, reason: str) -> dict[str, Any]:
