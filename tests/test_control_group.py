@@ -79,7 +79,8 @@ def test_treatment_group_is_published_at_the_end_of_the_table_and_the_csv(model,
     with duckdb.connect(str(tmp_path / "w.duckdb"), read_only=True) as con:
         table = con.sql("SELECT * FROM churn_predictions").df()
     assert list(table.columns) == list(PREDICTION_COLUMNS)
-    assert PREDICTION_COLUMNS[-1] == "treatment_group"
+    # Added after run_id, before the later reason columns: columns only ever go at the end.
+    assert PREDICTION_COLUMNS.index("treatment_group") == PREDICTION_COLUMNS.index("run_id") + 1
     high = table["risk_tier"] == "high"
     assert high.sum() == run.tiers["high"] > 20
     assert table.loc[~high, "treatment_group"].isna().all()
@@ -89,12 +90,11 @@ def test_treatment_group_is_published_at_the_end_of_the_table_and_the_csv(model,
     (csv_file,) = [p for p in exports.rglob("*.csv") if "reject" not in p.name]
     with csv_file.open() as handle:
         header = next(csv.reader(handle))
-    assert header[-1] == "treatment_group"
+    assert header == list(table.columns)
 
 
 def test_a_predictions_table_made_before_the_column_gets_it(model, tmp_path):
     path = tmp_path / "w.duckdb"
-    old = [c for c in PREDICTION_COLUMNS if c != "treatment_group"]
     with duckdb.connect(str(path)) as con:
         con.execute(
             "CREATE TABLE churn_predictions (customer_id VARCHAR, churn_probability DOUBLE, "
@@ -112,7 +112,8 @@ def test_a_predictions_table_made_before_the_column_gets_it(model, tmp_path):
                    as_of=AS_OF)  # fmt: skip
     with duckdb.connect(str(path), read_only=True) as con:
         table = con.sql("SELECT * FROM churn_predictions ORDER BY as_of_date").df()
-    assert list(table.columns) == [*old, "treatment_group"]
+    # The control group's and the reasons' columns, added in order.
+    assert list(table.columns) == list(PREDICTION_COLUMNS)
     assert table.iloc[0]["run_id"] == "old" and pd.isna(table.iloc[0]["treatment_group"])
     assert table["treatment_group"].notna().any()
 

@@ -70,10 +70,10 @@ def test_treatment_group_joins_a_bigquery_predictions_table_made_before_it(bq_da
         scored_at=datetime(2026, 11, 2, tzinfo=UTC), run_id="old",
     )  # fmt: skip
     batches = pa.Table.from_pandas(frame, preserve_index=False).to_batches()
-    # Yesterday's table, as the code before the control group wrote it: no such column.
+    # Yesterday's table, as the code before the control group (and the reasons) wrote it.
     stage_scores(batches, model, job, tmp_path / "old", tolerance=0.05)
     old = pd.read_parquet(tmp_path / "old" / "predictions.parquet")
-    old = old[[c for c in PREDICTION_COLUMNS if c != "treatment_group"]]
+    old = old[list(PREDICTION_COLUMNS[: PREDICTION_COLUMNS.index("treatment_group")])]
     write_table(old, output)
     later = replace(job, as_of=DAY + timedelta(days=1), run_id="new", control_share=0.4,
                     control_salt="winter")  # fmt: skip
@@ -84,7 +84,7 @@ def test_treatment_group_joins_a_bigquery_predictions_table_made_before_it(bq_da
     client = bigquery.client(parse_uri(output))
     query = f"SELECT * FROM `{bq_dataset}.churn_predictions`"
     result = client.query(query).result().to_arrow(create_bqstorage_client=False)
-    assert result.schema.names[-1] == "treatment_group"
+    assert result.schema.names == list(PREDICTION_COLUMNS)  # the new columns, in order
     rows = pd.DataFrame(result.to_pylist())
     new = rows[rows["run_id"] == "new"]
     assert rows.loc[rows["run_id"] == "old", "treatment_group"].isna().all()

@@ -365,11 +365,13 @@ def _add_new_columns(bq: bigquery.Client, table: bigquery.Table, schema: list) -
     and which, unlike a schema patch, the emulator applies too; DDL may not run inside the
     replacing transaction, so this runs before it."""
     have = {field.name for field in table.schema}
-    new = [field for field in schema if field.name not in have]
-    if new:
-        columns = ", ".join(f"ADD COLUMN IF NOT EXISTS `{f.name}` {f.field_type}" for f in new)
-        target = _sql_table(f"{table.project}.{table.dataset_id}.{table.table_id}")
-        bq.query(f"ALTER TABLE {target} {columns}").result()
+    target = _sql_table(f"{table.project}.{table.dataset_id}.{table.table_id}")
+    # One column per statement: the emulator takes one ALTER command per statement
+    # (BigQuery takes several); this runs once per new column, when a release adds it.
+    for field in schema:
+        if field.name not in have:
+            add = f"ADD COLUMN IF NOT EXISTS `{field.name}` {field.field_type}"
+            bq.query(f"ALTER TABLE {target} {add}").result()
 
 
 def _sql_table(table_id: str) -> str:
