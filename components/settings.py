@@ -196,6 +196,17 @@ class Settings:
     """Bootstrap resamples of the test rows behind the 95% intervals of the test metric
     and of the paired difference against the champion."""
 
+    # --- issue 19: persistent holdout and promotion rule ---
+    holdout_salt: str = "churn-holdout-1"
+    """Salt of the persistent holdout: a customer is in the test set when SHA-256 of the
+    salt and their id falls below `holdout_share`, so every weekly version is compared on
+    the same customers, none of whom trained any version. Any text; "" turns the
+    persistent holdout off (a random `test_size` split, seeded). Changing it rotates the
+    holdout (README: "Rotating the holdout")."""
+    holdout_share: float = 0.2
+    """Share of customers in the persistent holdout, between 0.05 and 0.5. Changing it,
+    like changing the salt, starts a new holdout."""
+
     def __post_init__(self) -> None:
         if self.bigquery_location is None:
             # Filled here, not read through a property, so every reader of the field agrees.
@@ -266,6 +277,8 @@ class Settings:
                 "promotion_requires_significance needs bootstrap_samples of at least 100, got "
                 f"{self.bootstrap_samples}"
             )
+        # --- issue 19: persistent holdout and promotion rule ---
+        _check_range("holdout_share", self.holdout_share, 0.05, 0.5)
 
     @property
     def warehouse_path(self) -> Path:

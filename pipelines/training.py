@@ -5,7 +5,8 @@ Steps:
     experiment, so scheduled runs are compared with submitted ones in the console.
  1. Ingest: read the customer table from `source_uri` (file, DuckDB or BigQuery).
  2. Validate: check the data contract; set aside invalid and duplicate rows with reasons.
- 3. Split: hold out a stratified, leak-free test set (a customer is on one side only).
+ 3. Split: hold out the persistent, leak-free test set (customers chosen by a salted hash
+    of their id, the same every week; a customer is on one side only).
  4. Train candidates: stratified group k-fold CV of five model families, then of the best
     with SMOTE inside the training folds or class weights; pick the best; calibrate it and
     choose its threshold on out-of-fold predictions; refit.
@@ -73,6 +74,8 @@ def build_training_pipeline(settings: Settings) -> GraphComponent:
         endpoint_min_replicas: int = DEFAULTS.endpoint_min_replicas,
         endpoint_max_replicas: int = DEFAULTS.endpoint_max_replicas,
         experiment: str = "",
+        holdout_salt: str = DEFAULTS.holdout_salt,
+        holdout_share: float = DEFAULTS.holdout_share,
     ) -> dsl.Artifact:
         """Returns the run summary artifact (JSON, with the key figures as metadata)."""
         join_experiment_on_vertex(experiment)
@@ -83,7 +86,11 @@ def build_training_pipeline(settings: Settings) -> GraphComponent:
             invalid_row_tolerance=invalid_row_tolerance,
         ).set_display_name("2. Validate data contract")
         split = split_data(
-            clean=checked.outputs["clean"], test_size=test_size, seed=seed
+            clean=checked.outputs["clean"],
+            test_size=test_size,
+            seed=seed,
+            holdout_salt=holdout_salt,
+            holdout_share=holdout_share,
         ).set_display_name("3. Split train / test")
         trained = train_candidates(
             train=split.outputs["train"],

@@ -148,6 +148,7 @@ def register_and_promote(
             "library_versions": library_versions(),
             "run_id": run_id,
             "promotion_reason": decision_reason,
+            "holdout": evaluation.get("holdout") or {},
         }
         if not decision.promote:
             return registry.register(directory, promoted=False, **record)
