@@ -206,6 +206,16 @@ class Settings:
     holdout_share: float = 0.2
     """Share of customers in the persistent holdout, between 0.05 and 0.5. Changing it,
     like changing the salt, starts a new holdout."""
+    promotion_rule: str = "non_inferiority"
+    """How a new model replaces the champion, judged on the paired bootstrap 95% interval
+    of the difference in `promotion_metric` (new minus champion) on the same test
+    customers: `non_inferiority` (the interval lies above -`promotion_tolerance`),
+    `superiority` (above zero) or `margin` (the point estimate beats the champion by
+    `promotion_margin`, the rule before intervals). `promotion_requires_significance`
+    makes `non_inferiority` `superiority`. Error rates: `python bench/bench_promotion.py`."""
+    promotion_tolerance: float = 0.005
+    """How much worse than the champion a new model may be, at 95% confidence, and still
+    replace it under `non_inferiority`; between 0 and 0.05."""
 
     def __post_init__(self) -> None:
         if self.bigquery_location is None:
@@ -279,6 +289,10 @@ class Settings:
             )
         # --- issue 19: persistent holdout and promotion rule ---
         _check_range("holdout_share", self.holdout_share, 0.05, 0.5)
+        _check_choice(
+            "promotion_rule", self.promotion_rule, ("non_inferiority", "superiority", "margin")
+        )
+        _check_range("promotion_tolerance", self.promotion_tolerance, 0.0, 0.05)
 
     @property
     def warehouse_path(self) -> Path:

@@ -119,7 +119,9 @@ def batch_output_chunk(
             "customer_id": clean[contract.id_column].array,
             "churn_probability": probability,
             "churn_predicted": probability >= job.threshold,
-            "risk_tier": risk_tier(probability, high=job.high, medium=job.medium),
+            "risk_tier": risk_tier(
+                probability, high=job.high, medium=job.medium, threshold=job.threshold
+            ),
         }
     )
     tally = DriftTally.empty(profile) if profile else None
