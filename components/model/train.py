@@ -60,10 +60,15 @@ def fit_final(
     families: tuple[Family, ...] = FAMILIES,
     contract: DataContract = TELCO_CHURN,
 ) -> Pipeline:
-    """Refit the chosen candidate on the whole training split (resampled as it was in CV,
-    on that split only) and return the servable `Pipeline(preprocess, model)`, its model
-    followed by `calibrator` when one is given."""
+    """Refit the chosen candidate on the whole training split (or the share of it the search
+    cross-validated it on; resampled as it was in CV, on that split only) and return the
+    servable `Pipeline(preprocess, model)`, its model followed by `calibrator` when one is
+    given."""
     family = next(f for f in families if f.name == best.family)
+    if best.train_share < 1.0:
+        # The search judged the family on this share of the rows (its budget allowed no
+        # more): fitting on all of them could take far longer than the search allowed.
+        train = train.sample(frac=best.train_share, random_state=seed)
     features, label = train[contract.feature_names], train[contract.label_column].to_numpy()
     preprocess = build_preprocessor(contract).fit(features)
     x, y, weight = preprocess.transform(features), label, None
@@ -119,6 +124,7 @@ def train_candidates(
             result.cv_roc_auc_mean, result.cv_roc_auc_std, result.fit_seconds,
         )  # fmt: skip
 
+    skipped: list[dict[str, str]] = []
     results = search_candidates(
         frame,
         n_folds=cv_folds,
@@ -128,6 +134,7 @@ def train_candidates(
         on_result=report,
         resampling=resampling,
         metric=promotion_metric,
+        on_skip=lambda what, why: skipped.append({"model": what, "skipped": why}),
     )
     best = select_best(results, promotion_metric)
     calibrator, calibration_brier = fit_calibrator(
@@ -149,7 +156,8 @@ def train_candidates(
             "framework": "scikit-learn",
         }
     )
-    rows = [{**r.summary(), "selected": r is best} for r in results]
+    # Skipped families are in the report too, with the reason.
+    rows = [{**r.summary(), "selected": r is best} for r in results] + skipped
     Path(candidates.path).write_text(json.dumps(rows, indent=2))
     for family in dict.fromkeys(r.family for r in results):
         cv_metrics.log_metric(

@@ -1,0 +1,82 @@
+"""Training that scales: the candidate search keeps to its time budget at any size, by
+subsampling or skipping what would overrun, saying so; SMOTE is prepared only when used."""
+
+import numpy as np
+import pytest
+
+from components.contract import TELCO_CHURN
+from components.data.validate import validate
+from components.model.search import (
+    FAMILIES,
+    MIN_SEARCH_ROWS,
+    PROBE_ROWS,
+    CandidateResult,
+    _prepare_folds,
+    _rows_within,
+    search_candidates,
+)
+from components.model.train import fit_final
+from components.reports.training_report import _candidates_body
+
+KNN = next(f for f in FAMILIES if f.name == "k_nearest_neighbors")
+BOOSTING = next(f for f in FAMILIES if f.name == "gradient_boosting")
+
+
+@pytest.fixture(scope="module")
+def train_frame(customers):
+    return validate(customers, source="t").clean
+
+
+def test_a_family_that_would_overrun_its_share_is_cross_validated_on_what_fits():
+    # A probe of 2 s on 3,000 rows per fold, 800,000 rows per fold, a 24 s share.
+    assert _rows_within(KNN, 2.0, PROBE_ROWS, 800_000, 24.0) == 12 * PROBE_ROWS
+    boosting = _rows_within(BOOSTING, 2.0, PROBE_ROWS, 800_000, 24.0)
+    assert 9 * PROBE_ROWS < boosting < 12 * PROBE_ROWS  # cost grows a little faster
+    assert _rows_within(BOOSTING, 0.1, PROBE_ROWS, 10_000, 24.0) == 10_000  # all fit
+    assert _rows_within(KNN, 60.0, PROBE_ROWS, 800_000, 24.0) < MIN_SEARCH_ROWS
+
+
+def test_with_no_budget_left_every_family_is_skipped_with_its_reason(train_frame):
+    skipped: list[tuple[str, str]] = []
+    results = search_candidates(
+        train_frame, n_folds=3, seed=0, candidates_per_family=2, budget_seconds=0.0,
+        resampling="auto", on_skip=lambda what, why: skipped.append((what, why)),
+    )  # fmt: skip
+    assert [what for what, _ in skipped[: len(FAMILIES)]] == [f.name for f in FAMILIES]
+    assert "would overrun its 0 s share of the search budget" in skipped[0][1]
+    # Nothing fitted beyond the probes (one setting per family, no resampling methods),
+    # which are all there is to choose from.
+    assert len(results) == len(FAMILIES)
+    assert {w for w, _ in skipped[len(FAMILIES) :]} <= {
+        f"{r.family} with {m}" for r in results for m in ("smote", "class_weight")
+    }
+
+
+def test_smote_is_prepared_only_for_the_folds_and_rows_that_use_it(train_frame):
+    folds = _prepare_folds(train_frame, 3, 0, TELCO_CHURN)
+    for fold in folds:
+        fold.training_rows("none")
+        fold.training_rows("class_weight", rows=500)
+    assert not any(fold._smoted for fold in folds)
+    _, y, _ = folds[0].training_rows("smote", rows=500)
+    assert y.mean() == 0.5 and len(y) > 500
+    assert list(folds[0]._smoted) == [500] and not folds[1]._smoted
+
+
+def test_the_final_model_is_fitted_on_the_share_the_search_judged(train_frame):
+    best = CandidateResult(
+        "k_nearest_neighbors", {"n_neighbors": 25, "weights": "uniform"}, [], [], np.empty(0),
+        0.0, resampling="none", train_rows=600, train_share=0.5,
+    )  # fmt: skip
+    model = fit_final(train_frame, best, seed=0)
+    assert model.named_steps["model"].n_samples_fit_ == round(0.5 * len(train_frame))
+
+
+def test_the_report_lists_a_skipped_family_with_its_reason():
+    html = _candidates_body(
+        [
+            {"model": "logistic_regression", "cv_roc_auc_mean": 0.84, "cv_roc_auc_std": 0.01},
+            {"model": "k_nearest_neighbors", "skipped": "it would overrun its 0 s share"},
+        ]
+    )
+    assert "it would overrun its 0 s share" in html
