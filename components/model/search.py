@@ -144,6 +144,9 @@ class CandidateResult:
     share of the training split, the model the search judged."""
     note: str = ""
     """Why the setting was cross-validated on a subsample, if it was."""
+    timing: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    """(seconds fitting, seconds predicting, summed over folds; wall seconds of the folds
+    side by side): what the search's budget extrapolates from."""
 
     @property
     def cv_roc_auc_mean(self) -> float:
@@ -347,18 +350,19 @@ def search_candidates(
         probe = _cross_validate(
             family, settings[0], folds, label, seed, searched_with, _limit(probe_rows, fold_rows)
         )
-        rows = _rows_within(family, probe.fit_seconds, probe_rows, fold_rows, share)
+        rows = _rows_within(family, probe, probe_rows, fold_rows, share)
         if rows < min(MIN_SEARCH_ROWS, fold_rows):
-            fallback.append(_subsampled(probe, probe_rows, fold_rows, share, probe.fit_seconds))
+            estimated = _seconds_for(family, probe, probe_rows, fold_rows)
+            fallback.append(_subsampled(probe, probe_rows, fold_rows, share, estimated))
             skip(
                 family.name,
                 f"one setting would take about "
-                f"{_seconds_for(family, probe.fit_seconds, probe_rows, fold_rows):.0f} s on "
+                f"{estimated:.0f} s on "
                 f"{fold_rows:,} training rows per fold, and even {MIN_SEARCH_ROWS:,} rows would "
                 f"overrun its {max(share, 0):.0f} s share of the search budget",
             )
             continue
-        estimated = _seconds_for(family, probe.fit_seconds, probe_rows, fold_rows)
+        estimated = _seconds_for(family, probe, probe_rows, fold_rows)
         last = 0.0
         for number, params in enumerate(settings):
             spent = time.perf_counter() - family_started
@@ -412,24 +416,34 @@ def _limit(rows: int, fold_rows: int) -> int | None:
     return None if rows >= fold_rows else rows
 
 
-def _seconds_for(family: Family, probe_seconds: float, probe_rows: int, rows: int) -> float:
-    """A setting's estimated CV time on `rows` training rows per fold, from the probe's:
-    a little more than in proportion to the rows (tree building sorts), or, where scoring
-    compares every validation row with every training row, in proportion (the probe
-    already scored the whole validation part)."""
-    growth = 1.0 if family.validation_cost else 1.1
-    return probe_seconds * (rows / probe_rows) ** growth
+def _seconds_for(family: Family, probe: CandidateResult, probe_rows: int, rows: int) -> float:
+    """A setting's estimated CV time on `rows` training rows per fold, from the probe's
+    (`probe_rows` per fold): fitting grows a little faster than the rows (tree building
+    sorts); predicting the validation part stays as it was, or, where scoring compares
+    every validation row with every training row, grows with the rows; the rest (metrics
+    over the out-of-fold predictions) stays. The folds' side-by-side speed-up is the
+    probe's."""
+    fitting, predicting, side_by_side = probe.timing
+    scale = rows / probe_rows
+    work = fitting * scale**1.1 + predicting * (scale if family.validation_cost else 1.0)
+    speed_up = side_by_side / max(fitting + predicting, 1e-9)
+    return (probe.fit_seconds - side_by_side) + work * speed_up
 
 
 def _rows_within(
-    family: Family, probe_seconds: float, probe_rows: int, fold_rows: int, share: float
+    family: Family, probe: CandidateResult, probe_rows: int, fold_rows: int, share: float
 ) -> int:
     """The most training rows per fold (at most all) whose estimated CV time fits `share`."""
-    if _seconds_for(family, probe_seconds, probe_rows, fold_rows) <= share:
+    if _seconds_for(family, probe, probe_rows, fold_rows) <= share:
         return fold_rows
-    growth = 1.0 if family.validation_cost else 1.1
-    ratio = max(share, 0.0) / max(probe_seconds, 1e-9)
-    return min(fold_rows, int(probe_rows * ratio ** (1 / growth)))
+    low, high = 0, fold_rows  # the estimate grows with the rows: bisect
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _seconds_for(family, probe, probe_rows, middle) <= share:
+            low = middle
+        else:
+            high = middle
+    return low
 
 
 def _subsampled(
@@ -460,13 +474,14 @@ def _cross_validate(
     # Threads share the folds without copying; the estimators release the GIL. Nested
     # BLAS/OpenMP threads would only oversubscribe the cores, so they are capped at one.
     with threadpool_limits(limits=1):
-        fold_probabilities = Parallel(n_jobs=-1, prefer="threads")(
+        fold_outcomes = Parallel(n_jobs=-1, prefer="threads")(
             delayed(_fit_and_predict)(family.build, params, fold, seed, resampling, rows)
             for fold in folds
         )
+    side_by_side = time.perf_counter() - started
     oof = np.full(len(label), np.nan)
     roc_aucs, pr_aucs, f1s = [], [], []
-    for fold, probability in zip(folds, fold_probabilities, strict=True):
+    for fold, (probability, _, _) in zip(folds, fold_outcomes, strict=True):
         oof[fold.valid_index] = probability
         truth = label[fold.valid_index]
         roc_aucs.append(float(roc_auc_score(truth, probability)))
@@ -483,6 +498,11 @@ def _cross_validate(
         fold_pr_auc=pr_aucs,
         oof_f1=oof_f1,
         resampling=resampling,
+        timing=(
+            sum(fitting for _, fitting, _ in fold_outcomes),
+            sum(predicting for _, _, predicting in fold_outcomes),
+            side_by_side,
+        ),
     )
 
 
@@ -493,11 +513,16 @@ def _fit_and_predict(
     seed: int,
     resampling: str,
     rows: int | None = None,
-) -> np.ndarray:
+) -> tuple[np.ndarray, float, float]:
+    """The fold's validation probabilities, and the seconds fitting (resampling included)
+    and predicting took."""
+    started = time.perf_counter()
     x, y, weight = fold.training_rows(resampling, rows)
     fit_weight = {} if weight is None else {"sample_weight": weight}
     estimator = build(seed, **params).fit(x, y, **fit_weight)
-    return estimator.predict_proba(fold.x_valid)[:, 1]
+    fitted = time.perf_counter()
+    probability = estimator.predict_proba(fold.x_valid)[:, 1]
+    return probability, fitted - started, time.perf_counter() - fitted
 
 
 def select_best(results: list[CandidateResult], metric: str = "roc_auc") -> CandidateResult:
