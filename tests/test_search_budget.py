@@ -16,7 +16,7 @@ from components.model.search import (
     _seconds_for,
     search_candidates,
 )
-from components.model.train import fit_final
+from components.model.train import final_rows, fit_final
 from components.reports.training_report import _candidates_body
 
 KNN = next(f for f in FAMILIES if f.name == "k_nearest_neighbors")
@@ -97,3 +97,17 @@ def test_the_report_lists_a_skipped_family_with_its_reason():
         ]
     )
     assert "it would overrun its 0 s share" in html
+
+
+def test_the_final_fit_takes_as_many_rows_as_its_budget_allows():
+    # The search could afford 10,000 rows per fold; one fit of them took 4 s (20 s summed
+    # over 5 folds).
+    best = CandidateResult(
+        "gradient_boosting", {}, [0.8] * 5, [], np.empty(0), 30.0,
+        train_rows=10_000, train_share=0.0125, timing=(20.0, 5.0, 15.0),
+    )  # fmt: skip
+    rows = final_rows(best, 1_000_000, 40.0, BOOSTING)
+    assert 75_000 < rows < 85_000  # ten times the time: a little under ten times the rows
+    assert final_rows(best, 1_000_000, 0.0, BOOSTING) == 12_500  # the share it judged
+    assert final_rows(best, 50_000, 40.0, BOOSTING) == 50_000  # all of them fit
+    assert final_rows(best, 1_000_000, 40.0, KNN) == 12_500  # scoring cost grows with rows
