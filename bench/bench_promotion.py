@@ -101,6 +101,9 @@ def main() -> int:
                         floor=0.0, difference_interval=interval, rows=n, **rule,
                     )  # fmt: skip
                     promoted[name, n, d] += decision.promote
+            # Each cell as it is done: the largest sizes take long on a busy machine.
+            cell = {name: promoted[name, n, d] / args.replicates for name in RULES}
+            console.print(json.dumps({"customers": n, "true_difference": d} | cell))
     load = os.getloadavg()
 
     table = Table(
