@@ -150,7 +150,9 @@ class Settings:
     candidates_per_family: int = 2
     """Hyper-parameter settings tried per model family (randomised search)."""
     search_budget_seconds: float = 120.0
-    """Wall-time budget of the candidate search; each family gets at least one setting."""
+    """Wall-time budget of the candidate search, held at any size: a family that would
+    overrun its share is cross-validated on a subsample, or skipped (logged, and in the
+    report)."""
     promotion_metric: str = "roc_auc"
     promotion_margin: float = 0.002
     """A new model must beat the champion's test-set metric by at least this much."""
