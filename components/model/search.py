@@ -140,8 +140,8 @@ class CandidateResult:
     train_rows: int | None = None
     """Training rows per fold when the budget made the search subsample them (None: all)."""
     train_share: float = 1.0
-    """... as a share of each fold's training part: the final model is fitted on the same
-    share of the training split, the model the search judged."""
+    """... as a share of each fold's training part: the least share of the training split
+    the final model is fitted on (`components.model.train.final_rows`)."""
     note: str = ""
     """Why the setting was cross-validated on a subsample, if it was."""
     timing: tuple[float, float, float] = (0.0, 0.0, 0.0)
