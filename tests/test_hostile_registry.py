@@ -264,3 +264,13 @@ def test_a_damaged_champion_pointer_is_refused_naming_the_file(
     reliability.record(
         "input", "registry", f"aliases.json champion = {json.dumps(value)[:30]}", outcome=outcome
     )
+
+
+def test_every_field_of_a_version_record_has_its_check() -> None:
+    # A field added to ModelVersion without its check made every record holding it
+    # unreadable ("holdout", found by the monitoring end-to-end test).
+    from dataclasses import fields
+
+    from components.registry.versions import _RECORD_FIELDS, ModelVersion
+
+    assert set(_RECORD_FIELDS) == {f.name for f in fields(ModelVersion)}

@@ -103,6 +103,10 @@ _RECORD_FIELDS: dict[str, tuple[str, Any]] = {
     "params": ("an object", lambda v: _text_map(v, lambda _: True)),
     "promoted": ("true or false", lambda v: type(v) is bool),
     "promotion_reason": ("text", _is_text),
+    "holdout": (
+        "an object of a text `salt` and a number `share`",
+        lambda v: _text_map(v, lambda x: _is_text(x) or _number(x)),
+    ),
 }
 
 
