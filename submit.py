@@ -412,7 +412,7 @@ def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _as_of_date(text: str) -> str:
     """Check a --as-of date early; the pipeline gets it as text ("" = today when it runs)."""
-    from components.scoring.staged import resolve_as_of
+    from components.dates import resolve_as_of
 
     if not text.strip():
         return ""
