@@ -228,10 +228,11 @@ def measure_performance(
     retrain_windows: int,
     measured: Output[Artifact],
     metrics: Output[Metrics],
-) -> None:
+) -> bool:
     """Realized and estimated performance per scoring date (written to the
     `churn_performance` table beside the predictions, one row per date), score drift per
-    date against the champion, and the offer effect; the whole measurement as JSON."""
+    date against the champion, and the offer effect; the whole measurement as JSON.
+    Returns whether a retraining is due (the pipeline's step 4 is gated on it)."""
     import json
     from pathlib import Path
 
@@ -258,6 +259,7 @@ def measure_performance(
         latest = result["days"][-1]
         metrics.log_metric("estimated_roc_auc", latest["estimated_roc_auc"] or 0.0)
         metrics.log_metric("score_psi", latest["score_psi"] or 0.0)
+    return bool(result["retrain_due"])
 
 
 @stage
