@@ -53,9 +53,10 @@ def start_training_run(
         created = client.create_pipeline_job(
             parent=parent, pipeline_job=job, pipeline_job_id=job_id
         )
-    except exceptions.AlreadyExists:
-        return f"{parent}/pipelineJobs/{job_id}", False
     except exceptions.GoogleAPICallError as exc:
+        # Over REST, Vertex's ALREADY_EXISTS arrives as a plain 409 (Conflict).
+        if isinstance(exc, exceptions.Conflict) and "already exists" in str(exc):
+            return f"{parent}/pipelineJobs/{job_id}", False
         fix = (
             " Grant the pipelines' account roles/iam.serviceAccountUser on itself: "
             "python submit.py setup, then python submit.py check"
