@@ -569,7 +569,9 @@ def _print_scoring(summary: dict[str, Any], args: argparse.Namespace) -> int:
     rows, tiers, drift = summary["rows"], summary["tiers"], summary["drift"]
     console.print(
         f"[bold]{rows['scored']:,} customers scored[/bold] for {summary['as_of_date']} with "
-        f"model v{summary['model_version']}: predicted churn rate {summary['churn_rate']:.1%}; "
+        f"model v{summary['model_version']}: expected churn rate (mean probability) "
+        f"{summary['expected_churn_rate']:.1%}, flagged at the threshold "
+        f"{summary['flagged_share']:.1%}; "
         f"risk tiers {', '.join(f'{t} {n:,}' for t, n in tiers.items())}"
     )
     console.print(
@@ -588,8 +590,8 @@ def _print_scoring(summary: dict[str, Any], args: argparse.Namespace) -> int:
     console.print(f"report: {summary['report']}")
     if args.json:
         keys = ("run_id", "status", "model_version", "as_of_date", "output", "rejects_output")
-        extra = ("rows", "churn_rate", "tiers", "unseen_categories", "missing_values", "drift")
-        extra += ("exports", "report")
+        extra = ("rows", "expected_churn_rate", "flagged_share", "tiers", "unseen_categories")
+        extra += ("missing_values", "drift", "exports", "report")
         print(json.dumps({k: summary[k] for k in (*keys, *extra)}))
     return 0
 

@@ -172,7 +172,9 @@ class Settings(BaseSettings):
     candidates_per_family: Annotated[int, Field(ge=1, le=100)] = 2
     """Hyper-parameter settings tried per model family (randomised search)."""
     search_budget_seconds: Annotated[float, Field(ge=0.0, le=7 * 24 * 3600.0)] = 120.0
-    """Wall-time budget of the candidate search; each family gets at least one setting."""
+    """Wall-time budget of the candidate search, held at any size: a family that would
+    overrun its share is cross-validated on a subsample, or skipped (logged, and in the
+    report)."""
     promotion_metric: Literal["roc_auc", "pr_auc", "f1"] = "roc_auc"
     promotion_margin: Annotated[float, Field(ge=-1.0, le=1.0)] = 0.002
     """A new model must beat the champion's test-set metric by at least this much."""
@@ -220,6 +222,26 @@ class Settings(BaseSettings):
     reasons_for: Literal["high_medium", "all", "none"] = "high_medium"
     """Batch scoring: which customers get their top 3 reasons (`reason_1` ...) beside their
     score: `high_medium` (the `high` and `medium` tiers by the cut-offs), `all` or `none`."""
+
+    holdout_salt: str = "churn-holdout-1"
+    """Salt of the persistent holdout: a customer is in the test set when SHA-256 of the
+    salt and their id falls below `holdout_share`, so every weekly version is compared on
+    the same customers, none of whom trained any version. Any text; "" turns the
+    persistent holdout off (a random `test_size` split, seeded). Changing it rotates the
+    holdout (README: "Rotating the holdout")."""
+    holdout_share: Annotated[float, Field(ge=0.05, le=0.5)] = 0.2
+    """Share of customers in the persistent holdout, between 0.05 and 0.5. Changing it,
+    like changing the salt, starts a new holdout."""
+    promotion_rule: Literal["non_inferiority", "superiority", "margin"] = "non_inferiority"
+    """How a new model replaces the champion, judged on the paired bootstrap 95% interval
+    of the difference in `promotion_metric` (new minus champion) on the same test
+    customers: `non_inferiority` (the interval lies above -`promotion_tolerance`),
+    `superiority` (above zero) or `margin` (the point estimate beats the champion by
+    `promotion_margin`, the rule before intervals). `promotion_requires_significance`
+    makes `non_inferiority` `superiority`. Error rates: `python bench/bench_promotion.py`."""
+    promotion_tolerance: Annotated[float, Field(ge=0.0, le=0.05)] = 0.005
+    """How much worse than the champion a new model may be, at 95% confidence, and still
+    replace it under `non_inferiority`; between 0 and 0.05."""
 
     # --- issue 18: cloud identifiers and regions ------------------------------------------
     extra_regions: str = ""

@@ -5,15 +5,17 @@ Steps:
     experiment, so scheduled runs are compared with submitted ones in the console.
  1. Ingest: read the customer table from `source_uri` (file, DuckDB or BigQuery).
  2. Validate: check the data contract; set aside invalid and duplicate rows with reasons.
- 3. Split: hold out a stratified, leak-free test set (a customer is on one side only).
+ 3. Split: hold out the persistent, leak-free test set (customers chosen by a salted hash
+    of their id, the same every week; a customer is on one side only).
  4. Train candidates: stratified group k-fold CV of five model families, then of the best
     with SMOTE inside the training folds or class weights; pick the best; calibrate it and
     choose its threshold on out-of-fold predictions; refit.
  5. Evaluate: score the untouched test set with the new model and the current champion
     (on the test customers it never trained on), with bootstrap 95% intervals.
- 6. Register: add a new registry version (with its hashed training customers); promote it
-    to champion only if it beats the champion by the margin (and, if required, with an
-    interval of the difference above zero) and clears the floor.
+ 6. Register: add a new registry version (with its hashed training customers and its
+    holdout); promote it to champion only if it clears the floor and passes the promotion
+    rule against the champion (by default non-inferiority: the 95% interval of the
+    difference lies above minus the tolerance).
  7. Summarize: run summary and self-contained HTML report.
  8. Deploy (only with `deploy_endpoint`, and only when step 6 promoted the model): the new
     champion to a Vertex AI endpoint, all traffic to it, the previous model undeployed.
@@ -73,6 +75,10 @@ def build_training_pipeline(settings: Settings) -> GraphComponent:
         endpoint_min_replicas: int = DEFAULTS.endpoint_min_replicas,
         endpoint_max_replicas: int = DEFAULTS.endpoint_max_replicas,
         experiment: str = "",
+        holdout_salt: str = DEFAULTS.holdout_salt,
+        holdout_share: float = DEFAULTS.holdout_share,
+        promotion_rule: str = DEFAULTS.promotion_rule,
+        promotion_tolerance: float = DEFAULTS.promotion_tolerance,
     ) -> dsl.Artifact:
         """Returns the run summary artifact (JSON, with the key figures as metadata)."""
         join_experiment_on_vertex(experiment)
@@ -83,7 +89,11 @@ def build_training_pipeline(settings: Settings) -> GraphComponent:
             invalid_row_tolerance=invalid_row_tolerance,
         ).set_display_name("2. Validate data contract")
         split = split_data(
-            clean=checked.outputs["clean"], test_size=test_size, seed=seed
+            clean=checked.outputs["clean"],
+            test_size=test_size,
+            seed=seed,
+            holdout_salt=holdout_salt,
+            holdout_share=holdout_share,
         ).set_display_name("3. Split train / test")
         trained = train_candidates(
             train=split.outputs["train"],
@@ -116,6 +126,8 @@ def build_training_pipeline(settings: Settings) -> GraphComponent:
             promotion_floor=promotion_floor,
             promotion_requires_significance=promotion_requires_significance,
             serving_image=serving_image,
+            promotion_rule=promotion_rule,
+            promotion_tolerance=promotion_tolerance,
         ).set_display_name("6. Register and promote")
         summarized = summarize_training(
             raw=raw.outputs["raw"],

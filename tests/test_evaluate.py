@@ -98,3 +98,33 @@ def test_too_few_unseen_customers_is_said_and_the_gate_still_has_rows():
     assert "too few to score, so its score is flattered" in flattered["note"]
     unknown = compare_with_champion(**common, champion_training_customers=None)
     assert unknown["rows"] == 1_000 and "not recorded" in unknown["note"]
+
+
+def test_the_interval_widens_with_copies_when_the_bootstrap_resamples_groups():
+    label, probability, _ = _scores(1_000, 7)
+    alone = bootstrap_interval("roc_auc", label, probability, 0.3, samples=400, seed=0)
+    # Each customer profile four times, under fresh ids: no more information than once.
+    copies = np.repeat(np.arange(1_000), 4)
+    as_rows = bootstrap_interval(
+        "roc_auc", label[copies], probability[copies], 0.3, samples=400, seed=0
+    )
+    as_groups = bootstrap_interval(
+        "roc_auc", label[copies], probability[copies], 0.3, samples=400, seed=0, groups=copies
+    )
+
+    def width(interval: list[float]) -> float:
+        return interval[1] - interval[0]
+
+    assert width(as_rows) < 0.6 * width(alone)  # too narrow: copies counted as evidence
+    assert width(as_groups) > 1.7 * width(as_rows)
+    assert width(as_groups) == pytest.approx(width(alone), rel=0.2)
+    # The paired difference resamples the same groups.
+    other = np.clip(probability + np.random.default_rng(8).normal(0, 0.1, 1_000), 0, 1)
+    paired = [
+        bootstrap_interval(
+            "roc_auc", label[copies], probability[copies], 0.3, samples=400, seed=0,
+            baseline=(other[copies], 0.3), groups=by,
+        )
+        for by in (None, copies)
+    ]  # fmt: skip
+    assert width(paired[1]) > 1.7 * width(paired[0])

@@ -2,9 +2,19 @@
 
 Rows are grouped so that everything that could let a model "remember" a test row lands on
 the same side: one customer is one group, and rows with identical features (copies under
-new ids) share a group too. Groups, not rows, are split, stratified by label and seeded.
+new ids) share a group too. Groups, not rows, are split.
+
+The test set is a persistent holdout (`split_holdout`): a customer is in it when a salted
+hash of their id falls below the holdout share, so every weekly version is tested on the
+same customers and none of them trains any version while the salt and share stay the same.
+A leakage group goes to the test side when any of its members' hash does: a copy under a
+fresh id can pull its original into the test set (a customer an earlier version may have
+trained on, which the champion comparison leaves out), but a held-out customer is never
+pulled into training. Without a salt, groups are split at random, stratified by label and
+seeded (`split_train_test`).
 """
 
+import hashlib
 import math
 
 import numpy as np
@@ -71,6 +81,45 @@ def split_train_test(
     return train, test
 
 
+def in_holdout(ids: np.ndarray, *, salt: str, share: float) -> np.ndarray:
+    """True for each customer id in the persistent holdout: the first 8 bytes of
+    SHA-256(salt, NUL, id as text), read as a fraction of 2**64, fall below `share`.
+    SHA-256 rather than pandas' hashing: the choice must not change with a library."""
+    prefix = salt.encode() + b"\0"
+    cut = int(share * 2**64)
+    return np.fromiter(
+        (
+            int.from_bytes(hashlib.sha256(prefix + str(i).encode()).digest()[:8], "big") < cut
+            for i in ids
+        ),
+        dtype=bool,
+        count=len(ids),
+    )
+
+
+def split_holdout(
+    frame: pd.DataFrame, *, salt: str, share: float, contract: DataContract = TELCO_CHURN
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, test) with the persistent holdout as the test set: the leakage groups with
+    any member `in_holdout`."""
+    groups = leakage_groups(frame, contract)
+    held = in_holdout(frame[contract.id_column].to_numpy(), salt=salt, share=share)
+    in_test = np.isin(groups, np.unique(groups[held]))
+    label = frame[contract.label_column].to_numpy()
+    for side, rows in (("test", in_test), ("training", ~in_test)):
+        churners = int(label[rows].sum())
+        stayers = int(rows.sum()) - churners
+        if min(churners, stayers) < 2:
+            raise ContractError(
+                f"the persistent holdout (holdout_share {share:.0%}) leaves {churners} "
+                f"churners and {stayers} stayers in the {side} set; each side needs at least "
+                "2 of each: give more rows, or change holdout_share"
+            )
+    train, test = frame[~in_test].reset_index(drop=True), frame[in_test].reset_index(drop=True)
+    assert_no_leak(train, test, contract)
+    return train, test
+
+
 def assert_no_leak(
     train: pd.DataFrame, test: pd.DataFrame, contract: DataContract = TELCO_CHURN
 ) -> None:
@@ -119,19 +168,31 @@ def split_data(
     seed: int,
     train: Output[Dataset],
     test: Output[Dataset],
+    holdout_salt: str = "",
+    holdout_share: float = 0.2,
 ) -> None:
-    """Hold out an untouched, leak-free test set."""
+    """Hold out an untouched, leak-free test set: the persistent holdout of `holdout_salt`
+    and `holdout_share`, or without a salt a random `test_size` share. The test set's
+    metadata says which (`holdout`), for the champion comparison and the registry."""
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.data.split import split_train_test
+    from components.data.split import split_holdout, split_train_test
 
-    train_frame, test_frame = split_train_test(
-        pd.read_parquet(clean.path), test_size=test_size, seed=seed
-    )
+    frame = pd.read_parquet(clean.path)
+    if holdout_salt:
+        train_frame, test_frame = split_holdout(frame, salt=holdout_salt, share=holdout_share)
+        holdout = {"salt": holdout_salt, "share": holdout_share}
+    else:
+        train_frame, test_frame = split_train_test(frame, test_size=test_size, seed=seed)
+        holdout = {}
     train_frame.to_parquet(train.path, index=False)
     test_frame.to_parquet(test.path, index=False)
     for artifact, frame in ((train, train_frame), (test, test_frame)):
         artifact.metadata.update(
-            {"rows": len(frame), "churn_rate": float(frame[TELCO_CHURN.label_column].mean())}
+            {
+                "rows": len(frame),
+                "churn_rate": float(frame[TELCO_CHURN.label_column].mean()),
+                "holdout": holdout,
+            }
         )

@@ -2,10 +2,12 @@
 
 Beside the headline metrics it measures how far the probabilities can be taken at face
 value (Brier score, expected calibration error), how uncertain the test metric is (a
-bootstrap 95% interval over test rows), and compares the champion fairly: only on test
-customers it never trained on, with the paired difference's bootstrap interval.
+bootstrap 95% interval over the test set's leakage groups), and compares the champion
+fairly: only on test customers it never trained on, with the paired difference's
+bootstrap interval.
 """
 
+import math
 from typing import Any
 
 import numpy as np
@@ -95,24 +97,33 @@ def bootstrap_interval(
     samples: int,
     seed: int,
     baseline: tuple[np.ndarray, float] | None = None,
+    groups: np.ndarray | None = None,
 ) -> list[float] | None:
     """The bootstrap 95% interval (percentiles 2.5 and 97.5) of `metric` over resamples
-    of the rows; with `baseline` (another model's probabilities of the same rows and its
-    threshold), of the paired difference `metric(probability) - metric(baseline)`, both
-    computed on each same resample. None when `samples` is 0. Resamples with one class
-    only (possible on tiny sets) are skipped."""
+    of the rows, or with `groups` (a label per row, as the split's leakage groups) of
+    whole groups: copies of one customer profile are not independent draws, and
+    resampling them as if they were makes the interval too narrow. With `baseline`
+    (another model's probabilities of the same rows and its threshold), the interval of
+    the paired difference `metric(probability) - metric(baseline)`, both computed on
+    each same resample. None when `samples` is 0. Resamples with one class only
+    (possible on tiny sets) are skipped."""
     if samples == 0 or len(label) == 0:
         return None
     rng = np.random.default_rng(seed)
     n = len(label)
+    # Resampling rows is resampling groups of one row each.
+    group = np.arange(n) if groups is None else pd.factorize(groups)[0]
+    n_groups = int(group.max()) + 1
     values = []
     for start in range(0, samples, _BOOTSTRAP_BLOCK):
         block = min(_BOOTSTRAP_BLOCK, samples - start)
-        # A resample as how often it draws each row: the metrics below take row weights,
-        # which computes every resample of a block at once (a loop over scikit-learn's
-        # metrics takes about 4 ms per resample).
-        drawn = rng.integers(0, n, size=(block, n)) + n * np.arange(block)[:, None]
-        counts = np.bincount(drawn.ravel(), minlength=block * n).reshape(block, n)
+        # A resample as how often it draws each row (a row is drawn as often as its
+        # group): the metrics below take row weights, which computes every resample of a
+        # block at once (a loop over scikit-learn's metrics takes about 4 ms per resample).
+        drawn = rng.integers(0, n_groups, size=(block, n_groups))
+        drawn += n_groups * np.arange(block)[:, None]
+        counts = np.bincount(drawn.ravel(), minlength=block * n_groups)
+        counts = counts.reshape(block, n_groups)[:, group]
         value = _weighted_metric(metric, label, probability, threshold, counts)
         if baseline is not None:
             value -= _weighted_metric(metric, label, baseline[0], baseline[1], counts)
@@ -173,12 +184,22 @@ def compare_with_champion(
     champion_training_customers: np.ndarray | None,
     samples: int,
     seed: int,
+    holdout: dict[str, Any] | None = None,
+    champion_holdout: dict[str, Any] | None = None,
+    groups: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """The new model against the champion on the same test rows: those of customers the
     champion never trained on, or, when they are too few to score (one class or none),
     all test rows, labelled as flattering the champion. Both models' metric on those rows,
     the difference and its paired bootstrap 95% interval, how many rows, and a `note`
-    saying on what the comparison rests."""
+    saying on what the comparison rests. `groups` (the split's leakage group of each row)
+    makes the bootstrap resample whole groups.
+
+    `holdout` and `champion_holdout` are the persistent holdouts (salt, share) of this
+    test set and of the champion's: when they are the same the champion never trained on
+    a held-out customer, and the note says the comparison is on the persistent holdout;
+    when they differ the note says so, and the comparison falls back to the customers the
+    champion never saw, as without a holdout."""
     from components.model.lineage import trained_on
 
     total = len(label)
@@ -202,8 +223,11 @@ def compare_with_champion(
             )
         else:
             note = f"on the {unseen:,} of {total:,} test customers the champion never trained on"
+            if unseen == total:
+                note = f"on all {total:,} test customers, none of whom the champion trained on"
             if unseen < MIN_COMPARISON_ROWS:
                 note += f" (only {unseen:,}, fewer than {MIN_COMPARISON_ROWS:,}: a thin comparison)"
+    note = _holdout_note(holdout or {}, champion_holdout or {}) + note
     truth = label[rows]
     candidate = metric_value(metric, truth, probability[rows], threshold)
     champion = metric_value(metric, truth, champion_probability[rows], champion_threshold)
@@ -225,11 +249,32 @@ def compare_with_champion(
             samples=samples,
             seed=seed,
             baseline=(champion_probability[rows], champion_threshold),
+            groups=None if groups is None else groups[rows],
         ),
         "champion_metrics": classification_metrics(
             truth, champion_probability[rows], champion_threshold
         ),
     }
+
+
+def _holdout_note(holdout: dict[str, Any], champion_holdout: dict[str, Any]) -> str:
+    """What the champion comparison owes to the persistent holdout, as the note's start."""
+    if not holdout:
+        return ""
+    if not champion_holdout:
+        return "the champion was tested on a random split, not this persistent holdout: "
+
+    def shown(h: dict[str, Any]) -> str:
+        return f"salt {h['salt']!r}, share {float(h['share']):.0%}"
+
+    if holdout["salt"] != champion_holdout["salt"] or not math.isclose(
+        float(holdout["share"]), float(champion_holdout["share"])
+    ):
+        return (
+            f"the persistent holdout changed since the champion ({shown(champion_holdout)} "
+            f"-> {shown(holdout)}): "
+        )
+    return f"persistent holdout ({shown(holdout)}), "
 
 
 def confusion(label: np.ndarray, probability: np.ndarray, threshold: float) -> list[list[int]]:
@@ -315,6 +360,7 @@ def evaluate_model(
     import pandas as pd
 
     from components.contract import TELCO_CHURN
+    from components.data.split import leakage_groups
     from components.model.evaluate import (
         attribution_importance,
         bootstrap_interval,
@@ -331,6 +377,7 @@ def evaluate_model(
     from components.registry import load_model_directory, open_registry
 
     frame = pd.read_parquet(test.path)
+    holdout = dict(test.metadata.get("holdout") or {})  # the split step's
     label = frame[TELCO_CHURN.label_column].to_numpy()
     candidate = load_model_dir(model.path, model.metadata["sha256"])
     threshold = float(model.metadata["threshold"])
@@ -339,8 +386,15 @@ def evaluate_model(
     scores = classification_metrics(label, probability, threshold)
     for name, value in scores.items():
         metrics.log_metric(name, value)
+    groups = leakage_groups(frame)  # the bootstrap resamples what the split kept whole
     interval = bootstrap_interval(
-        promotion_metric, label, probability, threshold, samples=bootstrap_samples, seed=seed
+        promotion_metric,
+        label,
+        probability,
+        threshold,
+        samples=bootstrap_samples,
+        seed=seed,
+        groups=groups,
     )
 
     comparison, champion_version = None, None
@@ -374,6 +428,9 @@ def evaluate_model(
                 champion_training_customers=load_training_customers(champion_dir),
                 samples=bootstrap_samples,
                 seed=seed,
+                holdout=holdout,
+                champion_holdout=entry.holdout,
+                groups=groups,
             )
         champion_version = entry.version
         metrics.log_metric(f"champion_v{entry.version}_{promotion_metric}", comparison["champion"])
@@ -396,6 +453,7 @@ def evaluate_model(
                 },
                 "confusion_matrix": matrix,
                 "champion_version": champion_version,
+                "holdout": holdout,
                 "champion_metrics": comparison["champion_metrics"] if comparison else None,
                 "comparison": comparison,
                 "feature_importance": feature_importance(candidate, frame, seed=seed),

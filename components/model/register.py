@@ -37,15 +37,28 @@ def decide_promotion(
     difference_interval: list[float] | None = None,
     require_significance: bool = False,
     comparison: str = "",
+    rule: str = "non_inferiority",
+    tolerance: float = 0.005,
+    rows: int | None = None,
 ) -> PromotionDecision:
-    """Promote only a model that clears `floor` and beats the champion (scored on the same
-    test rows) by at least `margin`.
+    """Promote only a model that clears `floor` and, against a champion (scored on the same
+    test rows), passes `rule`:
+
+    - `non_inferiority`: the 95% interval of the paired difference (new minus champion)
+      lies above `-tolerance`: the newer model, trained on fresher data, replaces the
+      champion unless it may be worse by more than the tolerance. A model truly worse by
+      more than that is promoted at most 2.5% of the time, whatever the test set's size;
+    - `superiority`: the interval lies above zero (the new model is better, at 95%);
+    - `margin`: the point estimate beats the champion by `margin`, and with
+      `require_significance` the interval lies above zero too (the rule before intervals).
+
+    `require_significance` makes `non_inferiority` a `superiority` rule. Without an interval
+    (`bootstrap_samples` 0) the interval rules cannot judge: `margin` decides, saying so.
 
     `candidate` is the test metric on all test rows (judged against the floor, with its
     bootstrap 95% `interval`); `candidate_on_champion_rows` the new model's metric on the
-    rows the champion was scored on (default: `candidate`), `difference_interval` the
-    paired difference's 95% interval, and `comparison` says which rows those are. With
-    `require_significance`, the difference's interval must also lie above zero.
+    `rows` the champion was scored on (default: `candidate`), `difference_interval` the
+    paired difference's 95% interval, and `comparison` says which rows those are.
     """
     shown = f"test {metric} {candidate:.4f}" + (
         f" (95% CI {interval[0]:.4f} to {interval[1]:.4f})" if interval else ""
@@ -56,6 +69,33 @@ def decide_promotion(
         return PromotionDecision(True, f"no champion yet; {shown} clears the floor {floor:.4f}")
     paired = candidate if candidate_on_champion_rows is None else candidate_on_champion_rows
     where = f"{shown}; {comparison}: {paired:.4f}" if comparison else shown
+    if rule == "non_inferiority" and require_significance:
+        rule = "superiority"
+    fallback = ""
+    if rule != "margin" and not difference_interval:
+        fallback = f" ({rule.replace('_', '-')} needs the difference's bootstrap interval)"
+        rule = "margin"
+    if rule != "margin":
+        assert difference_interval is not None
+        low, high = difference_interval
+        bound = 0.0 if rule == "superiority" else -tolerance
+        named = (
+            "superiority"
+            if rule == "superiority"
+            else f"non-inferiority (tolerance {tolerance:.4f})"
+        )
+        where = comparison or (f"on {rows:,} test customers" if rows is not None else "")
+        stated = (
+            f"{named}: {metric} {paired:.4f} against the champion's {champion:.4f}, "
+            f"difference {paired - champion:+.4f} with 95% CI {low:+.4f} to {high:+.4f}"
+        )
+        if low > bound:
+            verdict = f"lies above {bound:+.4f}"
+        else:
+            verdict = f"does not lie above {bound:+.4f}" + (
+                " (it does not exclude zero)" if rule == "superiority" else ""
+            )
+        return PromotionDecision(low > bound, f"{stated}, {verdict}; {where}; {shown}")
     difference = ""
     if difference_interval:
         low, high = difference_interval
@@ -64,7 +104,7 @@ def decide_promotion(
         return PromotionDecision(
             False,
             f"{where} does not beat the champion's {champion:.4f} by the margin "
-            f"{margin:.4f}{difference}",
+            f"{margin:.4f}{difference}{fallback}",
         )
     if require_significance and not (difference_interval and difference_interval[0] > 0):
         return PromotionDecision(
@@ -76,7 +116,7 @@ def decide_promotion(
     return PromotionDecision(
         True,
         f"{where} beats the champion's {champion:.4f} by at least the margin "
-        f"{margin:.4f}{difference}",
+        f"{margin:.4f}{difference}{fallback}",
     )
 
 
@@ -95,10 +135,12 @@ def register_and_promote(
     training_customers: Iterable[object] | None = None,
     require_significance: bool = False,
     serving_image: str = "",
+    rule: str = "non_inferiority",
+    tolerance: float = 0.005,
 ) -> ModelVersion:
     """Add the model as a new version; move the `champion` alias to it if it clears the
-    floor and beats the champion's score on the same test rows by `margin` (and, with
-    `require_significance`, the 95% interval of the difference lies above zero). The
+    floor and passes the promotion `rule` against the champion on the same test rows
+    (`decide_promotion`: `tolerance`, `margin`, `require_significance`). The
     evaluation, `profile` (the training data's distributions, for scoring's drift report)
     and the hashed ids of `training_customers` (so later runs compare it only on customers
     it never saw) are registered beside the model file.
@@ -119,6 +161,9 @@ def register_and_promote(
         difference_interval=comparison.get("difference_interval"),
         require_significance=require_significance,
         comparison=comparison.get("note", ""),
+        rule=rule,
+        tolerance=tolerance,
+        rows=comparison.get("rows"),
     )
     if champion_metrics:
         decision_reason = f"{decision.reason} (champion: v{evaluation['champion_version']})"
@@ -148,6 +193,7 @@ def register_and_promote(
             "library_versions": library_versions(),
             "run_id": run_id,
             "promotion_reason": decision_reason,
+            "holdout": evaluation.get("holdout") or {},
         }
         if not decision.promote:
             return registry.register(directory, promoted=False, **record)
@@ -172,6 +218,8 @@ def register_model(
     serving_image: str,
     registration: Output[Artifact],
     registered_model: Output[VertexModel],
+    promotion_rule: str = "non_inferiority",
+    promotion_tolerance: float = 0.005,
 ) -> NamedTuple("Registered", [("promoted", bool)]):
     """Register the model with its evaluation and training-data profile; promote it to
     champion if it beats the current one. `registered_model` names the version (a Vertex
@@ -207,6 +255,8 @@ def register_model(
         training_customers=train_frame[TELCO_CHURN.id_column],
         require_significance=promotion_requires_significance,
         serving_image=serving_image,
+        rule=promotion_rule,
+        tolerance=promotion_tolerance,
     )
     Path(registration.path).write_text(json.dumps(asdict(entry), indent=2))
     registration.metadata.update(

@@ -8,6 +8,8 @@ serving applies exactly the preprocessing training used; with calibration, `mode
 `components.model.calibration.CalibratedModel` (the estimator, then its calibrator).
 """
 
+import logging
+
 import pandas as pd
 from imblearn.over_sampling import SMOTE
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
@@ -27,6 +29,8 @@ from components.model.search import (
     Family,
 )
 from components.stage import stage
+
+log = logging.getLogger(__name__)
 
 
 def fit_calibrator(
@@ -51,6 +55,24 @@ def fit_calibrator(
     return ProbabilityCalibrator(method).fit(best.oof_probability, label), brier
 
 
+def final_rows(best: CandidateResult, rows: int, budget_seconds: float, family: Family) -> int:
+    """How many of the training split's `rows` the final model is fitted on: all of them
+    when the search cross-validated the candidate on all; otherwise the most whose fit,
+    estimated from the search's own fits of it (as the search estimates), takes at most
+    `budget_seconds`, and never fewer than the share the search judged. More rows than the
+    search could afford make a better model of the same kind. Not so for k-nearest
+    neighbours: scoring a customer compares them with every training row, so its model
+    keeps the share the search judged."""
+    if best.train_share >= 1.0 or not best.train_rows:
+        return rows
+    judged = min(rows, round(best.train_share * rows))
+    per_fit = best.timing[0] / max(len(best.fold_roc_auc), 1)
+    if family.validation_cost or per_fit <= 0 or budget_seconds <= 0:
+        return judged
+    affordable = int(best.train_rows * (budget_seconds / per_fit) ** (1 / 1.1))
+    return max(judged, min(rows, affordable))
+
+
 def fit_final(
     train: pd.DataFrame,
     best: CandidateResult,
@@ -59,11 +81,20 @@ def fit_final(
     calibrator: ProbabilityCalibrator | None = None,
     families: tuple[Family, ...] = FAMILIES,
     contract: DataContract = TELCO_CHURN,
+    budget_seconds: float = 0.0,
 ) -> Pipeline:
-    """Refit the chosen candidate on the whole training split (resampled as it was in CV,
-    on that split only) and return the servable `Pipeline(preprocess, model)`, its model
-    followed by `calibrator` when one is given."""
+    """Refit the chosen candidate on the whole training split (or, when the search could
+    only afford a subsample, on as many rows as `final_rows` allows within `budget_seconds`;
+    resampled as it was in CV, on that split only) and return the servable
+    `Pipeline(preprocess, model)`, its model followed by `calibrator` when one is given."""
     family = next(f for f in families if f.name == best.family)
+    rows = final_rows(best, len(train), budget_seconds, family)
+    if rows < len(train):
+        log.info(
+            "%s: fitted on %d of %d training rows (all of them would overrun the budget)",
+            best.family, rows, len(train),
+        )  # fmt: skip
+        train = train.sample(n=rows, random_state=seed)
     features, label = train[contract.feature_names], train[contract.label_column].to_numpy()
     preprocess = build_preprocessor(contract).fit(features)
     x, y, weight = preprocess.transform(features), label, None
@@ -104,8 +135,8 @@ def train_candidates(
     import pandas as pd
 
     from components.contract import TELCO_CHURN
-    from components.model.search import choose_threshold, search_candidates, select_best
-    from components.model.train import fit_calibrator, fit_final
+    from components.model.search import FAMILIES, choose_threshold, search_candidates, select_best
+    from components.model.train import final_rows, fit_calibrator, fit_final
     from components.registry import file_sha256, save_model
 
     logging.basicConfig(level=logging.INFO)
@@ -119,6 +150,7 @@ def train_candidates(
             result.cv_roc_auc_mean, result.cv_roc_auc_std, result.fit_seconds,
         )  # fmt: skip
 
+    skipped: list[dict[str, str]] = []
     results = search_candidates(
         frame,
         n_folds=cv_folds,
@@ -128,6 +160,7 @@ def train_candidates(
         on_result=report,
         resampling=resampling,
         metric=promotion_metric,
+        on_skip=lambda what, why: skipped.append({"model": what, "skipped": why}),
     )
     best = select_best(results, promotion_metric)
     calibrator, calibration_brier = fit_calibrator(
@@ -136,7 +169,10 @@ def train_candidates(
     # The threshold is a cut-off on the published (calibrated) probability.
     oof = best.oof_probability if calibrator is None else calibrator.transform(best.oof_probability)
     threshold = choose_threshold(frame[TELCO_CHURN.label_column].to_numpy(), oof)
-    saved = save_model(fit_final(frame, best, seed=seed, calibrator=calibrator), Path(model.path))
+    final = fit_final(
+        frame, best, seed=seed, calibrator=calibrator, budget_seconds=search_budget_seconds
+    )
+    saved = save_model(final, Path(model.path))
     model.metadata.update(
         {
             "sha256": file_sha256(saved),  # checked by every later step that reads it
@@ -149,7 +185,14 @@ def train_candidates(
             "framework": "scikit-learn",
         }
     )
-    rows = [{**r.summary(), "selected": r is best} for r in results]
+    # Skipped families are in the report too, with the reason.
+    family = next(f for f in FAMILIES if f.name == best.family)
+    fitted_on = final_rows(best, len(frame), search_budget_seconds, family)
+    rows = [
+        {**r.summary(), "selected": r is best}
+        | ({"final_rows": fitted_on} if r is best and fitted_on < len(frame) else {})
+        for r in results
+    ] + skipped
     Path(candidates.path).write_text(json.dumps(rows, indent=2))
     for family in dict.fromkeys(r.family for r in results):
         cv_metrics.log_metric(

@@ -43,6 +43,9 @@ class ModelVersion:
     params: dict[str, Any] = field(default_factory=dict)
     promoted: bool = False
     promotion_reason: str = ""
+    holdout: dict[str, Any] = field(default_factory=dict)
+    """The persistent holdout the version was tested on (`salt`, `share`); empty: a random
+    split. Later versions compare with it on the whole holdout only if theirs is the same."""
 
     @classmethod
     def from_record(cls, record: dict[str, Any], source: object) -> ModelVersion:

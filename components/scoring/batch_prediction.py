@@ -126,7 +126,7 @@ def batch_output_chunk(
     probability = np.array(
         [outcomes[row - first_row][0] for row in kept_rows[scored_mask]], dtype=np.float64
     )
-    tier = risk_tier(probability, high=job.high, medium=job.medium)
+    tier = risk_tier(probability, high=job.high, medium=job.medium, threshold=job.threshold)
     scored = pd.DataFrame(
         {
             "customer_id": clean[contract.id_column].array,

@@ -17,7 +17,7 @@ from components.scoring.staged import (
     ScoringJob,
     treatment_column,
 )
-from components.scoring.tiers import RISK_TIERS
+from components.scoring.tiers import RISK_TIERS, risk_tier
 from components.warehouse import STAGED_ROW
 
 
@@ -34,8 +34,9 @@ def apply_capacity_tiers(
 ) -> dict[str, int] | None:
     """Second pass over a staged run with a capacity: put exactly the day's
     `capacity_count` most likely churners in the `high` tier (ties broken by source row, so
-    the count is exact), every other customer in `medium` from the job's `medium` cut-off,
-    else `low`; return the count per tier. Without a capacity, nothing changes (`None`).
+    the count is exact), every other customer in `medium` or `low` as `risk_tier` says (a
+    flagged customer is never `low`); return the count per tier. Without a capacity,
+    nothing changes (`None`).
 
     Tiers by capacity need the whole day's ranking, which no chunk (or worker) knows: so
     they are decided once everything is staged, from the staged probabilities. DuckDB finds
@@ -75,7 +76,16 @@ def apply_capacity_tiers(
             high = np.zeros(len(row), dtype=bool)
             if cutoff is not None:
                 high = (probability > cutoff[0]) | ((probability == cutoff[0]) & (row <= cutoff[1]))
-            tier = np.where(high, "high", np.where(probability >= job.medium, "medium", "low"))
+            tier = np.asarray(
+                risk_tier(
+                    probability,
+                    high=job.high,
+                    medium=job.medium,
+                    threshold=job.threshold,
+                    top=high,
+                ),
+                dtype=object,
+            )
             tier = np.where(
                 repeated, batch.column("risk_tier").to_numpy(zero_copy_only=False), tier
             )

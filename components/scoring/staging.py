@@ -37,6 +37,7 @@ class StagedRun:
     rows_rejected: int = 0
     duplicates: int = 0
     churned: int = 0
+    probability_sum: float = 0.0
     tiers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RISK_TIERS, 0))
     missing_values: dict[str, int] = field(default_factory=dict)
     unseen_categories: dict[str, int] = field(default_factory=dict)
@@ -81,6 +82,7 @@ class StagedRun:
         for item in pc.value_counts(rows.column("risk_tier")).to_pylist():
             self.tiers[item["values"]] += sign * item["counts"]
         self.churned += sign * (pc.sum(rows.column("churn_predicted")).as_py() or 0)
+        self.probability_sum += sign * (pc.sum(rows.column("churn_probability")).as_py() or 0.0)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class StagedRun:
                 "duplicates": self.duplicates,
             },
             "churned": self.churned,
+            "probability_sum": self.probability_sum,
             "tiers": self.tiers,
             "missing_values": self.missing_values,
             "unseen_categories": self.unseen_categories,
@@ -164,10 +167,10 @@ def stage_chunks(
 
 def _repeated_customers(predictions: Path, scratch: Path) -> pa.Table:
     """Every prediction of a customer id already scored at an earlier row: `source_row`,
-    `customer_id`, `first_row`, `risk_tier`, `churn_predicted`. DuckDB finds them out of
-    core, so memory stays bounded: first the ids whose 64-bit hash repeats (grouping
-    integers, not text: 1.3 s instead of 2 s at 10M rows), then among those the ids that
-    really do."""
+    `customer_id`, `first_row`, `risk_tier`, `churn_predicted`, `churn_probability`.
+    DuckDB finds them out of core, so memory stays bounded: first the ids whose 64-bit hash
+    repeats (grouping integers, not text: 1.3 s instead of 2 s at 10M rows), then among
+    those the ids that really do."""
     from components.warehouse import local_duckdb, sql_literal
 
     source = f"read_parquet({sql_literal(predictions)})"
@@ -178,14 +181,16 @@ def _repeated_customers(predictions: Path, scratch: Path) -> pa.Table:
                 SELECT hash(customer_id) AS h FROM {source} GROUP BY h HAVING count(*) > 1
             ),
             candidates AS (
-                SELECT source_row, customer_id, risk_tier, churn_predicted FROM {source}
+                SELECT source_row, customer_id, risk_tier, churn_predicted, churn_probability
+                FROM {source}
                 WHERE hash(customer_id) IN (SELECT h FROM repeated_hashes)
             ),
             firsts AS (
                 SELECT customer_id, min(source_row) AS first_row FROM candidates
                 GROUP BY customer_id HAVING count(*) > 1
             )
-            SELECT c.source_row, c.customer_id, f.first_row, c.risk_tier, c.churn_predicted
+            SELECT c.source_row, c.customer_id, f.first_row, c.risk_tier, c.churn_predicted,
+                c.churn_probability
             FROM candidates AS c JOIN firsts AS f USING (customer_id)
             WHERE c.source_row <> f.first_row
             ORDER BY c.source_row

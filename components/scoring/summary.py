@@ -1,6 +1,6 @@
 """The scoring run's summary (step 4 and 5 of the scoring pipeline): row counts checked
-against what was read, churn rate, tiers and input drift, as JSON, KFP metrics and a
-self-contained HTML report.
+against what was read, expected churn rate and share flagged, tiers and input drift, as
+JSON, KFP metrics and a self-contained HTML report.
 """
 
 from typing import Any
@@ -40,7 +40,11 @@ def scoring_summary(
         "rejects_output": published["rejects_output"],
         "exports": published["exports"],
         "rows": rows | {"duplicates": int(staged["rows"]["duplicates"])},
-        "churn_rate": round(float(staged["churned"]) / scored, 4),
+        # Two numbers, two names: the expected share that churns (the mean calibrated
+        # probability) and the share the model flags at its threshold (more, by design: the
+        # threshold maximises F1, so it flags many who will stay).
+        "expected_churn_rate": round(float(staged["probability_sum"]) / scored, 4),
+        "flagged_share": round(float(staged["churned"]) / scored, 4),
         "tiers": {tier: int(staged["tiers"][tier]) for tier in RISK_TIERS},
         "missing_values": {k: int(v) for k, v in staged["missing_values"].items()},
         "unseen_categories": {k: int(v) for k, v in staged["unseen_categories"].items()},
@@ -131,7 +135,8 @@ def summarize_scoring(
         "as-of date": result["as_of_date"],
         "output": result["output"],
         **{f"rows {k}": v for k, v in result["rows"].items()},
-        "predicted churn rate": f"{result['churn_rate']:.1%}",
+        "expected churn rate (mean probability)": f"{result['expected_churn_rate']:.1%}",
+        "share flagged at the threshold": f"{result['flagged_share']:.1%}",
         **{f"tier {k}": v for k, v in result["tiers"].items()},
         "missing values scored": sum(result["missing_values"].values()),
         "unseen categories scored": sum(result["unseen_categories"].values()),
@@ -153,7 +158,8 @@ def summarize_scoring(
     Path(summary.path).write_text(json.dumps(result, indent=2))
     for name, value in result["rows"].items():
         metrics.log_metric(f"rows_{name}", value)
-    metrics.log_metric("churn_rate", result["churn_rate"])
+    metrics.log_metric("expected_churn_rate", result["expected_churn_rate"])
+    metrics.log_metric("flagged_share", result["flagged_share"])
     for tier, count in result["tiers"].items():
         metrics.log_metric(f"tier_{tier}", count)
     if drift:

@@ -1,4 +1,5 @@
 """Risk tiers: a customer's churn probability, the model's yes/no call and a tier by cut-off.
+The tier and the call agree: a customer the model flags is never `low`.
 
 What one scored frame holds, whoever scores it: batch scoring (`chunked`, the batch
 prediction path) and the model server (`components.serving.server`).
@@ -18,9 +19,22 @@ if TYPE_CHECKING:
 RISK_TIERS = ("high", "medium", "low")
 
 
-def risk_tier(probability: np.ndarray, *, high: float, medium: float) -> pd.Categorical:
-    """`high` from the `high` cut-off up, `medium` from `medium` up, else `low`."""
-    tier = np.select([probability >= high, probability >= medium], [0, 1], 2)
+def risk_tier(
+    probability: np.ndarray,
+    *,
+    high: float,
+    medium: float,
+    threshold: float,
+    top: np.ndarray | None = None,
+) -> pd.Categorical:
+    """`high` from the `high` cut-off up, `medium` from `medium` up, else `low`, agreeing
+    with the model's yes/no call at `threshold`: a flagged customer (probability at or
+    above the threshold) is never `low` (`medium` starts at the lower of the cut-off and
+    the threshold), and an unflagged one never `high` (`high` starts at the higher of the
+    two). With `top` (capacity tiers: the day's most likely churners) `high` is exactly
+    the rows `top` marks, whatever the cut-offs."""
+    is_high = probability >= max(high, threshold) if top is None else top
+    tier = np.select([is_high, probability >= min(medium, threshold)], [0, 1], 2)
     return pd.Categorical.from_codes(tier, categories=RISK_TIERS)
 
 
@@ -52,7 +66,7 @@ def score_frame(
             "customer_id": frame[contract.id_column].array,
             "churn_probability": probability,
             "churn_predicted": probability >= threshold,
-            "risk_tier": risk_tier(probability, high=high, medium=medium),
+            "risk_tier": risk_tier(probability, high=high, medium=medium, threshold=threshold),
         }
     )
     if reasons_for == "none":
