@@ -412,7 +412,7 @@ def _train_json(summary: dict[str, Any]) -> dict[str, Any]:
 
 def _as_of_date(text: str) -> str:
     """Check a --as-of date early; the pipeline gets it as text ("" = today when it runs)."""
-    from components.scoring.staged import resolve_as_of
+    from components.dates import resolve_as_of
 
     if not text.strip():
         return ""
@@ -901,9 +901,14 @@ def _schedule(args: argparse.Namespace, settings: Settings) -> int:
         return 0
     settings = _pinned(settings, args.dry_run)
     templates = _published_templates(settings, args.dry_run)
+    # A monitoring run that finds a retraining due starts the weekly schedule's training run.
+    retrain_job = schedules.retraining_job(
+        settings, _pipeline("training", settings), templates["training"].template_uri
+    )
     for key, (name, cron) in plan.items():
+        run = {"retrain_job": retrain_job} if key == "monitoring" else None
         scheduled = schedules.scheduled_run(
-            settings, name, cron, _pipeline(key, settings), templates[key].template_uri
+            settings, name, cron, _pipeline(key, settings), templates[key].template_uri, run
         )
         if args.dry_run:
             for request in backend.plan(scheduled):

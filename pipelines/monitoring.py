@@ -16,7 +16,11 @@ Steps:
     by `scores_deadline`, a retraining due; and the retention team's daily digest. Sent by
     e-mail and chat webhook, each at most once a day (the `churn_alerts` table); the run
     summary says which were sent and whether a retraining is due (`submit.py monitor`
-    then starts one).
+    then starts one when the run did not).
+ 4. Start retraining (on Vertex AI, when a retraining is due and `retrain_job` names the
+    training run to start: the schedule passes the published training template, pinned
+    by its sha256 version, as the weekly training schedule runs it): the run creates that
+    PipelineJob as the pipelines' account, once per monitored day.
 
 `as_of` defaults to "" meaning today in `time_zone` when step 1 runs, so a schedule never
 freezes a date.
@@ -27,6 +31,7 @@ from kfp.dsl.graph_component import GraphComponent
 
 from components.experiment import join_experiment_on_vertex
 from components.monitoring.monitor import measure_performance, send_alerts
+from components.monitoring.retrain import start_retraining
 from components.reports.trend import trend_report
 from components.settings import Settings
 
@@ -70,6 +75,10 @@ def build_monitoring_pipeline(settings: Settings) -> GraphComponent:
         digest_link: str = DEFAULTS.digest_link,
         digest_customer_ids: bool = DEFAULTS.digest_customer_ids,
         experiment: str = "",
+        retrain_job: str = "",
+        project: str = "",
+        location: str = DEFAULTS.region,
+        vertex_endpoint: str = "",
     ) -> dsl.Artifact:
         """Returns the run summary artifact (JSON, with the key figures as metadata)."""
         join_experiment_on_vertex(experiment)
@@ -113,6 +122,19 @@ def build_monitoring_pipeline(settings: Settings) -> GraphComponent:
             digest_link=digest_link,
             digest_customer_ids=digest_customer_ids,
         ).set_display_name("3. Alerts and digest")
+        # Two gates: kfp.local never has a `retrain_job` (submit.py trains after a local
+        # run), and a run on Vertex starts one only when step 1 finds a retraining due.
+        with (
+            dsl.If(retrain_job != "", name="on-vertex-with-a-training-template"),
+            dsl.If(measured.outputs["Output"] == True, name="retraining-due"),  # noqa: E712
+        ):
+            start_retraining(
+                measured=measured.outputs["measured"],
+                retrain_job=retrain_job,
+                project=project,
+                location=location,
+                vertex_endpoint=vertex_endpoint,
+            ).set_display_name("4. Start retraining")
         return alerted.outputs["summary"]
 
     return monitoring_pipeline

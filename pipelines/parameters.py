@@ -44,6 +44,10 @@ SOURCES: dict[str, Source] = {
     "location": lambda s, _vertex: s.region,
     # A run joins its experiment itself (step 0), on Vertex only: nothing to join locally.
     "experiment": lambda s, vertex: (s.experiment or "") if vertex else "",
+    # The training run a monitoring run on Vertex starts when a retraining is due: only a
+    # schedule passes one (`schedules.retraining_job`); submit.py trains after other runs.
+    "retrain_job": lambda _s, _vertex: "",
+    "vertex_endpoint": lambda s, vertex: s.vertex_endpoint if vertex else "",
 }
 
 

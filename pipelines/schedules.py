@@ -55,20 +55,39 @@ class Scheduled:
 
 
 def scheduled_run(
-    settings: Settings, name: str, cron: str, pipeline_func: Any, template_uri: str
+    settings: Settings,
+    name: str,
+    cron: str,
+    pipeline_func: Any,
+    template_uri: str,
+    run: dict[str, Any] | None = None,
 ) -> Scheduled:
     """The schedule `name` starting `pipeline_func` from `template_uri` on `cron` (five
     unix-cron fields, checked here for any caller; the time zone is `settings.time_zone`),
-    with the arguments `pipelines.parameters` gives it for Vertex."""
+    with the arguments `pipelines.parameters` gives it for Vertex (`run`: those that are
+    not settings, such as the monitoring run's `retrain_job`)."""
     from pipelines.parameters import pipeline_arguments
 
     identifiers.cron(cron, name=f"the cron of schedule {name}")
 
-    arguments = pipeline_arguments(pipeline_func, settings, vertex=True)
+    arguments = pipeline_arguments(pipeline_func, settings, vertex=True, run=run)
     job = pipeline_job(
         settings, arguments, display_name=pipeline_func.name, template_uri=template_uri
     )
     return Scheduled(name, cron, job)
+
+
+def retraining_job(settings: Settings, training_func: Any, template_uri: str) -> str:
+    """The training run a scheduled monitoring run starts when a retraining is due (its
+    `retrain_job` argument, REST JSON): the PipelineJob the weekly training schedule starts,
+    from the same template pinned by its sha256 version, as the pipelines' account."""
+    from pipelines.parameters import pipeline_arguments
+
+    arguments = pipeline_arguments(training_func, settings, vertex=True)
+    job = pipeline_job(
+        settings, arguments, display_name=training_func.name, template_uri=template_uri
+    )
+    return json.dumps(rest_json(job), sort_keys=True)
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,24 @@ def test_check_finds_the_pipelines_account_cannot_open_read_sessions(project, ca
     ) in failures(lines)
 
 
+def test_check_finds_the_pipelines_account_cannot_start_a_retraining_run(project, capsys):
+    """A scheduled monitoring run starts its retraining run as churn-pipelines: Vertex
+    refuses unless the account may act as itself."""
+    setup(project)
+    source_table(project)
+    email = f"churn-pipelines@{project.project}.iam.gserviceaccount.com"
+    account = f"projects/{project.project}/serviceAccounts/{email}"
+    project.iam.revoke(f"serviceAccount:{email}", "roles/iam.serviceAccountUser", account)
+
+    code, lines, _ = check(project, capsys)
+
+    assert code == 1
+    assert failures(lines) == [
+        f"FAIL permissions: {email} lacks iam.serviceAccounts.actAs on {account} (monitoring "
+        f"4: start a retraining run as churn-pipelines); fix: {SETUP}"
+    ]
+
+
 def test_check_finds_no_source_table(project, capsys):
     """Found 3: the default source table was never made nor loaded."""
     setup(project)

@@ -28,6 +28,7 @@ import contextlib
 import inspect
 import json
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import bigquery_emulator
@@ -39,6 +40,7 @@ from test_check import source_table
 from test_vertex import ARTIFACTS, TRAINING_STEPS
 
 import submit
+from components.monitoring.retrain import start_training_run
 
 REGION = "europe-west4"
 VIEWERS = "churn-viewers@example.com"
@@ -294,6 +296,21 @@ def test_the_first_day_works_as_the_readme_tells_it(
     assert set(predictions["risk_tier"]) <= {"high", "medium", "low"}
     assert set(predictions["model_version"]) == {1}  # the champion step 6 registered
 
+    # 6c. Had the monitoring run found a retraining due, its step 4, as churn-pipelines
+    #     with the run's own parameters, starts the weekly training run from the pinned
+    #     template: setup's grants let it act as itself.
+    (monitoring,) = [
+        json.loads(r.raw) for r in fired if json.loads(r.raw)["displayName"] == "churn-monitoring"
+    ]
+    values = monitoring["runtimeConfig"]["parameterValues"]
+    started, created = start_training_run(
+        values["retrain_job"], project=values["project"], location=values["location"],
+        endpoint=values["vertex_endpoint"], day=date(2026, 12, 7),
+    )  # fmt: skip
+    assert created and started.endswith("/pipelineJobs/churn-training-retrain-20261207")
+    (retrain,) = cloud.standin.requests_to("POST", r"/v1/.*/pipelineJobs")[-1:]
+    assert retrain.caller == f"churn-pipelines@{project}.iam.gserviceaccount.com"
+
     # 7. Runs: the laptop's run and both scheduled ones.
     sign_in_as(CLIENT_EMAIL, cloud, tmp_path, monkeypatch)
     code, lines = run(capsys, "runs", "--json")
@@ -304,6 +321,7 @@ def test_the_first_day_works_as_the_readme_tells_it(
         "churn-scoring",
         "churn-training",
         "churn-training",
+        "churn-training",  # the retraining run step 4 of monitoring started
     ]
 
     # 8. Check again: images there, both schedules enabled, pinned, and their runs started.

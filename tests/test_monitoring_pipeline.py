@@ -225,6 +225,7 @@ def test_monitoring_pipeline_compiles_with_numbered_steps(tmp_path: Path):
         "1. Measure performance",
         "2. Trend page",
         "3. Alerts and digest",
+        "4. Start retraining",
     ]
     assert spec["root"]["inputDefinitions"]["parameters"]["as_of"]["defaultValue"] == ""
 

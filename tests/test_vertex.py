@@ -442,6 +442,7 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
         "churn-scoring-daily": "0 8 * * *",
         "churn-monitoring-weekly": "0 6 * * 1",
     }
+    runs = {}
     for request in patches:
         job = parse(request.raw, scheduler_v1.Job.pb(scheduler_v1.Job()))
         short = request.path.rsplit("/", 1)[-1]
@@ -470,6 +471,13 @@ def test_schedule_creates_then_updates_cloud_scheduler_jobs_never_twice(google_c
             assert values["as_of"] == "" and values["time_zone"] == "Europe/London"
         # A scheduled run joins the experiment too: the pipeline does it (step 0).
         assert values["experiment"] == "churn-pipelines"
+        runs[package] = run
+    # A monitoring run that finds a retraining due starts the weekly training schedule's
+    # run itself (step 4): the same template, pinned, as churn-pipelines.
+    monitoring = json_format.MessageToDict(runs["churn-monitoring"].runtime_config)
+    retrain = scheduled_run(json.loads(monitoring["parameterValues"]["retrain_job"]))
+    assert retrain == runs["churn-training"]
+    assert monitoring["parameterValues"]["vertex_endpoint"] == google_cloud.url
     cli("schedule", "--pause", env=env)
     assert len(google_cloud.requests_to("POST", rf"/v1/{PARENT}/jobs/.+:pause")) == 3
     assert {job["state"] for job in scheduler.jobs.values()} == {"PAUSED"}

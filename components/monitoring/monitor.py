@@ -147,23 +147,6 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def monitoring_day(text: str, time_zone: str) -> date:
-    """The day a monitoring run looks from: `text` as YYYY-MM-DD, or when empty today in
-    `time_zone` when the step runs (as scoring's `resolve_as_of`, which this layer may not
-    import: monitoring sits below scoring)."""
-    from datetime import datetime
-    from zoneinfo import ZoneInfo
-
-    from components.errors import SettingsError
-
-    if not text.strip():
-        return datetime.now(ZoneInfo(time_zone)).date()
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise SettingsError(f"as-of date must be YYYY-MM-DD, got {text!r}") from None
-
-
 def performance_frame(days: list[dict[str, Any]]) -> pd.DataFrame:
     """The `churn_performance` rows back from a measurement's `days`."""
     from components.monitoring.performance import PERFORMANCE_COLUMNS
@@ -245,21 +228,23 @@ def measure_performance(
     retrain_windows: int,
     measured: Output[Artifact],
     metrics: Output[Metrics],
-) -> None:
+) -> bool:
     """Realized and estimated performance per scoring date (written to the
     `churn_performance` table beside the predictions, one row per date), score drift per
-    date against the champion, and the offer effect; the whole measurement as JSON."""
+    date against the champion, and the offer effect; the whole measurement as JSON.
+    Returns whether a retraining is due (the pipeline's step 4 is gated on it)."""
     import json
     from pathlib import Path
 
-    from components.monitoring.monitor import measure_and_write, monitoring_day
+    from components.dates import resolve_as_of
+    from components.monitoring.monitor import measure_and_write
 
     result = measure_and_write(
         registry_uri=registry_uri,
         model_ref=model_ref,
         predictions_uri=predictions_uri,
         outcomes_uri=outcomes_uri,
-        today=monitoring_day(as_of, time_zone),
+        today=resolve_as_of(as_of, time_zone=time_zone),
         window_days=outcome_window_days,
         top_n=lift_top_n,
         samples=bootstrap_samples,
@@ -274,6 +259,7 @@ def measure_performance(
         latest = result["days"][-1]
         metrics.log_metric("estimated_roc_auc", latest["estimated_roc_auc"] or 0.0)
         metrics.log_metric("score_psi", latest["score_psi"] or 0.0)
+    return bool(result["retrain_due"])
 
 
 @stage

@@ -6,13 +6,12 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from components.errors import SettingsError
+from components.dates import resolve_as_of
 from components.monitoring.drift import DriftTally
 from components.scoring.reason_codes import REASON_COLUMNS, REASON_FIELDS, reason_arrays
 from components.warehouse import STAGED_ROW
@@ -70,18 +69,6 @@ STAGING_OPTIONS: dict[str, Any] = {
     ]
     + [name for name in REASON_COLUMNS if name.endswith(("_1", "_2", "_3", "_phrase"))],
 }
-
-
-def resolve_as_of(text: str, *, today: date | None = None, time_zone: str = "UTC") -> date:
-    """The as-of date a run scores for: `text` as YYYY-MM-DD, or, when empty, today's date
-    in `time_zone` at the moment this runs (so a compiled or scheduled pipeline never
-    freezes one, and a schedule at 00:30 in Tokyo scores Tokyo's today, not UTC's)."""
-    if not text.strip():
-        return today or datetime.now(ZoneInfo(time_zone)).date()
-    try:
-        return date.fromisoformat(text.strip())
-    except ValueError:
-        raise SettingsError(f"as-of date must be YYYY-MM-DD, got {text!r}") from None
 
 
 @dataclass(frozen=True)
