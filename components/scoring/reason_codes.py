@@ -117,13 +117,26 @@ def reason_frame(
                 at = np.flatnonzero(in_slot[k])
                 value_codes[k, picked[at]] = text[position[at]]
                 phrase_codes[k, picked[at]] = said[position[at]]
+    # One dtype per kind, shared by the three reasons: making one costs far more than
+    # the column does for the model server's one row.
+    kinds = [
+        (suffix, codes, pd.CategoricalDtype(categories))
+        for suffix, codes, categories in (
+            ("", feature_codes, features),
+            ("_value", value_codes, texts.values),
+            ("_phrase", phrase_codes, phrases.values),
+        )
+    ]
     columns: dict[str, Any] = {"baseline_probability": baseline}
     for k in range(REASON_COUNT):
         prefix = f"reason_{k + 1}"
-        columns[prefix] = _categorical(feature_codes[k], features)
-        columns[f"{prefix}_value"] = _categorical(value_codes[k], texts.values)
+        for suffix, codes, dtype in kinds:
+            # The codes are made above, each within its categories.
+            columns[prefix + suffix] = pd.Categorical.from_codes(
+                codes[k], dtype=dtype, validate=False
+            )
         columns[f"{prefix}_effect"] = effects[k]
-        columns[f"{prefix}_phrase"] = _categorical(phrase_codes[k], phrases.values)
+    columns = {name: columns[name] for name in REASON_COLUMNS}
     return pd.DataFrame(columns, index=frame.index, copy=False)
 
 
@@ -174,10 +187,6 @@ class _Distinct:
                 self.values.append(text)
             out.append(code)
         return np.array(out, dtype=np.int32)
-
-
-def _categorical(codes: np.ndarray, categories: list[str]) -> pd.Categorical:
-    return pd.Categorical.from_codes(codes, dtype=pd.CategoricalDtype(categories))
 
 
 def reason_arrays(scored: pd.DataFrame) -> list[pa.Array]:
