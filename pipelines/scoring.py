@@ -129,6 +129,8 @@ def build_scoring_pipeline(settings: Settings) -> GraphComponent:
                 output_uri=output_uri,
                 reasons_for=reasons_for,
                 medium_risk_cutoff=medium_risk_cutoff,
+                high_risk_top_n=high_risk_top_n,
+                high_risk_top_share=high_risk_top_share,
             ).set_display_name("2a. Batch prediction tables")
             predicted = ModelBatchPredictOp(
                 project=project,

@@ -151,6 +151,14 @@ def test_compiled_scoring_pipeline_requests_a_bigquery_batch_prediction_job(
     assert dict(job.model_parameters) == {"reasons": str(defaults.medium_risk_cutoff)}
 
 
+def test_with_a_capacity_batch_prediction_asks_reasons_for_every_instance():
+    """Capacity tiers can put a customer under the `medium` cut-off in `high`, and are
+    decided only once every prediction is back: so every instance needs its reasons."""
+    assert model_parameters("high_medium", 0.4, capacity=True) == {"reasons": "true"}
+    assert model_parameters("high_medium", 0.4) == {"reasons": "0.4"}
+    assert model_parameters("none", 0.4, capacity=True) == {"reasons": "false"}
+
+
 def test_batch_prediction_needs_bigquery_on_both_sides():
     with pytest.raises(SourceError, match=re.escape("the source 'customers.csv' is not bq://")):
         bigquery_job_tables("customers.csv", OUTPUT)

@@ -26,6 +26,7 @@ from components.monitoring.drift import reference_profile
 from components.scoring.capacity import capacity_count
 from components.scoring.chunked import available_cpus, read_customers, stage_scores
 from components.scoring.publish import ExportsPendingError, export_stem, publish_scores
+from components.scoring.reason_codes import REASON_COLUMNS
 from components.scoring.staged import (
     PREDICTION_COLUMNS,
     PREDICTIONS_FILE,
@@ -163,6 +164,27 @@ def test_capacity_tiers_put_exactly_the_days_top_customers_in_high(
     # Repeated customers, left out by publishing, keep their staged rows.
     repeats = len(pq.read_table(directory / REPEATS_FILE))
     assert repeats and len(pq.read_table(directory / PREDICTIONS_FILE)) == run.rows_scored + repeats
+
+
+def test_every_customer_the_capacity_puts_in_high_or_medium_has_reasons(model, tmp_path: Path):
+    """Capacity tiers are decided after every chunk is explained: a customer they move into
+    `high` from under the `medium` cut-off still has reasons (`high_medium`, the default),
+    the same as a run explaining everyone gives, and no one left `low` has any."""
+    frame = _messy()
+    capacity = replace(_job(), top_share=0.5)
+    stage_scores(_batches(frame, 250), model, capacity, tmp_path / "capacity", tolerance=0.05)
+    everyone = replace(_job(), reasons_for="all")
+    stage_scores(_batches(frame, 250), model, everyone, tmp_path / "all", tolerance=0.05)
+    after = _staged_frame(tmp_path / "capacity", PREDICTIONS_FILE).set_index("source_row")
+    explained = _staged_frame(tmp_path / "all", PREDICTIONS_FILE).set_index("source_row")
+    reasons = list(REASON_COLUMNS)
+    moved_up = (after["risk_tier"] == "high") & (after["churn_probability"] < 0.4)
+    assert moved_up.any()
+    tiered = after["risk_tier"] != "low"
+    assert after.loc[tiered, "baseline_probability"].notna().all()
+    assert after.loc[tiered, "reason_1"].notna().any() and (~tiered).any()
+    pd.testing.assert_frame_equal(after.loc[tiered, reasons], explained.loc[tiered, reasons])
+    assert after.loc[~tiered, reasons].isna().all().all()
 
 
 def test_unseen_categories_and_missing_values_are_scored_and_counted(model, tmp_path: Path):

@@ -69,14 +69,16 @@ def errors_table(predictions_table: str) -> str:
     return f"{project_dataset}.errors{table.removeprefix('predictions')}"
 
 
-def model_parameters(reasons_for: str, medium: float) -> dict[str, str]:
+def model_parameters(reasons_for: str, medium: float, *, capacity: bool = False) -> dict[str, str]:
     """The job's `model_parameters`, which Vertex sends as each request's `parameters`:
     reason codes (`components.serving.server`) for the instances this run gives them,
-    `high_medium` asking for those scored at the `medium` cut-off or more. Text values:
+    `high_medium` asking for those scored at the `medium` cut-off or more, or, with a
+    `capacity` (`ScoringJob.chunk_reasons_for`), for every instance. Text values:
     GCPC's component declares them so."""
     if reasons_for == "none":
         return {"reasons": "false"}
-    return {"reasons": "true" if reasons_for == "all" else repr(float(medium))}
+    every = reasons_for == "all" or (reasons_for == "high_medium" and capacity)
+    return {"reasons": "true" if every else repr(float(medium))}
 
 
 def remove_job_dataset(predictions_table: str) -> None:
@@ -137,7 +139,7 @@ def batch_output_chunk(
     )
     answers = [outcomes[row - first_row][2] for row in kept_rows[scored_mask]]
     reasons = from_responses(answers)
-    reasons[~selected(tier, probability, job.reasons_for)] = None
+    reasons[~selected(tier, probability, job.chunk_reasons_for)] = None
     scored = pd.concat([scored, reasons], axis=1)
     tally = DriftTally.empty(profile) if profile else None
     if tally and len(clean):
@@ -213,14 +215,20 @@ def _outcome(prediction: Any, error: Any) -> tuple[float | None, str | None, dic
 
 @stage
 def batch_prediction_tables(
-    source_uri: str, output_uri: str, reasons_for: str, medium_risk_cutoff: float
+    source_uri: str,
+    output_uri: str,
+    reasons_for: str,
+    medium_risk_cutoff: float,
+    high_risk_top_n: int = 0,
+    high_risk_top_share: float = 0.0,
 ) -> NamedTuple("BatchTables", [("source", str), ("destination", str), ("parameters", dict)]):
     """The batch prediction job's BigQuery input table and output project, and the model
     parameters its requests carry (reason codes for the run's `reasons_for`)."""
     from components.scoring.batch_prediction import bigquery_job_tables, model_parameters
 
     source, destination = bigquery_job_tables(source_uri, output_uri)
-    return source, destination, model_parameters(reasons_for, medium_risk_cutoff)
+    capacity = bool(high_risk_top_n or high_risk_top_share)
+    return source, destination, model_parameters(reasons_for, medium_risk_cutoff, capacity=capacity)
 
 
 @stage

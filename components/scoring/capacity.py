@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from components.scoring.reason_codes import REASON_FIELDS
 from components.scoring.staged import (
     PREDICTIONS_FILE,
     REPEATS_FILE,
@@ -42,7 +44,8 @@ def apply_capacity_tiers(
     they are decided once everything is staged, from the staged probabilities. DuckDB finds
     the cut-off row out of core, then the predictions file is rewritten batch by batch, so
     memory stays bounded. Rows and their order are unchanged: only `risk_tier` (and with a
-    control group, `treatment_group`, which follows the tier) is; repeated
+    control group, `treatment_group`, which follows the tier, and with `high_medium`
+    reasons, the reason columns, emptied for the rows left `low`) is; repeated
     customers, which publishing leaves out, are not ranked and keep their staged tier.
     """
     if not (job.top_n or job.top_share):
@@ -95,10 +98,23 @@ def apply_capacity_tiers(
             batch = batch.set_column(index, "risk_tier", pa.array(tier, pa.string()))
             groups = treatment_column(batch.column("customer_id").to_pylist(), tier, job)
             index = batch.schema.get_field_index("treatment_group")
-            out.write_batch(
-                batch.set_column(index, "treatment_group", pa.array(groups, pa.string()))
-            )
+            batch = batch.set_column(index, "treatment_group", pa.array(groups, pa.string()))
+            if job.reasons_for == "high_medium":  # every row was explained: see chunk_reasons_for
+                batch = _without_reasons(batch, tier == "low")
+            out.write_batch(batch)
     os.replace(rewritten, path)
     if sum(tiers.values()) != rows_scored:
         raise AssertionError("capacity tiering lost rows")
     return tiers
+
+
+def _without_reasons(batch: pa.RecordBatch, rows: np.ndarray) -> pa.RecordBatch:
+    """`batch` with the reason columns of `rows` emptied."""
+    if not rows.any():
+        return batch
+    mask = pa.array(rows)
+    for field in REASON_FIELDS:
+        index = batch.schema.get_field_index(field.name)
+        emptied = pc.if_else(mask, pa.scalar(None, field.type), batch.column(index))
+        batch = batch.set_column(index, field, emptied)
+    return batch

@@ -59,7 +59,7 @@ def score_chunk(
         threshold=job.threshold,
         high=job.high,
         medium=job.medium,
-        reasons_for=job.reasons_for,
+        reasons_for=job.chunk_reasons_for,
     )
     if tally and len(scored):
         rng = np.random.default_rng([job.seed, first_row])

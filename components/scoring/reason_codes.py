@@ -71,15 +71,20 @@ def reason_frame(
 ) -> pd.DataFrame:
     """The reason columns for every row of `frame` (validated rows with their published
     `probability` and, when the caller has them, their `predict.preprocess` form): filled
-    where `rows` is true, empty elsewhere."""
+    where `rows` is true, empty elsewhere. The text columns are categoricals (Arrow takes
+    them as dictionary arrays): each distinct feature, value and phrase is written out once
+    per frame, not once per customer."""
     from components.model.reasons import explain
 
     n = len(frame)
-    columns: dict[str, Any] = {"baseline_probability": np.full(n, np.nan)}
-    for name in REASON_COLUMNS[1:]:
-        columns[name] = (
-            np.full(n, np.nan) if name.endswith("_effect") else np.full(n, None, dtype=object)
-        )
+    baseline = np.full(n, np.nan)
+    effects = np.full((REASON_COUNT, n), np.nan)
+    # Per reason k and row: codes into `features`, `texts` and `phrases` (-1: empty).
+    feature_codes = np.full((REASON_COUNT, n), -1, dtype=np.int32)
+    value_codes = np.full((REASON_COUNT, n), -1, dtype=np.int32)
+    phrase_codes = np.full((REASON_COUNT, n), -1, dtype=np.int32)
+    features: list[str] = []
+    texts, phrases = _Distinct(), _Distinct()
     picked = np.flatnonzero(rows)
     if len(picked):
         chosen = frame if len(picked) == n else frame.iloc[picked]
@@ -90,34 +95,67 @@ def reason_frame(
             probability=probability[picked],
             preprocessed=None if preprocessed is None else preprocessed[picked],
         )
-        columns["baseline_probability"][picked] = explained.baseline
-        order = np.argsort(-explained.effects, axis=1, kind="stable")[:, :REASON_COUNT]
-        for k in range(REASON_COUNT):
-            feature = order[:, k]
-            effect = explained.effects[np.arange(len(picked)), feature]
-            pushes = effect > 0
-            name = np.full(len(picked), None, dtype=object)
-            text = np.full(len(picked), None, dtype=object)
-            said = np.full(len(picked), None, dtype=object)
-            # The rows whose k-th reason is each feature, in runs of one feature each.
-            rows_by_feature = np.flatnonzero(pushes)
-            rows_by_feature = rows_by_feature[np.argsort(feature[rows_by_feature], kind="stable")]
-            features, starts = np.unique(feature[rows_by_feature], return_index=True)
-            runs = np.split(rows_by_feature, starts[1:]) if len(features) else []
-            for j, hit in zip(features, runs, strict=True):
-                column = explained.features[j]
-                name[hit] = column
-                text[hit], said[hit] = _written_out(column, _values(chosen[column], hit))
-            prefix = f"reason_{k + 1}"
-            columns[prefix][picked] = name
-            columns[f"{prefix}_value"][picked] = text
-            columns[f"{prefix}_effect"][picked] = np.where(pushes, effect, np.nan)
-            columns[f"{prefix}_phrase"][picked] = said
-    # Text columns stay object arrays: pandas would otherwise convert them to its string
-    # type, only for `reason_arrays` to convert them back.
-    return pd.DataFrame(
-        {k: pd.Series(v, index=frame.index, dtype=v.dtype, copy=False) for k, v in columns.items()}
-    )
+        features = explained.features
+        baseline[picked] = explained.baseline
+        order, effect = _strongest(explained.effects)
+        pushes = effect > 0
+        slots = np.where(pushes, order, -1)  # reason k of each picked row: its feature
+        feature_codes[:, picked] = slots
+        effects[:, picked] = np.where(pushes, effect, np.nan)
+        # Each feature's values are written out once for the rows it is a reason of,
+        # whichever reason it is.
+        position = np.empty(len(picked), dtype=np.int64)
+        for j in np.unique(slots[slots >= 0]):
+            in_slot = slots == j
+            hit = np.flatnonzero(in_slot.any(axis=0))
+            column = features[j]
+            codes, distinct = pd.factorize(_values(chosen[column], hit), use_na_sentinel=False)
+            text = texts.codes([value_text(v) for v in distinct])
+            said = phrases.codes([phrase(column, v) for v in distinct])
+            position[hit] = codes
+            for k in range(REASON_COUNT):
+                at = np.flatnonzero(in_slot[k])
+                value_codes[k, picked[at]] = text[position[at]]
+                phrase_codes[k, picked[at]] = said[position[at]]
+    # One dtype per kind, shared by the three reasons: making one costs far more than
+    # the column does for the model server's one row.
+    kinds = [
+        (suffix, codes, pd.CategoricalDtype(categories))
+        for suffix, codes, categories in (
+            ("", feature_codes, features),
+            ("_value", value_codes, texts.values),
+            ("_phrase", phrase_codes, phrases.values),
+        )
+    ]
+    columns: dict[str, Any] = {"baseline_probability": baseline}
+    for k in range(REASON_COUNT):
+        prefix = f"reason_{k + 1}"
+        for suffix, codes, dtype in kinds:
+            # The codes are made above, each within its categories.
+            columns[prefix + suffix] = pd.Categorical.from_codes(
+                codes[k], dtype=dtype, validate=False
+            )
+        columns[f"{prefix}_effect"] = effects[k]
+    columns = {name: columns[name] for name in REASON_COLUMNS}
+    return pd.DataFrame(columns, index=frame.index, copy=False)
+
+
+def _strongest(effects: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, its `REASON_COUNT` largest effects and their columns (reason k in row k of
+    each), ties to the first column, as a stable sort of all would give (a full sort
+    costs several times as much)."""
+    left = effects.copy()
+    rows = np.arange(len(effects))
+    order = np.empty((REASON_COUNT, len(effects)), dtype=np.int64)
+    strongest = np.empty((REASON_COUNT, len(effects)))
+    for k in range(min(REASON_COUNT, effects.shape[1])):
+        order[k] = np.argmax(left, axis=1)  # the first of equal largest
+        strongest[k] = effects[rows, order[k]]
+        left[rows, order[k]] = -np.inf
+    # Fewer features than reasons: the rest are no reasons.
+    order[effects.shape[1] :] = 0
+    strongest[effects.shape[1] :] = -np.inf
+    return order, strongest
 
 
 def _values(column: pd.Series, rows: np.ndarray) -> np.ndarray:
@@ -129,13 +167,26 @@ def _values(column: pd.Series, rows: np.ndarray) -> np.ndarray:
     return values.to_numpy(dtype=object)
 
 
-def _written_out(feature: str, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """`values` as text and as phrases, each distinct value written out once, not once
-    per customer."""
-    codes, distinct = pd.factorize(values, use_na_sentinel=False)
-    texts = np.array([value_text(v) for v in distinct], dtype=object)
-    phrases = np.array([phrase(feature, v) for v in distinct], dtype=object)
-    return texts[codes], phrases[codes]
+class _Distinct:
+    """Texts numbered in the order first seen: a categorical's categories and codes."""
+
+    def __init__(self) -> None:
+        self.values: list[str] = []
+        self._code: dict[str, int] = {}
+
+    def codes(self, texts: Iterable[str | None]) -> np.ndarray:
+        """The code of each text (-1 for None), numbering those not seen before."""
+        out = []
+        for text in texts:
+            if text is None:
+                out.append(-1)
+                continue
+            code = self._code.get(text)
+            if code is None:
+                code = self._code[text] = len(self.values)
+                self.values.append(text)
+            out.append(code)
+        return np.array(out, dtype=np.int32)
 
 
 def reason_arrays(scored: pd.DataFrame) -> list[pa.Array]:
@@ -144,8 +195,12 @@ def reason_arrays(scored: pd.DataFrame) -> list[pa.Array]:
     arrays = []
     for field in REASON_FIELDS:
         if field.name in scored.columns:
+            column = scored[field.name]
+            if isinstance(column.dtype, pd.CategoricalDtype):  # `reason_frame`'s text
+                arrays.append(pa.array(column.array).cast(field.type))
+                continue
             # pandas keeps a missing text as NaN: `from_pandas` makes it null.
-            arrays.append(pa.array(scored[field.name].to_numpy(), field.type, from_pandas=True))
+            arrays.append(pa.array(column.to_numpy(), field.type, from_pandas=True))
         else:
             arrays.append(pa.nulls(n, field.type))
     return arrays

@@ -128,6 +128,16 @@ class ScoringJob:
             reasons_for=reasons_for,
         )
 
+    @property
+    def chunk_reasons_for(self) -> str:
+        """Whose reasons each chunk makes. Capacity tiers are decided only once the whole
+        day is staged, and can put a customer under the `medium` cut-off in `high`: so
+        with a capacity, `high_medium` explains every row, and `apply_capacity_tiers`
+        empties the reasons of those the day leaves `low`."""
+        if self.reasons_for == "high_medium" and (self.top_n or self.top_share):
+            return "all"
+        return self.reasons_for
+
 
 @dataclass
 class ChunkResult:

@@ -158,7 +158,10 @@ class ChurnPredictor(Predictor):
                     "model_version": self._version.version,
                 }
             if "baseline_probability" in scores.columns:
-                reasons = scores[list(REASON_COLUMNS)].to_dict("records")
+                columns = [scores[name].tolist() for name in REASON_COLUMNS]
+                # Column by column: `to_dict("records")` costs a millisecond a row.
+                rows = zip(*columns, strict=True)
+                reasons = [dict(zip(REASON_COLUMNS, row, strict=True)) for row in rows]
                 for position, row in zip(prediction_results.positions, reasons, strict=True):
                     if not pd.isna(row["baseline_probability"]):  # asked for this one
                         predictions[position] |= as_response(row)
