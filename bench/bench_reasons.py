@@ -1,6 +1,6 @@
 """Reason codes: what they cost, and the tree attributions of our kernel against `shap`'s.
 
-    python bench/bench_reasons.py                 # 200,000 rows, 300 served instances
+    python bench/bench_reasons.py                 # 1M-customer runs, 200,000-row steps, 300 served
     python bench/bench_reasons.py --rows 50000 --json
     python bench/bench_reasons.py --parts runs --run-rows 1000000   # whole scoring runs only
 
