@@ -1,7 +1,8 @@
 """Reason codes: what they cost, and the tree attributions of our kernel against `shap`'s.
 
-    python bench/bench_reasons.py                 # 200,000 rows, 300 served instances
+    python bench/bench_reasons.py                 # 1M-customer runs, 200,000-row steps, 300 served
     python bench/bench_reasons.py --rows 50000 --json
+    python bench/bench_reasons.py --parts runs --run-rows 1000000   # whole scoring runs only
 
 Cost (issue 21's targets, as ratios measured in one run, so both sides of a ratio see the
 same machine: runs alternate, and each figure is the least of `--repeats` runs, as other
@@ -12,6 +13,11 @@ processes on a shared machine only ever lengthen a run):
   export, `publish_scores`), as steps 2 and 3 of the pipeline do (without their process
   start-up, which would only add the same time to both);
 - with reasons for every customer against none: at most 3;
+- both again for the whole scoring run as a user runs it (`--parts runs`): the real
+  `submit.py score --local --json` on the embedded warehouse of a fresh home holding
+  `--run-rows` generated customers, every step in its own process (start-up, validation,
+  scoring, publishing to DuckDB and the CSV, drift, report), wall time of the command;
+  the champion is what `submit.py train --local` picks on the default sample first;
 - one served instance (the predictor's calls per request, in process: the server's HTTP
   handling would only add the same time to both) with reasons against without: under 2.
 
@@ -28,7 +34,10 @@ rows, so the tiers have the sizes a calibrated champion gives them.
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, date, datetime
@@ -47,6 +56,8 @@ from components.model.search import CandidateResult
 from components.model.train import fit_final
 from components.settings import Settings
 
+ROOT = Path(__file__).resolve().parents[1]
+PARTS = ("scoring", "runs", "serving", "kernel")
 PARAMS = {"learning_rate": 0.05, "max_leaf_nodes": 15, "l2_regularization": 1.0}
 BATCH_ROWS = 100_000
 
@@ -113,6 +124,73 @@ def scoring_costs(model, rows: int, repeats: int) -> dict[str, Any]:
         "with_publish_seconds": with_publish,
         "with_publish_high_medium_ratio": with_publish["high_medium"] / with_publish["none"],
         "with_publish_all_ratio": with_publish["all"] / with_publish["none"],
+    }
+
+
+def _load() -> float:
+    return round(os.getloadavg()[0], 1)
+
+
+def _explained(warehouse: Path) -> int:
+    """Predictions with reason codes in the embedded warehouse: proof that the run's
+    `reasons_for` reached its scoring step."""
+    import duckdb
+
+    with duckdb.connect(str(warehouse), read_only=True) as connection:
+        query = "SELECT count(reason_1) FROM churn_predictions"
+        return connection.execute(query).fetchone()[0]
+
+
+def whole_runs(rows: int, repeats: int) -> dict[str, Any]:
+    """Wall seconds of `submit.py score` for each `reasons_for`, alternated, least of
+    `repeats`, with the load average before each run."""
+    from components.warehouse import write_table
+
+    reasons_for = ("none", "high_medium", "all")
+    times: dict[str, list[float]] = {k: [] for k in reasons_for}
+    loads: dict[str, list[float]] = {k: [] for k in reasons_for}
+    tiers: dict[str, int] = {}
+    explained: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as scratch:
+        home = Path(scratch) / "home"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("CHURN_")}
+
+        def submit(command: str, setting: str = "high_medium") -> tuple[dict[str, Any], float]:
+            arguments = [command, "--local", "--json", "--home", str(home)]
+            if command == "score":
+                arguments += ["--as-of", "2026-12-07"]
+            started = time.perf_counter()
+            done = subprocess.run(
+                [sys.executable, "submit.py", *arguments],
+                cwd=ROOT, capture_output=True, text=True,
+                env=environment | {"CHURN_REASONS_FOR": setting},
+            )  # fmt: skip
+            seconds = time.perf_counter() - started
+            if done.returncode:
+                raise SystemExit(f"submit.py {command} failed:\n{done.stderr}")
+            return json.loads(done.stdout.strip().splitlines()[-1]), seconds
+
+        submit("train")  # the default sample, and its champion
+        write_table(generate_customers(rows, seed=2), Settings(home=home).source_uri)
+        for repeat in range(repeats + 1):  # the first round warms caches, not counted
+            for setting in reasons_for:
+                load = _load()
+                summary, seconds = submit("score", setting)
+                if repeat:
+                    times[setting].append(seconds)
+                    loads[setting].append(load)
+                tiers = summary["tiers"]
+                explained[setting] = _explained(Settings(home=home).warehouse_path)
+    seconds = {k: min(v) for k, v in times.items()}
+    return {
+        "rows": rows,
+        "tiers": tiers,
+        "explained": explained,
+        "seconds": seconds,
+        "all_seconds": times,
+        "load_before": loads,
+        "high_medium_ratio": seconds["high_medium"] / seconds["none"],
+        "all_ratio": seconds["all"] / seconds["none"],
     }
 
 
@@ -225,35 +303,62 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=300, help="served instances")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per setting")
     parser.add_argument("--explain-rows", type=int, default=20_000, help="library vs kernel")
+    parser.add_argument(
+        "--run-rows", type=int, default=1_000_000, help="customers per whole scoring run"
+    )
+    parser.add_argument(
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="what to measure"
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     from threadpoolctl import threadpool_limits
 
+    results: dict[str, Any] = {"load_at_start": _load()}
+    if "runs" in args.parts:  # its own processes, each with the settings a user's run has
+        results["runs"] = whole_runs(args.run_rows, args.repeats)
     with threadpool_limits(limits=1):  # as a scoring worker runs
-        model = champion()
-        results = {
-            "scoring": scoring_costs(model, args.rows, args.repeats),
-            "serving": serving_cost(model, args.requests),
-            "library_against_kernel": library_against_kernel(model, args.explain_rows),
-        }
+        model = champion() if {"scoring", "serving", "kernel"} & set(args.parts) else None
+        if "scoring" in args.parts:
+            results["scoring"] = scoring_costs(model, args.rows, args.repeats)
+            results["scoring"]["load_after"] = _load()
+        if "serving" in args.parts:
+            results["serving"] = serving_cost(model, args.requests)
+        if "kernel" in args.parts:
+            results["library_against_kernel"] = library_against_kernel(model, args.explain_rows)
+    results["load_at_end"] = _load()
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
-    scoring, serving = results["scoring"], results["serving"]
     print(
-        f"scoring {scoring['rows']:,} rows, tiers {scoring['tiers']}: seconds {scoring['seconds']}"
+        f"load average {results['load_at_start']} at the start, {results['load_at_end']} at the end"
     )
-    print(f"  reasons for high+medium / none: {scoring['high_medium_ratio']:.2f} (target <= 1.25)")
-    print(f"  reasons for all / none:         {scoring['all_ratio']:.2f} (target <= 3)")
-    print(
-        "  with publishing (DuckDB + CSV), as the pipeline's steps 2-3: high+medium "
-        f"{scoring['with_publish_high_medium_ratio']:.2f}, all "
-        f"{scoring['with_publish_all_ratio']:.2f}; seconds {scoring['with_publish_seconds']}"
-    )
-    print(
-        f"serving one instance: {serving['without_ms']:.2f} ms without, "
-        f"{serving['with_reasons_ms']:.2f} ms with reasons: {serving['ratio']:.2f} (target < 2)"
-    )
+    if runs := results.get("runs"):
+        print(
+            f"whole scoring runs (submit.py score), {runs['rows']:,} customers, tiers "
+            f"{runs['tiers']}, explained {runs['explained']}: seconds {runs['seconds']}, "
+            f"load before each {runs['load_before']}"
+        )
+        print(f"  reasons for high+medium / none: {runs['high_medium_ratio']:.2f} (target <= 1.25)")
+        print(f"  reasons for all / none:         {runs['all_ratio']:.2f} (target <= 3)")
+    if scoring := results.get("scoring"):
+        print(
+            f"scoring step's work, {scoring['rows']:,} rows in one process, tiers "
+            f"{scoring['tiers']}: seconds {scoring['seconds']}"
+        )
+        print(f"  reasons for high+medium / none: {scoring['high_medium_ratio']:.2f}")
+        print(f"  reasons for all / none:         {scoring['all_ratio']:.2f}")
+        print(
+            "  with publishing (DuckDB + CSV), as the pipeline's steps 2-3: high+medium "
+            f"{scoring['with_publish_high_medium_ratio']:.2f}, all "
+            f"{scoring['with_publish_all_ratio']:.2f}; seconds {scoring['with_publish_seconds']}"
+        )
+    if serving := results.get("serving"):
+        print(
+            f"serving one instance: {serving['without_ms']:.2f} ms without, "
+            f"{serving['with_reasons_ms']:.2f} ms with reasons: {serving['ratio']:.2f} (target < 2)"
+        )
+    if "library_against_kernel" not in results:
+        return 0
     versus = results["library_against_kernel"]
     for name in ("kernel", "shap"):
         figures = versus[name]
