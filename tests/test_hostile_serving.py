@@ -3,6 +3,7 @@ or instances, the answer is 200 with one entry per instance (scores, or why it h
 a 400/413/415 that says what is wrong; never a 500, and the server keeps answering."""
 
 import json
+import urllib.error
 from typing import Any
 
 import pytest
@@ -108,8 +109,17 @@ def test_any_request_gets_an_answer_for_each_instance_or_a_client_error(
     content_type: str,
     reliability,
 ):
-    status, answer = _post_bytes(server.predict_url, body, content_type)
     description = f"{len(body)}-byte body as {content_type}: {body[:60]!r}"
+    try:
+        status, answer = _post_bytes(server.predict_url, body, content_type)
+    except (urllib.error.URLError, ConnectionError) as error:
+        # A body over the limit is answered 413 unread and the connection closed, as HTTP
+        # servers do; a client still sending it may see the pipe break before it reads the
+        # answer (urllib has no `Expect: 100-continue`). Anything else is a failure.
+        reason = getattr(error, "reason", error)
+        if len(body) <= LIMIT or not isinstance(reason, ConnectionError):
+            raise
+        status, answer = 413, {"detail": f"connection closed while sending: {reason}"}
 
     assert status in (200, 400, 413, 415), (status, answer, description)
     if status != 200:
