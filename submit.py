@@ -528,13 +528,12 @@ def _alerts(args: argparse.Namespace, settings: Settings) -> int:
 def _check_not_future(as_of: str, settings: Settings) -> None:
     """Predictions are dated the day they are scored: a later --as-of would publish rows
     for a scoring that has not happened (and replace them when that day's run comes)."""
-    from datetime import date, datetime
-    from zoneinfo import ZoneInfo
+    from components.dates import resolve_as_of
 
     if not as_of:
         return
-    today = datetime.now(ZoneInfo(settings.time_zone)).date()
-    if date.fromisoformat(as_of) > today:
+    today = resolve_as_of("", time_zone=settings.time_zone)
+    if resolve_as_of(as_of) > today:
         raise SettingsError(
             f"--as-of {as_of} is after today ({today} in {settings.time_zone}): predictions are "
             "dated the day they are scored; give today or an earlier date, or leave it out"

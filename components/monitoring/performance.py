@@ -225,11 +225,6 @@ def _weighted_average_precision(p: np.ndarray, pos: np.ndarray, w: np.ndarray) -
         return np.nansum(pos_g * precision, axis=1) / pos.sum(axis=1)
 
 
-def closed_dates(dates: list[date], *, today: date, window_days: int) -> list[date]:
-    """The scoring dates whose outcome window has closed by `today`."""
-    return [d for d in dates if d + timedelta(days=window_days) <= today]
-
-
 def performance_rows(
     predictions: pd.DataFrame,
     outcomes: pd.DataFrame | None,

@@ -39,6 +39,12 @@ def staged_high_tier_reasons(directory: Path) -> dict[str, int]:
     return _counts(high["reason_1"])
 
 
+def has_reasons(today: dict[str, int]) -> bool:
+    """Whether today's high tier carries reason codes (a run with `reasons_for = none`
+    counts its whole tier under "")."""
+    return bool(today) and set(today) != {""}
+
+
 def published_high_tier_reasons(output_uri: str, day: date) -> dict[str, int] | None:
     """The `high`-tier customers per strongest reason published for `day` in the warehouse
     table `output_uri`; None when there is nothing to compare with (no table, no such
@@ -115,7 +121,7 @@ def reason_section(
     """The report section (heading, HTML), or None for a run without reason codes."""
     from components.reports.page import data_table
 
-    if not today or set(today) == {""}:
+    if not has_reasons(today):
         return None
     compared = (
         f"against the predictions published for {as_of - WEEK}"

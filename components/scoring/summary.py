@@ -110,6 +110,7 @@ def summarize_scoring(
     from components.monitoring.drift import drift_rows, drift_summary, load_profile, read_tally
     from components.scoring.reason_trend import (
         WEEK,
+        has_reasons,
         published_high_tier_reasons,
         reason_section,
         staged_high_tier_reasons,
@@ -125,10 +126,13 @@ def summarize_scoring(
         published=json.loads(Path(published.path).read_text()),
         drift=drift,
     )
-    # issue 21: the high tier's strongest reasons, today and a week ago.
+    # The high tier's strongest reasons, today and a week ago (only asked of the warehouse
+    # when today's rows have reasons).
     as_of = date.fromisoformat(result["as_of_date"])
     today = staged_high_tier_reasons(Path(staged.path))
-    last_week = published_high_tier_reasons(result["output"], as_of - WEEK) if today else None
+    last_week = (
+        published_high_tier_reasons(result["output"], as_of - WEEK) if has_reasons(today) else None
+    )
     result["high_tier_reasons"] = {"today": today, "a_week_ago": last_week}
     headline = {
         "model version": result["model_version"],
