@@ -243,7 +243,8 @@ def _well_formed(kind: str, value: str) -> bool:
             and bool(next(CronSim(value, datetime(2026, 1, 1))))
         )
     if kind == "time_zone":
-        return value != "localtime" and ZoneInfo(value) is not None
+        ZoneInfo(value)  # raises for a name the tz database does not have
+        return value not in ("localtime", "posixrules", "Factory")
     if not _URL_SAFE.fullmatch(value) or ".." in value or value != value.strip():
         return False
     if kind == "project":

@@ -204,6 +204,12 @@ def test_table_ids_are_refused_unless_they_follow_the_naming_rules(
     reliability.record("input", "publishing", f"table id {uri[:40]!r}", outcome=outcome)
 
 
+def test_well_formed_table_ids_are_accepted() -> None:
+    # The property above also holds for a parser that refuses everything.
+    for uri in ("bq://acme-corp.churn.churn_predictions", "bq://p.d_1.t-2", "bq://p.ds.ü_1"):
+        assert parse_uri(uri).bigquery_table == uri.removeprefix("bq://")
+
+
 def test_sql_in_a_table_id_is_refused_in_one_line_before_any_sql(
     tmp_path: Path, no_config: Path, capsys: pytest.CaptureFixture[str], reliability
 ) -> None:

@@ -171,7 +171,10 @@ def test_a_damaged_reference_profile_is_refused_naming_the_file(
             outcome = "refused"
         else:
             outcome = "handled"
-            assert loaded is not None
+            read_back = json.loads(loaded.to_json())
+            for key in place:
+                read_back = read_back[key]
+            assert read_back == value  # accepted as it was written, not altered
     where = ".".join(map(str, place))
     reliability.record(
         "input",
